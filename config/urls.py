@@ -1,0 +1,28 @@
+from django.contrib import admin
+from django.contrib.auth.decorators import permission_required
+from django.urls import URLPattern, URLResolver, include, path
+from django.views.generic import RedirectView
+from django_rq import urls as rq_urls
+
+from core.views import healthz
+
+admin.site.site_header = "Leadflow"
+admin.site.site_title = "Leadflow"
+admin.site.index_title = "Marketing automation"
+
+
+def _guarded(patterns: list[URLPattern | URLResolver], perm: str) -> list[URLPattern | URLResolver]:
+    """django-rq's views only require staff; our roles say only Ops (and admins) see queues."""
+    guard = permission_required(perm, login_url="admin:login")
+    return [
+        URLPattern(p.pattern, guard(p.callback), p.default_args, p.name) if isinstance(p, URLPattern) else p
+        for p in patterns
+    ]
+
+
+urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
+    path("healthz", healthz, name="healthz"),
+    path("admin/rq/", include((_guarded(rq_urls.urlpatterns, "django_rq.admin"), "django_rq"))),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,113 @@
+"""Demo data for `make run`: contacts and one user per role, with printed passwords."""
+
+from __future__ import annotations
+
+import json
+import random
+import secrets
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import Group, User
+from django.utils import timezone
+
+from contacts.models import ConsentStatus, Contact, LifecycleStage
+from core import roles
+
+DEMO_USERS: dict[str, str | None] = {
+    "admin": None,  # superuser
+    "marketer": roles.MARKETER,
+    "approver": roles.APPROVER,
+    "sales": roles.SALES,
+    "ops": roles.OPS,
+}
+
+FIRST = ["Ada", "Grace", "Alan", "Linus", "Margaret", "Ken", "Barbara", "Dennis", "Radia", "Guido",
+         "Frances", "Tim", "Hedy", "Vint", "Katherine", "John", "Sophie", "Yukihiro", "Anita", "Bjarne"]
+LAST = ["Lovelace", "Hopper", "Turing", "Torvalds", "Hamilton", "Thompson", "Liskov", "Ritchie",
+        "Perlman", "van Rossum", "Allen", "Berners-Lee", "Lamarr", "Cerf", "Johnson", "McCarthy"]
+COMPANIES = [("Acme Corp", "acme.example"), ("Globex", "globex.example"), ("Initech", "initech.example"),
+             ("Umbrella", "umbrella.example"), ("Hooli", "hooli.example"), ("Stark Industries", "stark.example"),
+             ("Wayne Enterprises", "wayne.example"), ("Tyrell", "tyrell.example")]
+TITLES = ["Marketing Manager", "CTO", "Head of Growth", "Developer", "VP Sales", "Founder", "Analyst"]
+COUNTRIES = ["US", "GB", "DE", "FR", "NL", "SE", "CA", "AU", "JP", "BR"]
+
+
+def credentials_path() -> Path:
+    return Path(settings.VAR_DIR) / "demo-credentials.json"
+
+
+def read_credentials() -> dict[str, str]:
+    path = credentials_path()
+    if not path.is_file():
+        return {}
+    data: dict[str, str] = json.loads(path.read_text())
+    return data
+
+
+def seed_users() -> dict[str, str]:
+    """Create (or keep) the demo users; returns username -> password.
+
+    Passwords are random per installation and kept in VAR_DIR (mode 600) so that a second
+    `make run` prints the same logins instead of silently changing them.
+    """
+    known = read_credentials()
+    result: dict[str, str] = {}
+    for username, role in DEMO_USERS.items():
+        user = User.objects.filter(username=username).first()
+        password = known.get(username)
+        if user is None or password is None or not user.check_password(password):
+            password = secrets.token_urlsafe(9)
+            if user is None:
+                user = User(username=username, email=f"{username}@leadflow.example")
+            user.set_password(password)
+        user.is_staff = True
+        user.is_superuser = role is None
+        user.save()
+        if role:
+            user.groups.set([Group.objects.get(name=role)])
+        result[username] = password
+    path = credentials_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    path.chmod(0o600)
+    return result
+
+
+def demo_contacts(count: int, seed: int = 42) -> list[Contact]:
+    rng = random.Random(seed)
+    now = timezone.now()
+    contacts = []
+    for i in range(count):
+        first, last = rng.choice(FIRST), rng.choice(LAST)
+        company, domain = rng.choice(COMPANIES)
+        is_test = i < 5  # the staging test audience
+        email = f"test{i}@leadflow-staging.example" if is_test else (
+            f"{first}.{last}.{i}@{domain}".lower().replace(" ", "")
+        )
+        consent = rng.choice([ConsentStatus.GRANTED] * 4 + [ConsentStatus.UNKNOWN, ConsentStatus.WITHDRAWN])
+        attributes: dict[str, Any] = {"plan": rng.choice(["free", "team", "enterprise"]),
+                                      "employees": rng.choice([5, 20, 80, 250, 1200])}
+        contacts.append(Contact(
+            email=email, first_name=first, last_name=last, company=company,
+            job_title=rng.choice(TITLES), country=rng.choice(COUNTRIES),
+            lifecycle_stage=rng.choice([LifecycleStage.SUBSCRIBER, LifecycleStage.LEAD, LifecycleStage.LEAD,
+                                        LifecycleStage.MQL, LifecycleStage.CUSTOMER]),
+            attributes=attributes, consent_status=consent,
+            consent_source="demo seed" if consent != ConsentStatus.UNKNOWN else "",
+            consent_at=now if consent != ConsentStatus.UNKNOWN else None,
+            is_test=is_test,
+        ))
+    return contacts
+
+
+def seed_contacts(count: int) -> int:
+    """Insert demo contacts that are not there yet; returns how many were new."""
+    contacts = demo_contacts(count)
+    for contact in contacts:
+        contact.full_clean(validate_unique=False, validate_constraints=False)
+    existing = set(Contact.objects.filter(email__in=[c.email for c in contacts]).values_list("email", flat=True))
+    new = [c for c in contacts if c.email not in existing]
+    Contact.objects.bulk_create(new, batch_size=500)
+    return len(new)

@@ -1,0 +1,68 @@
+"""The four roles, as Django groups, and the permissions each one holds.
+
+This table is the single source of truth: a data migration applies it, `manage.py
+sync_roles` re-applies it, and every later app adds its permissions here (plus a
+migration that calls `sync_roles`). Permissions not listed are removed from the group.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+MARKETER = "Marketer"
+APPROVER = "Approver"
+SALES = "Sales"
+OPS = "Ops"
+
+_MARKETER_PERMS = [
+    "contacts.view_contact",
+    "contacts.add_contact",
+    "contacts.change_contact",
+    "contacts.delete_contact",
+]
+
+ROLE_PERMISSIONS: dict[str, list[str]] = {
+    # Builds and edits: contacts, segments, scoring rules, templates, workflow drafts.
+    MARKETER: _MARKETER_PERMS,
+    # A marketer who may also promote workflow versions to production (added with workflows).
+    APPROVER: list(_MARKETER_PERMS),
+    # Read-only: ranked leads and why they score.
+    SALES: ["contacts.view_contact"],
+    # Watches queues, failures and delivery; reads contacts to follow a failure to its row.
+    OPS: ["contacts.view_contact", "core.view_heartbeat", "django_rq.admin"],
+}
+
+
+def sync_roles(apps: Any = None, *, verbosity: int = 0) -> None:
+    """Create the groups and set each one's permissions exactly to ROLE_PERMISSIONS.
+
+    Works inside a migration (pass its `apps`) and at run time (apps=None). Permissions are
+    normally created after migrate; we create them first so a fresh database gets its roles
+    in the same `migrate` run.
+    """
+    from django.apps import apps as global_apps
+    from django.contrib.auth.management import create_permissions
+
+    registry = apps or global_apps
+    for app_config in registry.get_app_configs():
+        # Migration-state app configs have models_module=None, which create_permissions
+        # reads as "no models"; mark them for the call and restore afterwards.
+        stub = getattr(app_config, "models_module", None) is None
+        if stub:
+            app_config.models_module = True
+        create_permissions(app_config, apps=registry, verbosity=verbosity)
+        if stub:
+            app_config.models_module = None
+
+    Group = registry.get_model("auth", "Group")
+    Permission = registry.get_model("auth", "Permission")
+    for role, names in ROLE_PERMISSIONS.items():
+        group, _ = Group.objects.get_or_create(name=role)
+        wanted = []
+        for name in names:
+            app_label, codename = name.split(".", 1)
+            perm = Permission.objects.filter(content_type__app_label=app_label, codename=codename).first()
+            if perm is None:
+                raise LookupError(f"role {role}: permission {name} does not exist")
+            wanted.append(perm)
+        group.permissions.set(wanted)
