@@ -20,7 +20,10 @@ from config.env import (
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # A local .env (written by `make run`, never committed) is read first; real env wins.
-read_env_file(BASE_DIR / ".env")
+# ENV_FILE="" disables it (the test suite does, so a developer's .env cannot leak in).
+_env_file = env_str("ENV_FILE", str(BASE_DIR / ".env"))
+if _env_file:
+    read_env_file(Path(_env_file))
 
 VAR_DIR = Path(env_str("VAR_DIR") or BASE_DIR / "var").resolve()
 VAR_DIR.mkdir(parents=True, exist_ok=True)  # SQLite file, embedded Redis socket, uploads
@@ -34,7 +37,7 @@ if not SECRET_KEY:
             "SECRET_KEY is required when DEBUG is off: set the SECRET_KEY environment variable "
             "(for example: python -c 'import secrets; print(secrets.token_urlsafe(50))')"
         )
-    SECRET_KEY = "insecure-dev-only-key-do-not-use-in-production-0123456789abcdefghij"
+    SECRET_KEY = "insecure-dev-only-key-do-not-use-in-production-0123456789abcdefghij"  # noqa: S105  DEBUG only
 
 SITE_URL = env_url("SITE_URL", "http://localhost:8000", schemes=("http", "https")).rstrip("/")
 _site_host = urlsplit(SITE_URL).hostname or "localhost"

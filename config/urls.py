@@ -1,19 +1,20 @@
+from collections.abc import Sequence
+
 from django.contrib import admin
-from django.contrib.auth.decorators import permission_required
 from django.urls import URLPattern, URLResolver, include, path
 from django.views.generic import RedirectView
 from django_rq import urls as rq_urls
 
-from core.views import healthz
+from core.views import healthz, staff_permission_required
 
 admin.site.site_header = "Leadflow"
 admin.site.site_title = "Leadflow"
 admin.site.index_title = "Marketing automation"
 
 
-def _guarded(patterns: list[URLPattern | URLResolver], perm: str) -> list[URLPattern | URLResolver]:
+def _guarded(patterns: Sequence[URLPattern | URLResolver], perm: str) -> list[URLPattern | URLResolver]:
     """django-rq's views only require staff; our roles say only Ops (and admins) see queues."""
-    guard = permission_required(perm, login_url="admin:login")
+    guard = staff_permission_required(perm)
     return [
         URLPattern(p.pattern, guard(p.callback), p.default_args, p.name) if isinstance(p, URLPattern) else p
         for p in patterns

@@ -9,7 +9,9 @@ from core.admin_utils import EstimatedCountPaginator
 @admin.register(Contact)
 class ContactAdmin(ExportMixin, admin.ModelAdmin):
     resource_classes = [ContactResource]
-    list_display = ["email", "first_name", "last_name", "company", "lifecycle_stage", "consent_status", "is_test", "created_at"]
+    list_display = [
+        "email", "first_name", "last_name", "company", "lifecycle_stage", "consent_status", "is_test", "created_at",
+    ]
     list_filter = ["lifecycle_stage", "consent_status", "is_test", "country", "created_at"]
     search_fields = ["email", "first_name", "last_name", "company"]
     readonly_fields = ["created_at", "updated_at"]

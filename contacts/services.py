@@ -38,7 +38,8 @@ def contact_upsert(*, email: str, **fields: Any) -> tuple[Contact, bool]:
     if contact is None:
         contact = Contact(email=normalised)
     for name, value in fields.items():
-        setattr(contact, name, value)
+        setattr(contact, name, value.strip() if isinstance(value, str) else value)
+    contact.country = contact.country.upper()
     contact.full_clean(validate_unique=created)
     contact.save()
     return contact, created

@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.http import HttpRequest
 
 from core.models import Heartbeat
 
@@ -8,8 +9,8 @@ class HeartbeatAdmin(admin.ModelAdmin):
     list_display = ["name", "seen_at", "detail"]
     readonly_fields = ["name", "seen_at", "detail"]
 
-    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: Heartbeat | None = None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_change_permission(self, request: HttpRequest, obj: Heartbeat | None = None) -> bool:
         return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Any
 
 from django.core.paginator import Paginator
 from django.db import connections
@@ -17,8 +18,8 @@ class EstimatedCountPaginator(Paginator):
     """
 
     @cached_property
-    def count(self) -> int:  # type: ignore[override]
-        qs = self.object_list
+    def count(self) -> int:
+        qs: Any = self.object_list
         query = getattr(qs, "query", None)
         if query is not None and not query.where and connections[qs.db].vendor == "postgresql":
             with connections[qs.db].cursor() as cursor:

@@ -12,11 +12,15 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--contacts", type=int, default=300)
-        parser.add_argument("--force", action="store_true", help="allow with DEBUG off (creates staff users!)")
+        parser.add_argument(
+            "--force", action="store_true", help="allow with DEBUG off (creates staff users!)"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not settings.DEBUG and not options["force"]:
-            raise CommandError("seed_demo creates staff users with printed passwords; refusing with DEBUG off (use --force)")
+            raise CommandError(
+                "seed_demo creates staff users with printed passwords; refusing with DEBUG off (use --force)"
+            )
         with transaction.atomic():
             created = seed_contacts(options["contacts"])
             logins = seed_users()

