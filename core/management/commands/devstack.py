@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -39,8 +40,10 @@ class Command(BaseCommand):
             nonlocal stopping
             stopping = True
 
-        signal.signal(signal.SIGINT, request_stop)
-        signal.signal(signal.SIGTERM, request_stop)
+        # Ctrl-C, `kill` and a closed terminal all stop the children first: they run in their
+        # own sessions, so nobody else will.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, request_stop)
 
         host, port = options["host"], options["port"]
         commands = {"web": ["runserver", f"{host}:{port}", "--noreload"], "scheduler": ["scheduler"]}
@@ -54,9 +57,11 @@ class Command(BaseCommand):
         code = 0
         try:
             url = f"http://{host}:{port}"
-            if not self._wait_ready(f"{url}/admin/login/", procs, options["ready_timeout"]):
-                raise CommandError("web did not become ready; see the output above")
-            self._banner(url)
+            if not self._wait_ready(f"{url}/admin/login/", procs, options["ready_timeout"], lambda: stopping):
+                if not stopping:
+                    raise CommandError("web did not become ready; see the output above")
+            else:
+                self._banner(url)
             while not stopping:
                 dead = [name for name, p in procs.items() if p.poll() is not None]
                 if dead:
@@ -73,9 +78,11 @@ class Command(BaseCommand):
         if code:
             sys.exit(code)
 
-    def _wait_ready(self, url: str, procs: dict[str, subprocess.Popen[bytes]], timeout: float) -> bool:
+    def _wait_ready(
+        self, url: str, procs: dict[str, subprocess.Popen[bytes]], timeout: float, stopping: Callable[[], bool]
+    ) -> bool:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not stopping():
             if any(p.poll() is not None for p in procs.values()):
                 return False
             try:
