@@ -200,3 +200,9 @@ LOGGING = {
 # --- Admin export (django-import-export) ---------------------------------------------
 IMPORT_EXPORT_ESCAPE_FORMULAE_ON_EXPORT = True  # =cmd() in a cell must not run in Excel
 IMPORT_EXPORT_SKIP_ADMIN_ACTION_EXPORT_UI = False
+
+# --- Contact imports ------------------------------------------------------------------
+IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 1024 * 1024 * 1024, minimum=1024)  # 1 GiB
+# A running import whose worker has not reported for this long is re-queued (or failed after 3 tries).
+IMPORT_STALE_SECONDS = env_int("IMPORT_STALE_SECONDS", 600, minimum=30)
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024  # larger uploads stream to a temp file, not RAM

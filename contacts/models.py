@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models.functions import Lower, Trim
 
@@ -21,6 +23,78 @@ class ConsentStatus(models.TextChoices):
     UNKNOWN = "unknown", "Unknown"
     GRANTED = "granted", "Granted"
     WITHDRAWN = "withdrawn", "Withdrawn"
+
+
+class FieldType(models.TextChoices):
+    TEXT = "text", "Text"
+    NUMBER = "number", "Number"
+    DATE = "date", "Date"
+    BOOL = "bool", "Yes/no"
+    CHOICE = "choice", "Choice"
+
+
+class CustomField(models.Model):
+    """A marketer-defined attribute, stored under its key in Contact.attributes."""
+
+    Type = FieldType
+
+    key = models.SlugField(
+        max_length=64, unique=True, allow_unicode=False,
+        help_text="Lower-case letters, digits and underscores; the key in contact attributes and templates",
+        validators=[RegexValidator(r"^[a-z][a-z0-9_]*$", "Start with a letter; use a-z, 0-9 and _ only.")],
+    )
+    label = models.CharField(max_length=120)
+    field_type = models.CharField(max_length=10, choices=FieldType.choices, default=FieldType.TEXT)
+    choices = models.JSONField(default=list, blank=True, help_text='For choice fields: ["gold", "silver"]')
+    required = models.BooleanField(default=False, help_text="New contacts must have a value")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["key"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(field_type__in=FieldType.values), name="customfield_type_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.label} ({self.key})"
+
+    def clean(self) -> None:
+        super().clean()
+        if self.field_type == self.Type.CHOICE:
+            if not isinstance(self.choices, list) or not self.choices or not all(
+                isinstance(c, str) and c for c in self.choices
+            ):
+                raise ValidationError({"choices": "A choice field needs a non-empty list of text choices."})
+        elif self.choices:
+            raise ValidationError({"choices": "Only choice fields have choices."})
+        if self.key in contact_field_names():
+            raise ValidationError({"key": f"{self.key!r} is a built-in contact field."})
+
+
+class Tag(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ContactList(models.Model):
+    """A static list: contacts are added and removed explicitly (segments are the dynamic kind)."""
+
+    name = models.CharField(max_length=150, unique=True)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "list"
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class Contact(models.Model):
@@ -44,6 +118,8 @@ class Contact(models.Model):
     is_test = models.BooleanField(
         default=False, help_text="Part of the test audience that staging workflow versions run for"
     )
+    tags = models.ManyToManyField(Tag, blank=True, related_name="contacts")
+    lists = models.ManyToManyField(ContactList, blank=True, related_name="contacts")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -85,3 +161,87 @@ class Contact(models.Model):
                 raise ValidationError({"email": exc.messages}) from exc
         if self.country:
             self.country = self.country.strip().upper()
+        from contacts.fields import validate_attributes  # avoids a models <-> fields import cycle
+
+        self.attributes = validate_attributes(self.attributes, creating=self._state.adding)
+
+
+def contact_field_names() -> frozenset[str]:
+    return frozenset(f.name for f in Contact._meta.get_fields() if not (f.is_relation and f.auto_created))
+
+
+class ImportStatus(models.TextChoices):
+    PENDING = "pending", "Waiting for mapping"
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+
+
+class OnExisting(models.TextChoices):
+    UPDATE = "update", "Update with non-empty values"
+    SKIP = "skip", "Skip existing contacts"
+    FILL_EMPTY = "fill-empty", "Only fill empty fields"
+
+
+class ImportJob(models.Model):
+    """One CSV import: its file, mapping, options, progress, counts and error report."""
+
+    Status = ImportStatus
+    OnExisting = OnExisting
+
+    file = models.FileField(upload_to="imports/%Y/%m/")
+    original_name = models.CharField(max_length=255)
+    file_size = models.BigIntegerField(default=0)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Reading options: empty means detect.
+    encoding = models.CharField(max_length=20, blank=True)
+    delimiter = models.CharField(max_length=2, blank=True)
+    # {"<CSV header>": "<target>"}; targets: a contact field, "attributes.<key>", "" to ignore.
+    mapping = models.JSONField(default=dict, blank=True)
+    create_fields = models.BooleanField(
+        default=False, help_text="Create text custom fields for mapped attribute keys that do not exist yet"
+    )
+    on_existing = models.CharField(max_length=12, choices=OnExisting.choices, default=OnExisting.UPDATE)
+    tag = models.ForeignKey(
+        Tag, null=True, blank=True, on_delete=models.SET_NULL, help_text="Tag every imported contact"
+    )
+    add_to_list = models.ForeignKey(ContactList, null=True, blank=True, on_delete=models.SET_NULL)
+
+    status = models.CharField(max_length=10, choices=ImportStatus.choices, default=ImportStatus.PENDING)
+    message = models.TextField(blank=True, help_text="What went wrong, or a summary")
+    progress = models.PositiveSmallIntegerField(default=0, help_text="Percent done")
+    rows_read = models.BigIntegerField(default=0)
+    created = models.BigIntegerField(default=0)
+    updated = models.BigIntegerField(default=0)
+    skipped = models.BigIntegerField(default=0)
+    rejected = models.BigIntegerField(default=0)
+    duplicates = models.BigIntegerField(default=0, help_text="Rows superseded by a later row with the same email")
+    error_report = models.FileField(upload_to="imports/reports/%Y/%m/", blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last sign of life of the running worker")
+    finished_at = models.DateTimeField(null=True, blank=True)
+    log = models.JSONField(default=list, blank=True, help_text="What happened, in order")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(status__in=ImportStatus.values), name="importjob_status_valid"),
+            models.CheckConstraint(
+                condition=models.Q(on_existing__in=OnExisting.values), name="importjob_on_existing_valid"
+            ),
+        ]
+        indexes = [
+            # The sweeper (contacts.tasks.import_sweep) looks for running jobs whose worker went silent.
+            models.Index(fields=["heartbeat_at"], name="importjob_running_idx",
+                         condition=models.Q(status="running")),
+        ]
+
+    def __str__(self) -> str:
+        return f"Import #{self.pk} {self.original_name}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in {ImportStatus.COMPLETED, ImportStatus.FAILED}

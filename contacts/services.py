@@ -6,9 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 
 from contacts.emails import normalize_email
 from contacts.models import Contact
+from core.audit import audit_record
+from core.models import AuditEntry
 
 EDITABLE_FIELDS = (
     "first_name",
@@ -43,3 +46,32 @@ def contact_upsert(*, email: str, **fields: Any) -> tuple[Contact, bool]:
     contact.full_clean(validate_unique=created)
     contact.save()
     return contact, created
+
+
+@transaction.atomic
+def contact_erase(*, contact: Contact, actor: Any) -> AuditEntry:
+    """GDPR erasure: delete the contact and everything that names them; keep an audit entry
+    that says an erasure happened, by whom and when, without any personal data."""
+    contact_id = contact.pk
+    counts = {"tags": contact.tags.count(), "lists": contact.lists.count()}
+    # Rows that reference the contact (tag and list memberships now; events, messages, queued
+    # workflow steps and CRM sync rows as those apps add them) go with it by CASCADE.
+    contact.delete()
+    return audit_record(actor=actor, action="contact.erased", target=("contacts.contact", contact_id), data=counts)
+
+
+def contact_export_data(*, contact: Contact) -> dict[str, Any]:
+    """Everything Leadflow holds about one contact, as plain JSON (GDPR access request)."""
+    fields = ["email", *EDITABLE_FIELDS]
+    data: dict[str, Any] = {name: getattr(contact, name) for name in fields if name not in ("attributes",)}
+    for key in ("consent_at",):
+        data[key] = data[key].isoformat() if data[key] else None
+    data.update(
+        id=contact.pk,
+        attributes=contact.attributes,
+        tags=sorted(contact.tags.values_list("name", flat=True)),
+        lists=sorted(contact.lists.values_list("name", flat=True)),
+        created_at=contact.created_at.isoformat(),
+        updated_at=contact.updated_at.isoformat(),
+    )
+    return {"contact": data, "exported_at": timezone.now().isoformat()}

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.utils import timezone
 
-from contacts.models import ConsentStatus, Contact, LifecycleStage
+from contacts.models import ConsentStatus, Contact, CustomField, LifecycleStage
 from core import roles
 
 DEMO_USERS: dict[str, str | None] = {
@@ -102,8 +102,16 @@ def demo_contacts(count: int, seed: int = 42) -> list[Contact]:
     return contacts
 
 
+DEMO_FIELDS = [
+    {"key": "plan", "label": "Plan", "field_type": CustomField.Type.CHOICE, "choices": ["free", "team", "enterprise"]},
+    {"key": "employees", "label": "Employees", "field_type": CustomField.Type.NUMBER},
+]
+
+
 def seed_contacts(count: int) -> int:
-    """Insert demo contacts that are not there yet; returns how many were new."""
+    """Insert demo contacts (and the custom fields they use) not there yet; returns how many were new."""
+    for spec in DEMO_FIELDS:
+        CustomField.objects.get_or_create(key=spec["key"], defaults=spec)
     contacts = demo_contacts(count)
     for contact in contacts:
         contact.full_clean(validate_unique=False, validate_constraints=False)

@@ -14,11 +14,19 @@ APPROVER = "Approver"
 SALES = "Sales"
 OPS = "Ops"
 
+def _crud(model: str) -> list[str]:
+    app, name = model.split(".")
+    return [f"{app}.{action}_{name}" for action in ("view", "add", "change", "delete")]
+
+
 _MARKETER_PERMS = [
-    "contacts.view_contact",
-    "contacts.add_contact",
-    "contacts.change_contact",
-    "contacts.delete_contact",
+    *_crud("contacts.contact"),
+    *_crud("contacts.customfield"),
+    *_crud("contacts.tag"),
+    *_crud("contacts.contactlist"),
+    # Imports are created and started, never edited or deleted: their counts are history.
+    "contacts.view_importjob",
+    "contacts.add_importjob",
 ]
 
 ROLE_PERMISSIONS: dict[str, list[str]] = {
@@ -27,16 +35,19 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
     # A marketer who may also promote workflow versions to production (added with workflows).
     APPROVER: list(_MARKETER_PERMS),
     # Read-only: ranked leads and why they score.
-    SALES: ["contacts.view_contact"],
+    SALES: ["contacts.view_contact", "contacts.view_tag", "contacts.view_contactlist"],
     # Watches queues, failures and delivery; reads contacts to follow a failure to its row.
-    OPS: ["contacts.view_contact", "core.view_heartbeat", "django_rq.admin"],
+    OPS: ["contacts.view_contact", "contacts.view_importjob", "core.view_heartbeat", "core.view_auditentry",
+          "django_rq.admin"],
 }
 
 
-def sync_roles(apps: Any = None, *, verbosity: int = 0) -> None:
+def sync_roles(apps: Any = None, *, verbosity: int = 0, strict: bool = True) -> None:
     """Create the groups and set each one's permissions exactly to ROLE_PERMISSIONS.
 
-    Works inside a migration (pass its `apps`) and at run time (apps=None). Permissions are
+    Works inside a migration (pass its `apps`, strict=False: an early migration skips the
+    permissions of models a later migration creates, and that one re-applies the table) and at
+    run time (apps=None, strict: a name that does not exist is a typo). Permissions are
     normally created after migrate; we create them first so a fresh database gets its roles
     in the same `migrate` run.
     """
@@ -63,6 +74,8 @@ def sync_roles(apps: Any = None, *, verbosity: int = 0) -> None:
             app_label, codename = name.split(".", 1)
             perm = Permission.objects.filter(content_type__app_label=app_label, codename=codename).first()
             if perm is None:
-                raise LookupError(f"role {role}: permission {name} does not exist")
+                if strict:
+                    raise LookupError(f"role {role}: permission {name} does not exist")
+                continue
             wanted.append(perm)
         group.permissions.set(wanted)

@@ -6,7 +6,7 @@ from django.db import migrations
 def apply_roles(apps, schema_editor):  # type: ignore[no-untyped-def]
     from core.roles import sync_roles
 
-    sync_roles(apps)
+    sync_roles(apps, strict=False)
 
 
 class Migration(migrations.Migration):

@@ -37,7 +37,8 @@ def free_port() -> int:
 
 
 class PostgresCluster:
-    def __init__(self, *, user: str = "leadflow", dbname: str = "leadflow") -> None:
+    def __init__(self, *, user: str = "leadflow", dbname: str = "leadflow", durable: bool = False) -> None:
+        self.durable = durable
         bindir = find_bindir()
         if bindir is None:
             raise RuntimeError("PostgreSQL server binaries not found (install Debian's postgresql package)")
@@ -66,11 +67,10 @@ class PostgresCluster:
 
     def start(self) -> PostgresCluster:
         self._pg("initdb", "-D", str(self.data), "-U", self.user, "-A", "trust", "-E", "UTF8", "--no-locale")
-        # Durability off: a test cluster is thrown away, and fsync dominates test time.
-        options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
-        )
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=100"
+        if not self.durable:
+            # A test cluster is thrown away, and fsync dominates test time. Benchmarks keep durability.
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._pg("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "server.log"), "-w", "start")
         self._pg("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, self.dbname)
         return self

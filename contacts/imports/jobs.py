@@ -1,0 +1,190 @@
+"""ImportJob lifecycle: create -> queue -> run (claimed, heartbeating) -> completed | failed,
+plus the sweeper that re-queues imports whose worker died and the admin's preview."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.files import File
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from contacts.fields import load_specs
+from contacts.imports.engine import ImportOptions, ImportResult, _specs_with_new, run_import
+from contacts.imports.mapping import resolve_mapping, suggest_mapping
+from contacts.imports.reader import CsvSource, ImportFileError, detect_format
+from contacts.imports.rows import STAGE_COLUMNS, RowValidator
+from contacts.models import Contact, ImportJob
+from core.queues import get_queue
+
+log = logging.getLogger(__name__)
+Status = ImportJob.Status
+MAX_ATTEMPTS = 3
+IMPORT_JOB_TIMEOUT = 6 * 3600
+
+
+class ImportSuperseded(Exception):
+    """Another attempt owns this job now (the sweeper re-queued it); this one must stop."""
+
+
+def _log_entry(message: str) -> dict[str, str]:
+    return {"at": timezone.now().isoformat(timespec="seconds"), "message": message}
+
+
+def import_job_queue(*, job: ImportJob, note: str = "queued") -> None:
+    """Queue the job for the `imports` workers; the RQ job leaves after this transaction commits."""
+    with transaction.atomic():
+        updated = ImportJob.objects.filter(pk=job.pk, status__in=[Status.PENDING, Status.QUEUED]).update(
+            status=Status.QUEUED, heartbeat_at=timezone.now(), message="",
+        )
+        if updated != 1:
+            raise ValueError(f"import #{job.pk} is {job.status}; only pending imports can be started")
+        _append_log(job.pk, note)
+        get_queue("imports").enqueue(
+            "contacts.tasks.import_run", job.pk, job_timeout=IMPORT_JOB_TIMEOUT,
+            job_id=f"import-{job.pk}-{job.attempts}",
+        )
+    job.refresh_from_db()
+
+
+def _append_log(job_id: int, message: str) -> None:
+    job = ImportJob.objects.only("log").get(pk=job_id)
+    ImportJob.objects.filter(pk=job_id).update(log=[*job.log, _log_entry(message)][-50:])
+
+
+def options_for(job: ImportJob) -> ImportOptions:
+    return ImportOptions(
+        mapping=job.mapping or None,
+        on_existing=job.on_existing,
+        create_fields=job.create_fields,
+        tag=job.tag.name if job.tag else "",
+        list_name=job.add_to_list.name if job.add_to_list else "",
+        encoding=job.encoding,
+        delimiter=job.delimiter,
+        source_name=job.original_name,
+    )
+
+
+def import_job_run(*, job_id: int) -> None:
+    """Run a queued import. Safe to call twice: only the caller that claims it runs it."""
+    now = timezone.now()
+    claimed = ImportJob.objects.filter(pk=job_id, status=Status.QUEUED).update(
+        status=Status.RUNNING, started_at=now, heartbeat_at=now, attempts=F("attempts") + 1, progress=0,
+    )
+    if claimed != 1:
+        log.info("import %s: not queued any more, nothing to do", job_id)
+        return
+    job = ImportJob.objects.select_related("tag", "add_to_list").get(pk=job_id)
+    mine = ImportJob.objects.filter(pk=job_id, status=Status.RUNNING, attempts=job.attempts)
+    _append_log(job_id, f"attempt {job.attempts} started")
+
+    def progress(percent: int, rows: int) -> None:
+        if mine.update(progress=percent, rows_read=rows, heartbeat_at=timezone.now()) != 1:
+            raise ImportSuperseded
+
+    def finalize(result: ImportResult) -> None:
+        report_name = _store_report(job, report_path)
+        summary = (f"{result.created} created, {result.updated} updated, {result.skipped} skipped, "
+                   f"{result.rejected} rejected, {result.duplicates} duplicates")
+        done = mine.update(
+            status=Status.COMPLETED, progress=100, rows_read=result.rows_read, created=result.created,
+            updated=result.updated, skipped=result.skipped, rejected=result.rejected,
+            duplicates=result.duplicates, error_report=report_name, finished_at=timezone.now(),
+            message=summary, mapping=result.mapping, encoding=result.encoding, delimiter=result.delimiter,
+        )
+        if done != 1:
+            raise ImportSuperseded  # rolls the merge back: the other attempt's counts stand
+        _append_log(job_id, f"completed: {summary}")
+
+    tmp_dir = Path(settings.VAR_DIR) / "tmp"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=tmp_dir, suffix=".csv", delete=False) as tmp:
+        report_path = Path(tmp.name)
+    try:
+        run_import(Path(job.file.path), options_for(job), report_path=report_path, progress=progress,
+                   finalize=finalize)
+    except ImportSuperseded:
+        log.warning("import %s: attempt %s superseded by a newer attempt", job_id, job.attempts)
+    except ImportFileError as exc:
+        _fail(mine, job_id, str(exc))
+    except Exception as exc:
+        _fail(mine, job_id, f"Unexpected error ({type(exc).__name__}): {exc}. Nothing was imported.")
+        raise
+    finally:
+        report_path.unlink(missing_ok=True)
+
+
+def _fail(mine: Any, job_id: int, message: str) -> None:
+    if mine.update(status=Status.FAILED, message=message, finished_at=timezone.now()) == 1:
+        _append_log(job_id, f"failed: {message}")
+
+
+def _store_report(job: ImportJob, report_path: Path) -> str:
+    with open(report_path, "rb") as fh:
+        return default_storage.save(f"imports/reports/import-{job.pk}-errors.csv", File(fh))
+
+
+def import_sweep() -> int:
+    """Re-queue imports whose worker went silent (killed, or Redis lost the job); fail after 3 tries."""
+    cutoff = timezone.now() - timedelta(seconds=settings.IMPORT_STALE_SECONDS)
+    stale = ImportJob.objects.filter(Q(status=Status.RUNNING) | Q(status=Status.QUEUED), heartbeat_at__lt=cutoff)
+    count = 0
+    for job in stale.only("pk", "status", "attempts", "heartbeat_at"):
+        if job.attempts >= MAX_ATTEMPTS:
+            if ImportJob.objects.filter(pk=job.pk, status=job.status, attempts=job.attempts).update(
+                status=Status.FAILED, finished_at=timezone.now(),
+                message=f"The import stopped {job.attempts} times without finishing (worker killed or out of "
+                        "memory?). Nothing was imported; start it again after checking the workers.",
+            ):
+                _append_log(job.pk, "failed: too many interrupted attempts")
+            continue
+        with transaction.atomic():
+            # Conditional on what we saw: a worker that wakes up meanwhile keeps the job.
+            if ImportJob.objects.filter(pk=job.pk, status=job.status, attempts=job.attempts,
+                                        heartbeat_at=job.heartbeat_at).update(status=Status.QUEUED) != 1:
+                continue
+            job.status = Status.QUEUED
+            import_job_queue(job=job, note=f"re-queued: no sign of life since {job.heartbeat_at:%H:%M:%S}")
+            count += 1
+    return count
+
+
+def import_preview(*, path: Path, mapping: dict[str, str] | None, create_fields: bool, encoding: str = "",
+                   delimiter: str = "", limit: int = 20) -> dict[str, Any]:
+    """What the first rows would do (create, update, reject, duplicate), changing nothing."""
+    fmt = detect_format(path, encoding=encoding, delimiter=delimiter)
+    specs = load_specs()
+    with CsvSource(path, fmt) as source:
+        header = source.header
+        suggested = suggest_mapping(header, specs, create_fields=create_fields)
+        used = mapping if mapping is not None else suggested
+        plan, to_create = resolve_mapping(used, header, specs, create_fields=create_fields)
+        validator = RowValidator(plan, header, _specs_with_new(specs, to_create), consent_source="preview")
+        sample: list[tuple[int, list[str]]] = []
+        for item in source.rows():
+            sample.append(item)
+            if len(sample) >= limit:
+                break
+    email_at = STAGE_COLUMNS.index("email")
+    checked = [(line, cells, *validator.validate(line, cells)) for line, cells in sample]
+    emails = [staged[email_at] for _, _, staged, _ in checked if staged]
+    existing = set(Contact.objects.filter(email__in=emails).values_list("email", flat=True))
+    last_line = {staged[email_at]: line for line, _, staged, _ in checked if staged}
+    rows = []
+    for line, cells, staged, errors in checked:
+        if staged is None:
+            outcome, reasons = "reject", [f"{c or 'row'}: {r}" for c, _, r in errors]
+        elif last_line[staged[email_at]] != line:
+            outcome, reasons = "duplicate", [f"line {last_line[staged[email_at]]} has the same email and wins"]
+        else:
+            outcome, reasons = ("update" if staged[email_at] in existing else "create"), []
+        rows.append({"line": line, "cells": cells[: len(header)], "outcome": outcome, "reasons": reasons})
+    return {"encoding": fmt.encoding, "delimiter": fmt.delimiter, "header": header, "suggested": suggested,
+            "mapping": used, "new_fields": to_create, "rows": rows}
