@@ -46,6 +46,10 @@ else:
 from config.settings import *  # noqa: E402,F403
 from config.settings import STORAGES  # noqa: E402
 
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
+    # A file, not :memory:, so worker subprocesses started by tests see the test database.
+    DATABASES["default"]["TEST"] = {"NAME": os.path.join(_tmp, "test_db.sqlite3")}  # noqa: F405
+
 SECURE_SSL_REDIRECT = False
 SESSION_COOKIE_SECURE = False
 CSRF_COOKIE_SECURE = False

@@ -19,7 +19,7 @@ def audit_record(
         target_type, target_id = target._meta.label_lower, target.pk
     else:
         target_type, target_id = target
-    user = actor if isinstance(actor, AbstractBaseUser) else None
+    user: Any = actor if isinstance(actor, AbstractBaseUser) else None
     label = actor if isinstance(actor, str) else (user.get_username() if user else "system")
     return AuditEntry.objects.create(
         actor=user, actor_label=label, action=action, target_type=target_type,

@@ -102,7 +102,7 @@ def demo_contacts(count: int, seed: int = 42) -> list[Contact]:
     return contacts
 
 
-DEMO_FIELDS = [
+DEMO_FIELDS: list[dict[str, Any]] = [
     {"key": "plan", "label": "Plan", "field_type": CustomField.Type.CHOICE, "choices": ["free", "team", "enterprise"]},
     {"key": "employees", "label": "Employees", "field_type": CustomField.Type.NUMBER},
 ]

@@ -134,6 +134,7 @@ def run_import(
         with transaction.atomic():
             _merge(stager, options, result, report, fields)
             result.phase_seconds["merge"] = round(time.perf_counter() - started, 3)
+            report.close()  # complete on disk before finalize stores it
             if progress:
                 progress(99, result.rows_read)
             if finalize:

@@ -61,6 +61,28 @@ def detect_encoding(path: Path) -> str:
     return "cp1252"
 
 
+def check_decodes(path: Path, encoding: str) -> None:
+    """A chosen encoding must fit the whole file; otherwise say on which line it does not."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    newlines = 0
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1024 * 1024), b""):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                # exc.start counts from the start of what the decoder held: this chunk plus
+                # at most a few bytes of an unfinished character before it.
+                line = newlines + chunk[: max(exc.start, 0)].count(b"\n") + 1
+                raise ImportFileError(
+                    f"Line {line}: bytes that are not {encoding} ({exc.reason}); choose the file's encoding."
+                ) from None
+            newlines += chunk.count(b"\n")
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as exc:
+            raise ImportFileError(f"The file ends in the middle of a {encoding} character ({exc.reason}).") from None
+
+
 def check_not_binary(path: Path) -> None:
     with open(path, "rb") as fh:
         head = fh.read(SAMPLE_BYTES)
@@ -87,6 +109,7 @@ def detect_format(path: Path, *, encoding: str = "", delimiter: str = "") -> Csv
             codecs.lookup(encoding)
         except LookupError:
             raise ImportFileError(f"Unknown encoding {encoding!r}.") from None
+        check_decodes(path, encoding)
     enc = encoding or detect_encoding(path)
     if delimiter and delimiter not in DELIMITERS:
         raise ImportFileError(f"Unsupported delimiter {delimiter!r}; use one of , ; tab |")

@@ -22,7 +22,9 @@ STAGE_COLUMNS = (
     "lifecycle_stage", "consent_status", "consent_source", "consent_at", "is_test", "attributes",
 )
 TEXT_FIELDS = ("first_name", "last_name", "company", "job_title", "phone", "consent_source")
-MAX_LENGTH = {name: Contact._meta.get_field(name).max_length for name in (*TEXT_FIELDS, "email")}
+MAX_LENGTH: dict[str, int] = {
+    name: int(getattr(Contact._meta.get_field(name), "max_length", 0)) for name in (*TEXT_FIELDS, "email")
+}
 # Django's EmailValidator restricted to lower-case ASCII: a match is valid for Django too, so
 # only the rare other address (IDN domain, quoted local part) pays for the full validator.
 FAST_EMAIL = re.compile(
