@@ -56,3 +56,24 @@ def test_csv_export_escapes_formulas(marketer_client: Client) -> None:
     assert rows[0]["email"] == "evil@example.com"
     assert not rows[0]["first_name"].startswith("=")
     assert "HYPERLINK" in rows[0]["first_name"]
+
+
+def test_xlsx_export_escapes_formulas(marketer_client: Client) -> None:
+    import re
+
+    from openpyxl import load_workbook
+
+    Contact.objects.create(email="evil@example.com", first_name="=cmd|' /C calc'!A0")
+    page = marketer_client.get("/admin/contacts/contact/export/").content.decode()
+    match = re.search(r'<option value="(\d+)"[^>]*>\s*xlsx\s*</option>', page)
+    assert match, "XLSX is offered"
+    response = marketer_client.post(
+        "/admin/contacts/contact/export/",
+        {"format": match.group(1), "export_items": [], "resource": "0",
+         **{f"contactresource_{f}": "on" for f in ("email", "first_name")}},
+    )
+    assert response.status_code == 200
+    sheet = load_workbook(io.BytesIO(response.content)).active
+    cells = [str(c.value) for row in sheet.iter_rows() for c in row if c.value is not None]
+    assert "evil@example.com" in cells
+    assert not any(c.startswith("=") for c in cells)

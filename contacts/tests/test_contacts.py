@@ -73,3 +73,39 @@ def test_the_database_refuses_unknown_stages_and_consent() -> None:
         Contact.objects.create(email="a@example.com", lifecycle_stage="king")
     with pytest.raises(IntegrityError), transaction.atomic():
         Contact.objects.create(email="b@example.com", consent_status="maybe")
+
+
+def test_erasure_removes_the_contact_and_its_links_and_audits_without_personal_data(
+    role_users: dict[str, object],
+) -> None:
+    from contacts.models import ContactList, Tag
+    from contacts.services import contact_erase
+    from core.models import AuditEntry
+
+    contact = Contact.objects.create(email="gone@x.example", first_name="Gone")
+    contact.tags.add(Tag.objects.create(name="vip"))
+    contact.lists.add(ContactList.objects.create(name="Newsletter"))
+    keep = Contact.objects.create(email="stay@x.example")
+    entry = contact_erase(contact=contact, actor=role_users["marketer"])
+    assert list(Contact.objects.all()) == [keep]
+    assert Contact.tags.through.objects.count() == 0
+    assert Contact.lists.through.objects.count() == 0
+    assert (entry.action, entry.actor_label, entry.data) == ("contact.erased", "marketer", {"tags": 1, "lists": 1})
+    stored = " ".join(str(v) for v in AuditEntry.objects.values_list("target_id", "data", "actor_label").get())
+    assert "gone" not in stored.lower()
+
+
+def test_export_data_holds_everything_about_the_contact() -> None:
+    import json
+
+    from contacts.models import Tag
+    from contacts.services import contact_export_data
+
+    contact, _ = contact_upsert(email="me@x.example", first_name="Me", consent_status="granted",
+                                consent_source="form")
+    contact.tags.add(Tag.objects.create(name="vip"))
+    data = json.loads(json.dumps(contact_export_data(contact=contact)))  # plain JSON all the way
+    assert data["contact"]["email"] == "me@x.example"
+    assert data["contact"]["tags"] == ["vip"]
+    assert data["contact"]["consent_status"] == "granted"
+    assert data["contact"]["first_name"] == "Me"

@@ -57,7 +57,14 @@ class PostgresCluster:
 
     @property
     def url(self) -> str:
-        return f"postgres://{self.user}@127.0.0.1:{self.port}/{self.dbname}"
+        return self.url_for(self.dbname)
+
+    def url_for(self, dbname: str) -> str:
+        return f"postgres://{self.user}@127.0.0.1:{self.port}/{dbname}"
+
+    def create_database(self, dbname: str) -> str:
+        self._pg("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, dbname)
+        return self.url_for(dbname)
 
     def _pg(self, tool: str, *args: str) -> None:
         cmd = [*self._run_as, str(self.bindir / tool), *args]
