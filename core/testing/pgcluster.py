@@ -17,6 +17,9 @@ import tempfile
 from pathlib import Path
 
 
+PRODUCTION_SETTINGS = "-c shared_buffers=512MB -c max_wal_size=4GB -c wal_compression=on"
+
+
 def find_bindir() -> Path | None:
     candidates: list[str] = []
     if shutil.which("pg_config"):
@@ -75,6 +78,9 @@ class PostgresCluster:
     def start(self) -> PostgresCluster:
         self._pg("initdb", "-D", str(self.data), "-U", self.user, "-A", "trust", "-E", "UTF8", "--no-locale")
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=100"
+        # Write-heavy settings a production server would have (docker-compose.yml uses the same):
+        # big imports otherwise spend their time in forced checkpoints and buffer eviction.
+        options += f" {PRODUCTION_SETTINGS}"
         if not self.durable:
             # A test cluster is thrown away, and fsync dominates test time. Benchmarks keep durability.
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
