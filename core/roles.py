@@ -79,3 +79,8 @@ def sync_roles(apps: Any = None, *, verbosity: int = 0, strict: bool = True) -> 
                 continue
             wanted.append(perm)
         group.permissions.set(wanted)
+
+
+def migrate_roles(apps: Any, schema_editor: Any) -> None:
+    """RunPython entry for migrations that (re)apply the table (see core/migrations)."""
+    sync_roles(apps, strict=False)

@@ -2,11 +2,7 @@
 
 from django.db import migrations
 
-
-def apply_roles(apps, schema_editor):  # type: ignore[no-untyped-def]
-    from core.roles import sync_roles
-
-    sync_roles(apps, strict=False)
+from core.roles import migrate_roles
 
 
 class Migration(migrations.Migration):
@@ -18,4 +14,4 @@ class Migration(migrations.Migration):
         ("contenttypes", "0002_remove_content_type_name"),
     ]
 
-    operations = [migrations.RunPython(apply_roles, migrations.RunPython.noop)]
+    operations = [migrations.RunPython(migrate_roles, migrations.RunPython.noop)]

@@ -16,7 +16,6 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-
 PRODUCTION_SETTINGS = "-c shared_buffers=512MB -c max_wal_size=4GB -c wal_compression=on"
 
 
