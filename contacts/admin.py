@@ -1,9 +1,60 @@
-from django.contrib import admin
+"""Admin for contact data: contacts (with GDPR erase and data export), custom fields, tags, lists,
+the audit trail, and the CSV import wizard (upload -> column mapping and preview -> live job page)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.utils import unquote
+from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.files.uploadedfile import UploadedFile
+from django.db import models
+from django.db.models import Count, QuerySet
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from django.shortcuts import redirect
+from django.template.defaultfilters import filesizeformat
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from django.utils.html import format_html, format_html_join
+from django.utils.text import capfirst
 from import_export.admin import ExportMixin
 
-from contacts.models import Contact
+from contacts.fields import load_specs
+from contacts.imports.jobs import import_job_create, import_job_fail, import_job_start, import_preview
+from contacts.imports.mapping import (
+    ALIASES,
+    ATTR_PREFIX,
+    IMPORTABLE_FIELDS,
+    attribute_key,
+    normalise_header,
+    suggest_mapping,
+)
+from contacts.imports.reader import CsvSource, ImportFileError, detect_format
+from contacts.models import Contact, ContactList, CustomField, ImportJob, Tag, contact_field_names
 from contacts.resources import ContactResource
+from contacts.services import contact_erase, contact_export_data
 from core.admin_utils import EstimatedCountPaginator
+from core.audit import audit_record
+from core.models import AuditEntry
+
+ERASE_MAX = 500  # per confirmation: erasure runs in the request, one audited transaction per contact
+PREVIEW_ROWS = 20
+TEMPLATES = "admin/contacts/importjob/"
+
+
+# --- Contacts -------------------------------------------------------------------------------------
 
 
 @admin.register(Contact)
@@ -12,17 +63,538 @@ class ContactAdmin(ExportMixin, admin.ModelAdmin):
     list_display = [
         "email", "first_name", "last_name", "company", "lifecycle_stage", "consent_status", "is_test", "created_at",
     ]
-    list_filter = ["lifecycle_stage", "consent_status", "is_test", "country", "created_at"]
+    list_filter = ["lifecycle_stage", "consent_status", "is_test", "country", "tags", "created_at"]
     search_fields = ["email", "first_name", "last_name", "company"]
     readonly_fields = ["created_at", "updated_at"]
+    autocomplete_fields = ["tags", "lists"]
     show_full_result_count = False
     paginator = EstimatedCountPaginator
     list_per_page = 50
     date_hierarchy = None
+    actions = ["erase_contacts"]
+    change_form_template = "admin/contacts/contact/change_form.html"
     fieldsets = [
         (None, {"fields": ["email", ("first_name", "last_name"), ("company", "job_title"), ("phone", "country")]}),
         ("Lifecycle", {"fields": ["lifecycle_stage", "is_test"]}),
         ("Consent", {"fields": ["consent_status", "consent_source", "consent_at"]}),
+        ("Tags and lists", {"fields": ["tags", "lists"]}),
         ("Custom attributes", {"fields": ["attributes"]}),
         ("History", {"fields": ["created_at", "updated_at"]}),
     ]
+
+    def get_urls(self) -> list[URLPattern]:
+        export_data = path(
+            "<path:object_id>/export-data/", self.admin_site.admin_view(self.export_data_view),
+            name="contacts_contact_export_data",
+        )
+        return [export_data, *super().get_urls()]
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        extra = dict(extra_context or {})
+        if self.has_view_permission(request):
+            extra["export_data_url"] = reverse("admin:contacts_contact_export_data", args=[object_id])
+        return super().change_view(request, object_id, form_url, extra)
+
+    def export_data_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Everything held about one contact as a JSON download (GDPR access request)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        contact = self.get_object(request, unquote(object_id))
+        if contact is None:
+            raise Http404("No such contact.")
+        audit_record(actor=request.user, action="contact.data_exported", target=contact)
+        response = JsonResponse(contact_export_data(contact=contact), json_dumps_params={"indent": 2})
+        response["Content-Disposition"] = f'attachment; filename="contact-{contact.pk}.json"'
+        return response
+
+    def delete_model(self, request: HttpRequest, obj: Contact) -> None:
+        # Deleting a contact is erasing it: same cascade, and the audit entry the plain delete lacks.
+        contact_erase(contact=obj, actor=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Contact]) -> None:
+        for contact in queryset:
+            contact_erase(contact=contact, actor=request.user)
+
+    @admin.action(description="Erase (GDPR)", permissions=["delete"])
+    def erase_contacts(self, request: HttpRequest, queryset: QuerySet[Contact]) -> TemplateResponse | None:
+        count = queryset.count()
+        if count > ERASE_MAX:
+            self.message_user(request, f"{count} contacts selected; erase at most {ERASE_MAX} at a time.",
+                              messages.ERROR)
+            return None
+        if request.POST.get("post") != "yes":
+            return self._erase_confirmation(request, queryset, count)
+        erased = 0
+        for contact in list(queryset):
+            contact_erase(contact=contact, actor=request.user)
+            erased += 1
+        self.message_user(request, f"Erased {erased} contact{'s' if erased != 1 else ''} and everything that "
+                                   "named them; the audit log records the erasure without personal data.",
+                          messages.SUCCESS)
+        return None
+
+    def _erase_confirmation(self, request: HttpRequest, queryset: QuerySet[Contact], count: int) -> TemplateResponse:
+        contacts = queryset.annotate(tag_count=Count("tags", distinct=True), list_count=Count("lists", distinct=True))
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/contacts/contact/erase_confirmation.html", {
+            **self.admin_site.each_context(request),
+            "title": "Erase contacts (GDPR)",
+            "opts": self.opts,
+            "contacts": contacts,
+            "count": count,
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+            "media": self.media,
+        })
+
+
+@admin.register(CustomField)
+class CustomFieldAdmin(admin.ModelAdmin):
+    list_display = ["key", "label", "field_type", "required", "created_at"]
+    list_filter = ["field_type", "required"]
+    search_fields = ["key", "label"]
+    readonly_fields = ["created_at"]
+
+
+@admin.register(Tag)
+class TagAdmin(admin.ModelAdmin):
+    list_display = ["name", "created_at"]
+    search_fields = ["name"]
+    readonly_fields = ["created_at"]
+
+
+@admin.register(ContactList)
+class ContactListAdmin(admin.ModelAdmin):
+    list_display = ["name", "description", "created_at"]
+    search_fields = ["name", "description"]
+    readonly_fields = ["created_at"]
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(admin.ModelAdmin):
+    """The audit trail is written by core.audit only: nobody adds, edits or deletes entries here."""
+
+    list_display = ["at", "actor_label", "action", "target_type", "target_id"]
+    list_filter = ["action", "target_type"]
+    search_fields = ["action", "actor_label", "=target_id"]
+    readonly_fields = ["at", "actor", "actor_label", "action", "target_type", "target_id", "data"]
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: AuditEntry | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: AuditEntry | None = None) -> bool:
+        return False
+
+
+# --- Import jobs: reading the file for the wizard ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileSample:
+    encoding: str
+    delimiter: str
+    header: list[str]
+    rows: list[tuple[int, list[str]]]
+
+
+def read_sample(job: ImportJob, *, limit: int = PREVIEW_ROWS) -> FileSample:
+    """Header and first rows, independent of any mapping. Raises ImportFileError."""
+    try:
+        file_path = Path(job.file.path)
+        fmt = detect_format(file_path, encoding=job.encoding, delimiter=job.delimiter)
+        with CsvSource(file_path, fmt) as source:
+            return FileSample(fmt.encoding, fmt.delimiter, source.header, list(islice(source.rows(), limit)))
+    except FileNotFoundError:
+        raise ImportFileError("The uploaded file is no longer on the server; upload it again.") from None
+
+
+ENCODING_CHOICES = [
+    ("", "Detect automatically"),
+    ("utf-8", "UTF-8"),
+    ("cp1252", "Windows-1252 (Excel on Windows)"),
+    ("latin-1", "Latin-1 (ISO 8859-1)"),
+]
+DELIMITERS = {"comma": ",", "semicolon": ";", "tab": "\t"}
+DELIMITER_CHOICES = [("", "Detect automatically"), ("comma", "Comma ( , )"), ("semicolon", "Semicolon ( ; )"),
+                     ("tab", "Tab")]
+ENCODING_LABELS = {"utf-8": "UTF-8", "utf-8-sig": "UTF-8", "utf-16": "UTF-16", "cp1252": "Windows-1252",
+                   "latin-1": "Latin-1"}
+DELIMITER_LABELS = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "vertical bars ( | )"}
+OUTCOME_LABELS = {"create": "New contact", "update": "Updates a contact", "reject": "Rejected",
+                  "duplicate": "Duplicate"}
+
+
+class ImportUploadForm(forms.Form):
+    required_css_class = "required"
+
+    file = forms.FileField(
+        label="CSV file",
+        help_text="A .csv export from a spreadsheet, CRM or email tool, with a header row. "
+                  "You choose which column goes where in the next step.",
+    )
+    on_existing = forms.ChoiceField(
+        label="Contacts that already exist", choices=ImportJob.OnExisting.choices,
+        initial=ImportJob.OnExisting.UPDATE, help_text="Contacts are matched by email address.",
+    )
+    tag = forms.CharField(
+        label="Tag everyone in the file", required=False, max_length=Tag._meta.get_field("name").max_length,
+        help_text="Optional. The tag is created if it does not exist yet.",
+    )
+    add_to_list = forms.ModelChoiceField(
+        label="Add everyone to list", queryset=ContactList.objects.all(), required=False, empty_label="(no list)",
+    )
+    create_fields = forms.BooleanField(
+        label="Create custom fields for unknown columns", required=False, initial=True,
+        help_text="Columns that match no contact field become new text custom fields.",
+    )
+    encoding = forms.ChoiceField(
+        label="Character encoding", choices=ENCODING_CHOICES, required=False,
+        help_text="Leave on automatic unless accented letters come out wrong in the preview.",
+    )
+    delimiter = forms.ChoiceField(label="Column separator", choices=DELIMITER_CHOICES, required=False)
+
+    def clean_file(self) -> UploadedFile:
+        upload: UploadedFile = self.cleaned_data["file"]
+        limit = int(settings.IMPORT_MAX_BYTES)
+        if (upload.size or 0) > limit:
+            raise ValidationError(
+                f"This file is {filesizeformat(upload.size or 0)}; the largest file you can import is "
+                f"{filesizeformat(limit)}. Split it into smaller files and import them one after the other."
+            )
+        return upload
+
+    def clean_tag(self) -> str:
+        return str(self.cleaned_data["tag"]).strip()
+
+
+Choices = list[tuple[str, Any]]
+
+
+class ImportMappingForm(forms.Form):
+    """One select per CSV column: ignore, a contact field, a custom field, or a new custom field."""
+
+    def __init__(self, *args: Any, header: list[str], choices: list[Choices], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.header = header
+        for index, (name, column_choices) in enumerate(zip(header, choices, strict=True)):
+            self.fields[f"col_{index}"] = forms.ChoiceField(label=name, choices=column_choices, required=False)
+
+    def mapping(self) -> dict[str, str]:
+        return {name: self.cleaned_data[f"col_{index}"] for index, name in enumerate(self.header)}
+
+
+def target_choices(header: list[str], *, create_fields: bool, selected: dict[str, str]) -> list[Choices]:
+    """The targets each column may map to, grouped for the <select>s."""
+    fields: Choices = [(name, _field_label(name)) for name in IMPORTABLE_FIELDS]
+    custom = {ATTR_PREFIX + f.key: f"{f.label} ({f.key})" for f in CustomField.objects.only("key", "label")}
+    builtin = contact_field_names()
+    result: list[Choices] = []
+    for name in header:
+        column: Choices = [("", "— Ignore this column —"), ("Contact fields", fields)]
+        if custom:
+            column.append(("Custom fields", list(custom.items())))
+        key = attribute_key(name)
+        offered = {value for value, _ in fields} | set(custom)
+        if create_fields and ATTR_PREFIX + key not in custom and key not in builtin \
+                and normalise_header(name) not in ALIASES:
+            column.append(("New custom field", [(ATTR_PREFIX + key, f"New field “{key}”")]))
+            offered.add(ATTR_PREFIX + key)
+        current = selected.get(name, "")
+        if current and current not in offered:
+            column.append(("Other", [(current, current)]))
+        result.append(column)
+    return result
+
+
+def _preview(job: ImportJob, sample: FileSample, mapping: dict[str, str] | None) -> tuple[dict[str, Any] | None, str]:
+    """(import_preview's answer, "") or (None, why there is no preview)."""
+    if mapping is None:
+        return None, "Choose a target from the list for every column."
+    try:
+        return import_preview(path=Path(job.file.path), mapping=mapping, create_fields=job.create_fields,
+                              encoding=sample.encoding, delimiter=sample.delimiter, limit=PREVIEW_ROWS), ""
+    except ImportFileError as exc:
+        return None, str(exc)
+
+
+def _field_label(name: str) -> str:
+    field = Contact._meta.get_field(name)
+    return capfirst(str(field.verbose_name)) if isinstance(field, models.Field) else name
+
+
+def _mapping_target_label(target: str) -> str:
+    if not target:
+        return "ignored"
+    if target.startswith(ATTR_PREFIX):
+        return f"custom field “{target[len(ATTR_PREFIX):]}”"
+    return _field_label(target) if target in IMPORTABLE_FIELDS else target
+
+
+def _target_label(target: str, choices: Choices) -> str:
+    if not target:
+        return "ignored"
+    for value, label in choices:
+        if isinstance(label, list):
+            found = dict(label).get(target)
+            if found:
+                return str(found)
+        elif value == target:
+            return str(label)
+    return target
+
+
+def _moment(value: dt.datetime | str | None) -> str:
+    moment = parse_datetime(value) if isinstance(value, str) else value
+    if moment is None:
+        return ""
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S") if timezone.is_aware(moment) else str(moment)
+
+
+# --- Import jobs: the admin --------------------------------------------------------------------------
+
+IMPORT_FILE_FIELDS = ("original_name", "size_display", "format_display", "created_by", "created_at")
+IMPORT_OPTION_FIELDS = ("on_existing", "create_fields", "tag", "add_to_list", "mapping_display")
+
+
+@admin.register(ImportJob)
+class ImportJobAdmin(admin.ModelAdmin):
+    """Imports are created by the wizard and never edited: the detail page is read-only."""
+
+    list_display = ["file_display", "status", "progress_display", "counts_display", "created_by",
+                    "created_at"]
+    list_filter = ["status", "created_at"]
+    search_fields = ["original_name"]
+    list_select_related = ["created_by"]
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
+    change_form_template = TEMPLATES + "change_form.html"
+    fieldsets = [("File", {"fields": IMPORT_FILE_FIELDS}), ("Options", {"fields": IMPORT_OPTION_FIELDS})]
+    readonly_fields = (*IMPORT_FILE_FIELDS, *IMPORT_OPTION_FIELDS)
+
+    def has_change_permission(self, request: HttpRequest, obj: ImportJob | None = None) -> bool:
+        return bool(request.user.is_active and request.user.is_superuser)
+
+    def has_delete_permission(self, request: HttpRequest, obj: ImportJob | None = None) -> bool:
+        return bool(request.user.is_active and request.user.is_superuser)
+
+    @admin.display(description="Progress")
+    def progress_display(self, job: ImportJob) -> str:
+        return f"{job.progress} %"
+
+    @admin.display(description="File", ordering="original_name")
+    def file_display(self, job: ImportJob) -> str:
+        return job.original_name
+
+    @admin.display(description="Result")
+    def counts_display(self, job: ImportJob) -> str:
+        counts = [(job.created, "created"), (job.updated, "updated"), (job.skipped, "skipped"),
+                  (job.rejected, "rejected"), (job.duplicates, "duplicates")]
+        shown = [f"{n} {label}" for n, label in counts if n or label in ("created", "updated", "rejected")]
+        return ", ".join(shown) if job.status == ImportJob.Status.COMPLETED else "—"
+
+    @admin.display(description="File size")
+    def size_display(self, job: ImportJob) -> str:
+        return filesizeformat(job.file_size)
+
+    @admin.display(description="Read as")
+    def format_display(self, job: ImportJob) -> str:
+        encoding = ENCODING_LABELS.get(job.encoding, job.encoding) or "encoding detected automatically"
+        delimiter = DELIMITER_LABELS.get(job.delimiter, job.delimiter)
+        separator = f"columns separated by {delimiter}" if delimiter else "separator detected automatically"
+        return f"{encoding}, {separator}"
+
+    @admin.display(description="Column mapping")
+    def mapping_display(self, job: ImportJob) -> str:
+        if not job.mapping:
+            return "Not chosen yet"
+        return format_html(
+            '<table class="import-mapping-summary"><tbody>{}</tbody></table>',
+            format_html_join("", "<tr><td>{}</td><td>→ {}</td></tr>",
+                             ((column, _mapping_target_label(target)) for column, target in job.mapping.items())),
+        )
+
+    # URLs ----------------------------------------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        def view(func: Any, suffix: str) -> URLPattern:
+            return path(f"<path:object_id>/{suffix}/", self.admin_site.admin_view(func),
+                        name=f"contacts_importjob_{suffix.replace('-', '_')}")
+
+        return [
+            view(self.mapping_view, "mapping"),
+            view(self.status_view, "status"),
+            view(self.error_report_view, "error-report"),
+            *super().get_urls(),
+        ]
+
+    def _job(self, request: HttpRequest, object_id: str) -> ImportJob:
+        job = self.get_object(request, unquote(object_id))
+        if job is None:
+            raise Http404("No such import.")
+        return job
+
+    def _render(self, request: HttpRequest, template: str, context: dict[str, Any]) -> TemplateResponse:
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, TEMPLATES + template, {
+            **self.admin_site.each_context(request), "opts": self.opts,
+            "has_view_permission": self.has_view_permission(request), **context,
+        })
+
+    # Step 1: upload -------------------------------------------------------------------------------
+
+    def add_view(self, request: HttpRequest, form_url: str = "",
+                 extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = ImportUploadForm(request.POST, request.FILES) if request.method == "POST" else ImportUploadForm()
+        if form.is_valid():
+            data = form.cleaned_data
+            user = request.user if isinstance(request.user, User) else None
+            job = import_job_create(
+                upload=data["file"], created_by=user, on_existing=data["on_existing"],
+                tag_name=data["tag"], add_to_list=data["add_to_list"], create_fields=data["create_fields"],
+                encoding=data["encoding"], delimiter=DELIMITERS.get(data["delimiter"], ""),
+            )
+            return redirect("admin:contacts_importjob_mapping", job.pk)
+        return self._render(request, "upload.html", {
+            "title": "Import contacts from a CSV file", "form": form,
+            "max_size": filesizeformat(int(settings.IMPORT_MAX_BYTES)), **(extra_context or {}),
+        })
+
+    # Step 2: mapping and preview ------------------------------------------------------------------
+
+    def mapping_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        job = self._job(request, object_id)
+        job_url = reverse("admin:contacts_importjob_change", args=[job.pk])
+        if job.status != ImportJob.Status.PENDING:
+            self.message_user(request, f"This import is {job.get_status_display().lower()}; its columns can no "
+                                       "longer be changed.", messages.WARNING)
+            return redirect(job_url)
+        context: dict[str, Any] = {"title": f"Map the columns of {job.original_name}", "job": job, "job_url": job_url}
+        try:
+            sample = read_sample(job)
+        except ImportFileError as exc:
+            import_job_fail(job=job, message=str(exc))
+            return self._render(request, "mapping.html", {**context, "file_error": str(exc)})
+
+        initial = job.mapping if set(job.mapping) == set(sample.header) else suggest_mapping(
+            sample.header, load_specs(), create_fields=job.create_fields
+        )
+        bound = request.method == "POST"
+        selected = {n: str(request.POST.get(f"col_{i}", "")) for i, n in enumerate(sample.header)} if bound else initial
+        choices = target_choices(sample.header, create_fields=job.create_fields, selected=initial)
+        form = ImportMappingForm(request.POST if bound else None, header=sample.header, choices=choices,
+                                 initial={f"col_{i}": initial.get(n, "") for i, n in enumerate(sample.header)})
+        mapping = form.mapping() if bound and form.is_valid() else (None if bound else initial)
+        preview, error = _preview(job, sample, mapping)
+        if bound and "_start" in request.POST and preview is not None and mapping is not None:
+            return self._start(request, job, mapping, job_url)
+        return self._render(request, "mapping.html", {
+            **context, **self._mapping_context(sample, form, choices, selected, preview), "error": error,
+        })
+
+    def _start(self, request: HttpRequest, job: ImportJob, mapping: dict[str, str], job_url: str) -> HttpResponse:
+        try:
+            import_job_start(job=job, mapping=mapping)
+        except ValueError as exc:
+            self.message_user(request, str(exc), messages.WARNING)
+        else:
+            self.message_user(request, f"Import of {job.original_name} started. This page updates as it runs.",
+                              messages.SUCCESS)
+        return redirect(job_url)
+
+    def _mapping_context(self, sample: FileSample, form: ImportMappingForm, choices: list[Choices],
+                         selected: dict[str, str], preview: dict[str, Any] | None) -> dict[str, Any]:
+        width = len(sample.header)
+        columns = []
+        for index, name in enumerate(sample.header):
+            examples = [cells[index].strip() for _, cells in sample.rows if index < len(cells) and cells[index].strip()]
+            columns.append({"name": name, "field": form[f"col_{index}"], "examples": examples[:3],
+                            "target": selected.get(name, ""),
+                            "target_label": _target_label(selected.get(name, ""), choices[index])})
+        rows = []
+        for row in (preview or {}).get("rows", []):
+            values = list(row["cells"]) + [""] * (width - len(row["cells"]))
+            cells = [{"value": value, "ignored": not column["target"]} for value, column in zip(values, columns,
+                                                                                               strict=True)]
+            rows.append({**row, "cells": cells, "label": OUTCOME_LABELS.get(row["outcome"], row["outcome"])})
+        outcomes = Counter(row["outcome"] for row in rows)
+        return {
+            "columns": columns,
+            "preview": preview,
+            "preview_rows": rows,
+            "outcome_counts": [(o, OUTCOME_LABELS[o], outcomes[o]) for o in OUTCOME_LABELS if outcomes[o]],
+            "new_fields": (preview or {}).get("new_fields", []),
+            "encoding_label": ENCODING_LABELS.get(sample.encoding, sample.encoding),
+            "delimiter_label": DELIMITER_LABELS.get(sample.delimiter, sample.delimiter),
+            "column_count": width + 3,
+        }
+
+    # Step 3: the job page, its status feed and its error report ---------------------------------
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        if request.method == "POST":
+            raise PermissionDenied  # read-only even for superusers: a save would overwrite a running job's counts
+        extra = dict(extra_context or {})
+        job = self.get_object(request, unquote(object_id))
+        if job is not None and self.has_view_permission(request, job):
+            pending = job.status == ImportJob.Status.PENDING
+            extra.update(
+                state=self._state(job),
+                status_url=reverse("admin:contacts_importjob_status", args=[job.pk]),
+                poll=job.status in (ImportJob.Status.QUEUED, ImportJob.Status.RUNNING),
+                mapping_url=reverse("admin:contacts_importjob_mapping", args=[job.pk])
+                if pending and self.has_add_permission(request) else "",
+                show_save=False, show_save_and_continue=False, show_save_and_add_another=False,
+            )
+        return super().change_view(request, object_id, form_url, extra)
+
+    def status_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        response = JsonResponse(self._state(self._job(request, object_id)))
+        response["Cache-Control"] = "no-store"
+        return response
+
+    def error_report_view(self, request: HttpRequest, object_id: str) -> HttpResponseBase:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        job = self._job(request, object_id)
+        if not job.error_report:
+            raise Http404("This import has no error report.")
+        try:
+            report = job.error_report.open("rb")
+        except FileNotFoundError:
+            raise Http404("The error report file is missing.") from None
+        filename = f"{Path(job.original_name).stem or 'import'}-errors.csv"
+        return FileResponse(report, as_attachment=True, filename=filename, content_type="text/csv; charset=utf-8")
+
+    def _state(self, job: ImportJob) -> dict[str, Any]:
+        """What the job page shows and its script polls for."""
+        report_url = reverse("admin:contacts_importjob_error_report", args=[job.pk]) \
+            if job.is_finished and job.error_report else None
+        return {
+            "status": job.status,
+            "status_label": job.get_status_display(),
+            "finished": job.is_finished,
+            "message": job.message,
+            "progress": job.progress,
+            "rows_read": job.rows_read,
+            "created": job.created,
+            "updated": job.updated,
+            "skipped": job.skipped,
+            "rejected": job.rejected,
+            "duplicates": job.duplicates,
+            "started_at": _moment(job.started_at),
+            "finished_at": _moment(job.finished_at),
+            "error_report_url": report_url,
+            "log": [{"at": _moment(entry.get("at")), "message": entry.get("message", "")} for entry in job.log],
+        }

@@ -73,7 +73,8 @@ class ErrorReport:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._fh: TextIO = open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115  closed by close()
+        # utf-8-sig: with the BOM, Excel on Windows shows accented values right.
+        self._fh: TextIO = open(path, "w", encoding="utf-8-sig", newline="")  # noqa: SIM115  closed by close()
         self._writer = csv.writer(self._fh)
         self._writer.writerow(self.HEADER)
         self.lines = 0

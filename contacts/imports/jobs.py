@@ -10,10 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.files import File
 from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.db.models import F, Q
+from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
 from contacts.fields import load_specs
@@ -21,7 +24,7 @@ from contacts.imports.engine import ImportOptions, ImportResult, _specs_with_new
 from contacts.imports.mapping import resolve_mapping, suggest_mapping
 from contacts.imports.reader import CsvSource, ImportFileError, detect_format
 from contacts.imports.rows import STAGE_COLUMNS, RowValidator
-from contacts.models import Contact, ImportJob
+from contacts.models import Contact, ContactList, ImportJob, Tag
 from core.queues import get_queue
 
 log = logging.getLogger(__name__)
@@ -38,20 +41,52 @@ def _log_entry(message: str) -> dict[str, str]:
     return {"at": timezone.now().isoformat(timespec="seconds"), "message": message}
 
 
-def import_job_queue(*, job: ImportJob, note: str = "queued") -> None:
-    """Queue the job for the `imports` workers; the RQ job leaves after this transaction commits."""
+def import_job_create(
+    *, upload: UploadedFile, created_by: User | None, on_existing: str, tag_name: str,
+    add_to_list: ContactList | None, create_fields: bool, encoding: str, delimiter: str,
+) -> ImportJob:
+    """Store an uploaded file as a pending import, waiting for its column mapping."""
+    name = Path(upload.name or "import.csv").name[:255]
     with transaction.atomic():
-        updated = ImportJob.objects.filter(pk=job.pk, status__in=[Status.PENDING, Status.QUEUED]).update(
-            status=Status.QUEUED, heartbeat_at=timezone.now(), message="",
+        tag = Tag.objects.get_or_create(name=tag_name)[0] if tag_name else None
+        job = ImportJob(
+            file=upload, original_name=name, file_size=upload.size or 0, created_by=created_by,
+            on_existing=on_existing, tag=tag, add_to_list=add_to_list, create_fields=create_fields,
+            encoding=encoding, delimiter=delimiter, status=Status.PENDING,
+            log=[_log_entry(f"uploaded {name} ({filesizeformat(upload.size or 0)})")],
         )
-        if updated != 1:
-            raise ValueError(f"import #{job.pk} is {job.status}; only pending imports can be started")
-        _append_log(job.pk, note)
-        get_queue("imports").enqueue(
-            "contacts.tasks.import_run", job.pk, job_timeout=IMPORT_JOB_TIMEOUT,
-            job_id=f"import-{job.pk}-{job.attempts}",
-        )
+        job.full_clean()
+        job.save()
+    return job
+
+
+def import_job_start(*, job: ImportJob, mapping: dict[str, str] | None = None) -> None:
+    """Save the chosen mapping (None: the suggested one) and queue a pending import.
+
+    ValueError if it is not pending (started twice, or already finished).
+    """
+    with transaction.atomic():
+        changes: dict[str, Any] = {"status": Status.QUEUED, "heartbeat_at": timezone.now(), "message": ""}
+        if mapping is not None:
+            changes["mapping"] = mapping
+        if ImportJob.objects.filter(pk=job.pk, status=Status.PENDING).update(**changes) != 1:
+            raise ValueError("This import has already been started.")
+        _enqueue(job.pk, job.attempts, "started")
     job.refresh_from_db()
+
+
+def import_job_fail(*, job: ImportJob, message: str) -> None:
+    """A pending import whose file cannot be read fails with the reason the marketer sees."""
+    _fail(ImportJob.objects.filter(pk=job.pk, status=Status.PENDING), job.pk, message)
+    job.refresh_from_db()
+
+
+def _enqueue(job_id: int, attempts: int, note: str) -> None:
+    """Hand a QUEUED job to the `imports` workers; the RQ job leaves when the transaction commits."""
+    _append_log(job_id, note)
+    get_queue("imports").enqueue(
+        "contacts.tasks.import_run", job_id, job_timeout=IMPORT_JOB_TIMEOUT, job_id=f"import-{job_id}-{attempts}",
+    )
 
 
 def _append_log(job_id: int, message: str) -> None:
@@ -148,10 +183,10 @@ def import_sweep() -> int:
         with transaction.atomic():
             # Conditional on what we saw: a worker that wakes up meanwhile keeps the job.
             if ImportJob.objects.filter(pk=job.pk, status=job.status, attempts=job.attempts,
-                                        heartbeat_at=job.heartbeat_at).update(status=Status.QUEUED) != 1:
+                                        heartbeat_at=job.heartbeat_at).update(
+                    status=Status.QUEUED, heartbeat_at=timezone.now()) != 1:
                 continue
-            job.status = Status.QUEUED
-            import_job_queue(job=job, note=f"re-queued: no sign of life since {job.heartbeat_at:%H:%M:%S}")
+            _enqueue(job.pk, job.attempts, f"re-queued: no sign of life since {job.heartbeat_at:%H:%M:%S}")
             count += 1
     return count
 

@@ -77,3 +77,26 @@ def test_xlsx_export_escapes_formulas(marketer_client: Client) -> None:
     cells = [str(c.value) for row in sheet.iter_rows() for c in row if c.value is not None]
     assert "evil@example.com" in cells
     assert not any(c.startswith("=") for c in cells)
+
+
+def test_deleting_a_contact_in_the_admin_is_an_audited_erasure(marketer_client: Client) -> None:
+    from core.models import AuditEntry
+
+    one = Contact.objects.create(email="one@x.example")
+    two = Contact.objects.create(email="two@x.example")
+    assert marketer_client.post(f"/admin/contacts/contact/{one.pk}/delete/", {"post": "yes"}).status_code == 302
+    marketer_client.post("/admin/contacts/contact/", {"action": "delete_selected", "_selected_action": [two.pk],
+                                                      "post": "yes"})
+    assert not Contact.objects.exists()
+    erased = AuditEntry.objects.filter(action="contact.erased").values_list("target_id", flat=True)
+    assert sorted(erased) == sorted([str(one.pk), str(two.pk)])
+
+
+def test_exporting_a_contacts_data_is_audited(marketer_client: Client) -> None:
+    from core.models import AuditEntry
+
+    contact = Contact.objects.create(email="me@x.example")
+    response = marketer_client.get(f"/admin/contacts/contact/{contact.pk}/export-data/")
+    assert response.status_code == 200
+    entry = AuditEntry.objects.get(action="contact.data_exported")
+    assert (entry.target_id, entry.actor_label) == (str(contact.pk), "marketer")

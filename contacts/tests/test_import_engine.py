@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db
 def run(path: Path, tmp_path: Path, **options: Any) -> tuple[ImportResult, list[dict[str, str]]]:
     report = tmp_path / "report.csv"
     result = run_import(path, ImportOptions(**options), report_path=report)
-    with open(report, newline="", encoding="utf-8") as fh:
+    with open(report, newline="", encoding="utf-8-sig") as fh:
         rows = list(csv.DictReader(fh))
     total = result.created + result.updated + result.skipped + result.rejected + result.duplicates
     assert total == result.rows_read, "every row is counted exactly once"
