@@ -120,6 +120,15 @@ class Contact(models.Model):
     )
     tags = models.ManyToManyField(Tag, blank=True, related_name="contacts")
     lists = models.ManyToManyField(ContactList, blank=True, related_name="contacts")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="owned_contacts",
+        help_text="Sales rep who owns this lead",
+    )
+    # Cached from the score ledger (scoring.ScoreEntry) by the scoring services; never edited by hand.
+    # db_default: set-based SQL inserts (imports) get them without naming them.
+    score = models.IntegerField(default=0, db_default=0, editable=False)
+    grade = models.CharField(max_length=2, blank=True, default="", db_default="", editable=False)
+    mql_at = models.DateTimeField(null=True, blank=True, editable=False, help_text="When it became an MQL")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -145,6 +154,8 @@ class Contact(models.Model):
                          condition=~models.Q(lifecycle_stage="subscriber")),
             # Staging runs select the test audience.
             models.Index(fields=["is_test"], name="contact_is_test_idx", condition=models.Q(is_test=True)),
+            # Sales lead view: ranked by score; segments filtering on score.
+            models.Index(fields=["-score", "-id"], name="contact_score_idx", condition=~models.Q(score=0)),
         ]
 
     def __str__(self) -> str:
@@ -247,3 +258,96 @@ class ImportJob(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in {ImportStatus.COMPLETED, ImportStatus.FAILED}
+
+
+class ApiKey(models.Model):
+    """A key for the event and contact API. Only a hash is stored; the key is shown once."""
+
+    name = models.CharField(max_length=100, unique=True)
+    prefix = models.CharField(max_length=12, unique=True, help_text="First characters, to find the key by")
+    key_hash = models.CharField(max_length=64, help_text="SHA-256 of the whole key")
+    rate_limit_per_minute = models.PositiveIntegerField(default=600)
+    create_unknown_contacts = models.BooleanField(
+        default=True, help_text="Events for unknown emails create the contact (else they are errors)"
+    )
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class Event(models.Model):
+    """Something a contact did or that happened to them; feeds scoring, segments and triggers."""
+
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="events")
+    event_type = models.CharField(max_length=100)
+    properties = models.JSONField(default=dict, blank=True)
+    occurred_at = models.DateTimeField()
+    received_at = models.DateTimeField(auto_now_add=True)
+    source = models.CharField(max_length=100, help_text="api:<key>, tracking, crm, system, ...")
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    processed_at = models.DateTimeField(null=True, blank=True, help_text="When scoring, segments and triggers ran")
+
+    class Meta:
+        ordering = ["-occurred_at", "-id"]
+        constraints = [
+            # The same event sent twice by a source is one event.
+            models.UniqueConstraint(fields=["source", "idempotency_key"], name="event_idempotency",
+                                    condition=models.Q(idempotency_key__isnull=False)),
+        ]
+        indexes = [
+            # "Contact did X in the last N days": segments, scoring caps, branch steps, timelines.
+            models.Index(fields=["contact", "event_type", "-occurred_at"], name="event_contact_type_idx"),
+            # Segment counts over everyone who did X recently.
+            models.Index(fields=["event_type", "-occurred_at"], name="event_type_time_idx"),
+            # The events sweeper re-queues events whose processing job was lost.
+            models.Index(fields=["received_at"], name="event_unprocessed_idx",
+                         condition=models.Q(processed_at__isnull=True)),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} #{self.pk}"
+
+
+class Segment(models.Model):
+    """A dynamic audience: a filter tree compiled to one SQL query (contacts.segments)."""
+
+    name = models.CharField(max_length=150, unique=True)
+    description = models.TextField(blank=True)
+    definition = models.JSONField(default=dict, help_text="Filter tree; see docs/segments.md")
+    is_active = models.BooleanField(default=True)
+    member_count = models.PositiveIntegerField(default=0, editable=False)
+    refreshed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SegmentMembership(models.Model):
+    """Materialised membership, kept current on every contact change and event."""
+
+    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="memberships")
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="segment_memberships")
+    entered_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["segment", "contact"], name="segment_member_unique")]
+        indexes = [
+            # Incremental updates look up one contact's memberships.
+            models.Index(fields=["contact"], name="segment_member_contact_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.contact_id} in {self.segment_id}"

@@ -27,6 +27,14 @@ _MARKETER_PERMS = [
     # Imports are created and started, never edited or deleted: their counts are history.
     "contacts.view_importjob",
     "contacts.add_importjob",
+    *_crud("contacts.segment"),
+    "contacts.view_event",
+    *_crud("scoring.scoringrule"),
+    *_crud("scoring.gradeband"),
+    "scoring.view_scoreentry",
+    "scoring.view_recomputejob",
+    "scoring.add_recomputejob",
+    "scoring.view_leads",
 ]
 
 ROLE_PERMISSIONS: dict[str, list[str]] = {
@@ -35,10 +43,13 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
     # A marketer who may also promote workflow versions to production (added with workflows).
     APPROVER: list(_MARKETER_PERMS),
     # Read-only: ranked leads and why they score.
-    SALES: ["contacts.view_contact", "contacts.view_tag", "contacts.view_contactlist"],
+    SALES: ["contacts.view_contact", "contacts.view_tag", "contacts.view_contactlist", "contacts.view_event",
+            "contacts.view_segment", "scoring.view_scoreentry", "scoring.view_leads"],
     # Watches queues, failures and delivery; reads contacts to follow a failure to its row.
     OPS: ["contacts.view_contact", "contacts.view_importjob", "core.view_heartbeat", "core.view_auditentry",
-          "django_rq.admin"],
+          "contacts.view_event", "contacts.view_segment", "scoring.view_recomputejob",
+          # Integrations are ops' to run: API keys for the event API.
+          *_crud("contacts.apikey"), "django_rq.admin"],
 }
 
 
