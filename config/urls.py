@@ -24,6 +24,8 @@ def _guarded(patterns: Sequence[URLPattern | URLResolver], perm: str) -> list[UR
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
     path("healthz", healthz, name="healthz"),
+    path("api/v1/", include("contacts.api.urls")),
+    path("leads/", include("scoring.urls")),
     path("admin/rq/", include((_guarded(rq_urls.urlpatterns, "django_rq.admin"), "django_rq"))),
     path("admin/", admin.site.urls),
 ]

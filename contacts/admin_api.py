@@ -1,0 +1,1 @@
+"""Admin for API keys (imported by contacts/admin.py)."""

@@ -1,0 +1,1 @@
+"""Admin for segments (imported by contacts/admin.py)."""

@@ -1,0 +1,1 @@
+"""Segments: filter trees compiled to one SQL query, and their materialised membership."""
