@@ -7,8 +7,11 @@ because a restarted scheduler runs interval jobs at once. Run exactly one schedu
 
 from rq import cron
 
+from contacts.segments.tasks import segments_refresh_all_job
 from contacts.tasks import import_sweeper
+from contacts.tasks_events import events_sweeper
 from core.tasks import heartbeat
+from scoring.tasks import scores_decay
 
 # Liveness of the whole background path (scheduler -> Redis -> worker -> database):
 # ops and the readiness probe read core.Heartbeat; a stale row means work is stalled.
@@ -17,3 +20,15 @@ cron.register(heartbeat, "default", interval=60, kwargs={"name": "scheduler"}, r
 # Imports whose worker died (SIGKILL, OOM) or whose RQ job Redis lost are re-queued; after
 # three interrupted attempts they fail visibly. Nothing is half-imported either way.
 cron.register(import_sweeper, "imports", interval=60, result_ttl=300)
+
+# Events whose processing job was lost (Redis flushed, worker killed) are re-queued once they
+# have waited 2 minutes; the pipeline claims events, so a late duplicate job does nothing.
+cron.register(events_sweeper, "events", interval=60, result_ttl=300)
+
+# Safety net for incremental segment membership: a full, set-based refresh of every active
+# segment catches changes no event announced (time passing for "within N days", bulk edits).
+cron.register(segments_refresh_all_job, "default", interval=3600, result_ttl=3600)
+
+# Score decay: points of rules with a half-life shrink every day; cached scores, grades and MQL
+# follow. Safe to run late or twice (it recomputes from the ledger).
+cron.register(scores_decay, "default", cron="15 3 * * *", result_ttl=3600)

@@ -48,6 +48,7 @@ from contacts.services import contact_erase, contact_export_data
 from core.admin_utils import EstimatedCountPaginator
 from core.audit import audit_record
 from core.models import AuditEntry
+from core.queues import get_queue
 
 ERASE_MAX = 500  # per confirmation: erasure runs in the request, one audited transaction per contact
 PREVIEW_ROWS = 20
@@ -107,6 +108,11 @@ class ContactAdmin(ExportMixin, admin.ModelAdmin):
         response = JsonResponse(contact_export_data(contact=contact), json_dumps_params={"indent": 2})
         response["Content-Disposition"] = f'attachment; filename="contact-{contact.pk}.json"'
         return response
+
+    def save_model(self, request: HttpRequest, obj: Contact, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        # Fit scoring and segment membership follow the edit (the job leaves after COMMIT).
+        get_queue("events").enqueue("contacts.tasks_events.contacts_changed", [obj.pk])
 
     def delete_model(self, request: HttpRequest, obj: Contact) -> None:
         # Deleting a contact is erasing it: same cascade, and the audit entry the plain delete lacks.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contacts.imports.jobs import import_followup as import_followup_service
 from contacts.imports.jobs import import_job_run, import_sweep
 
 
@@ -11,3 +12,7 @@ def import_run(job_id: int) -> None:
 
 def import_sweeper() -> int:
     return import_sweep()
+
+
+def import_followup(job_id: int) -> None:
+    import_followup_service(job_id=job_id)

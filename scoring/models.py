@@ -61,6 +61,9 @@ class ScoreEntry(models.Model):
         indexes = [
             # Score breakdown and caps: one contact's entries per rule over time.
             models.Index(fields=["contact", "rule", "-created_at"], name="scoreentry_contact_rule_idx"),
+            # scores_decay daily job: only contacts holding decaying points are recomputed.
+            models.Index(fields=["contact"], name="scoreentry_decaying_idx",
+                         condition=models.Q(half_life_days__isnull=False)),
         ]
         constraints = [
             # One event scores once per rule, however often it is processed.

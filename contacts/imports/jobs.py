@@ -137,6 +137,9 @@ def import_job_run(*, job_id: int) -> None:
         if done != 1:
             raise ImportSuperseded  # rolls the merge back: the other attempt's counts stand
         _append_log(job_id, f"completed: {summary}")
+        if result.created or result.updated:
+            # Imported contacts reach fit scoring and segments set-based, after this commits.
+            get_queue("default").enqueue("contacts.tasks.import_followup", job_id, job_timeout=IMPORT_JOB_TIMEOUT)
 
     tmp_dir = Path(settings.VAR_DIR) / "tmp"
     tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -154,6 +157,20 @@ def import_job_run(*, job_id: int) -> None:
         raise
     finally:
         report_path.unlink(missing_ok=True)
+
+
+def import_followup(*, job_id: int) -> None:
+    """After an import: rebuild fit-rule scores and refresh every segment, set-based (cheaper than
+    per-contact work for a million rows, and the same result)."""
+    from contacts.segments.services import segments_refresh_all
+    from scoring.models import RuleKind, ScoringRule
+    from scoring.services import scores_recompute_all
+
+    fit_rules = list(ScoringRule.objects.filter(kind=RuleKind.FIT, is_active=True).values_list("pk", flat=True))
+    if fit_rules:
+        scores_recompute_all(rule_ids=fit_rules)
+    segments_refresh_all()
+    _append_log(job_id, "fit scores and segments updated")
 
 
 def _fail(mine: Any, job_id: int, message: str) -> None:

@@ -1,0 +1,361 @@
+"""Event ingestion for the API: a whole batch validated in Python, then a constant number of
+queries (contacts looked up and created set-wise, events inserted with the idempotency constraint
+doing the deduplication), and one `events` job per 500 accepted events, leaving after COMMIT."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from contacts.emails import normalize_email
+from contacts.fields import load_specs, validate_attributes
+from contacts.models import ApiKey, Contact, Event
+from contacts.services import EDITABLE_FIELDS, contact_upsert
+from core.queues import get_queue
+
+MAX_EVENTS = 1000  # items per call, events or contacts
+MAX_BODY_BYTES = 1024 * 1024  # per API call; 1,000 typical events fit in a fraction of it
+MAX_PROPERTIES_BYTES = 16 * 1024
+MAX_PROPERTIES_DEPTH = 32  # nesting of objects and lists; deeper JSON would hit recursion limits when saved
+MAX_FUTURE = dt.timedelta(days=1)
+MAX_IDEMPOTENCY_KEY = 200
+JOB_CHUNK = 500
+EVENT_TYPE_RE = re.compile(r"^[a-z0-9_.:-]{1,100}$")
+ITEM_FIELDS = frozenset({"email", "type", "properties", "occurred_at", "idempotency_key"})
+PROCESS_JOB = "contacts.tasks_events.events_process"
+
+
+@dataclass(frozen=True)
+class ItemError:
+    index: int
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "message": self.message}
+
+
+@dataclass(frozen=True)
+class CleanEvent:
+    index: int
+    email: str
+    event_type: str
+    properties: dict[str, Any]
+    occurred_at: dt.datetime
+    idempotency_key: str | None
+
+
+@dataclass
+class IngestResult:
+    accepted: int = 0
+    duplicates: int = 0
+    errors: list[ItemError] = field(default_factory=list)
+    event_ids: list[int] = field(default_factory=list)
+    contacts_created: int = 0
+
+
+class ItemInvalid(ValueError):
+    """One item of a batch is unusable; the message says why, for the API client."""
+
+
+def event_source(api_key: ApiKey) -> str:
+    return f"api:{api_key.name}"
+
+
+def events_ingest(*, api_key: ApiKey, items: Sequence[Any], now: dt.datetime | None = None) -> IngestResult:
+    """Store the valid items of a batch as events (duplicates by idempotency key are skipped)."""
+    if len(items) > MAX_EVENTS:
+        raise ValueError(f"at most {MAX_EVENTS} events per call")
+    now = now or timezone.now()
+    result = IngestResult()
+    cleaned = _clean_items(items, now=now, errors=result.errors)
+    with transaction.atomic():
+        contact_ids = _contact_ids(api_key, cleaned, result)
+        cleaned = [item for item in cleaned if item.email in contact_ids]
+        source = event_source(api_key)
+        fresh, result.duplicates = _split_duplicates(source, cleaned)
+        result.event_ids = _insert(source, fresh, contact_ids)
+        result.accepted = len(result.event_ids)
+        enqueue_processing(event_ids=result.event_ids)
+    result.errors.sort(key=lambda e: e.index)
+    return result
+
+
+def enqueue_processing(*, event_ids: Sequence[int]) -> None:
+    """One job per chunk of ids; inside a transaction the jobs leave after COMMIT (django-rq)."""
+    queue = get_queue("events")
+    for start in range(0, len(event_ids), JOB_CHUNK):
+        queue.enqueue(PROCESS_JOB, list(event_ids[start:start + JOB_CHUNK]))
+
+
+# --- Validation (pure Python, no queries) ---------------------------------------------------------
+
+
+def _clean_items(items: Sequence[Any], *, now: dt.datetime, errors: list[ItemError]) -> list[CleanEvent]:
+    cleaned: list[CleanEvent] = []
+    for index, item in enumerate(items):
+        try:
+            cleaned.append(clean_item(index, item, now=now))
+        except ItemInvalid as exc:
+            errors.append(ItemError(index, str(exc)))
+    return cleaned
+
+
+def clean_item(index: int, item: Any, *, now: dt.datetime) -> CleanEvent:
+    if not isinstance(item, dict):
+        raise ItemInvalid("must be an object")
+    unknown = set(item) - ITEM_FIELDS
+    if unknown:
+        raise ItemInvalid(f"unknown field(s): {', '.join(sorted(map(str, unknown)))}")
+    properties = _properties(item.get("properties"))  # first: it bounds the nesting check_storable walks
+    check_storable(item)
+    return CleanEvent(
+        index=index,
+        email=_email(item.get("email")),
+        event_type=_event_type(item.get("type")),
+        properties=properties,
+        occurred_at=_occurred_at(item.get("occurred_at"), now=now),
+        idempotency_key=_idempotency_key(item.get("idempotency_key")),
+    )
+
+
+def _email(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ItemInvalid("email: required, a string")
+    try:
+        return normalize_email(value)
+    except ValidationError:
+        raise ItemInvalid(f"email: {value[:100]!r} is not a valid email address") from None
+
+
+def _event_type(value: Any) -> str:
+    if not isinstance(value, str) or not EVENT_TYPE_RE.fullmatch(value):
+        raise ItemInvalid("type: required, 1-100 characters of a-z 0-9 _ . : -")
+    return value
+
+
+def _properties(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ItemInvalid("properties: must be a JSON object")
+    if _too_deep(value, MAX_PROPERTIES_DEPTH):
+        raise ItemInvalid(f"properties: nested more than {MAX_PROPERTIES_DEPTH} levels deep")
+    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    if size > MAX_PROPERTIES_BYTES:
+        raise ItemInvalid(f"properties: {size} bytes serialized; the limit is {MAX_PROPERTIES_BYTES}")
+    return value
+
+
+def _occurred_at(value: Any, *, now: dt.datetime) -> dt.datetime:
+    if value is None:
+        return now
+    moment = parse_moment("occurred_at", value)
+    if moment > now + MAX_FUTURE:
+        raise ItemInvalid("occurred_at: more than 1 day in the future")
+    return moment
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether objects/lists nest deeper than `limit` (iterative: no recursion on hostile input)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
+def parse_moment(name: str, value: Any) -> dt.datetime:
+    """An ISO-8601 date and time; without an offset it is UTC (documented)."""
+    if not isinstance(value, str):
+        raise ItemInvalid(f"{name}: must be an ISO-8601 string, e.g. 2025-01-31T09:30:00Z")
+    try:
+        moment = parse_datetime(value.strip())
+    except ValueError:
+        moment = None
+    if moment is None:
+        raise ItemInvalid(f"{name}: {value[:40]!r} is not an ISO-8601 date and time")
+    return timezone.make_aware(moment, dt.UTC) if timezone.is_naive(moment) else moment
+
+
+def _idempotency_key(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_IDEMPOTENCY_KEY:
+        raise ItemInvalid(f"idempotency_key: must be a string of 1-{MAX_IDEMPOTENCY_KEY} characters")
+    if not value.isprintable():
+        raise ItemInvalid("idempotency_key: must not contain control characters")
+    return value
+
+
+def check_storable(item: dict[str, Any]) -> None:
+    """Strings the database cannot store (NUL for PostgreSQL, lone surrogates for UTF-8) are item
+    errors here rather than database errors later."""
+    text = json.dumps(item, ensure_ascii=False)
+    if "\\u0000" in text:
+        raise ItemInvalid("must not contain NUL characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ItemInvalid("contains invalid unicode (a lone surrogate)") from None
+
+
+# --- Storage (a constant number of queries per batch) ---------------------------------------------
+
+
+def _contact_ids(api_key: ApiKey, items: Iterable[CleanEvent], result: IngestResult) -> dict[str, int]:
+    """email -> contact id for every item's contact, creating the unknown ones if the key may."""
+    items = list(items)
+    emails = {item.email for item in items}
+    found = dict(Contact.objects.filter(email__in=emails).values_list("email", "pk"))
+    missing = emails - set(found)
+    if not missing:
+        return found
+    refusal = _creation_refusal(api_key)
+    if refusal is None:
+        Contact.objects.bulk_create([Contact(email=email) for email in sorted(missing)], ignore_conflicts=True)
+        created = dict(Contact.objects.filter(email__in=missing).values_list("email", "pk"))
+        result.contacts_created = len(created)  # a concurrent request may have created some: close enough
+        found.update(created)
+    else:
+        result.errors.extend(ItemError(item.index, refusal) for item in items if item.email in missing)
+    return found
+
+
+def _creation_refusal(api_key: ApiKey) -> str | None:
+    """Why contacts cannot be created for unknown emails, or None when they can."""
+    if not api_key.create_unknown_contacts:
+        return "email: no contact with this email (this API key does not create contacts)"
+    try:
+        validate_attributes({}, creating=True, specs=load_specs())
+    except ValidationError as exc:
+        return "email: no contact with this email, and new contacts need " + "; ".join(exc.messages)
+    return None
+
+
+def _split_duplicates(source: str, items: list[CleanEvent]) -> tuple[list[CleanEvent], int]:
+    """Items whose key this source already sent (before, or earlier in this batch) are duplicates."""
+    keys = {item.idempotency_key for item in items if item.idempotency_key is not None}
+    seen = set(Event.objects.filter(source=source, idempotency_key__in=keys).values_list(
+        "idempotency_key", flat=True)) if keys else set()
+    fresh: list[CleanEvent] = []
+    duplicates = 0
+    for item in items:
+        if item.idempotency_key is not None:
+            if item.idempotency_key in seen:
+                duplicates += 1
+                continue
+            seen.add(item.idempotency_key)
+        fresh.append(item)
+    return fresh, duplicates
+
+
+def _insert(source: str, items: list[CleanEvent], contact_ids: dict[str, int]) -> list[int]:
+    """Insert; keyed events rely on the (source, idempotency_key) constraint against concurrent twins.
+
+    Rows skipped by ON CONFLICT do not return ids, so keyed events are re-selected by key. A
+    concurrent request racing with the same key can make both answers count it as accepted; the
+    table still holds it once and processing is idempotent.
+    """
+    def build(item: CleanEvent) -> Event:
+        return Event(contact_id=contact_ids[item.email], event_type=item.event_type, properties=item.properties,
+                     occurred_at=item.occurred_at, source=source, idempotency_key=item.idempotency_key)
+
+    keyed = [build(item) for item in items if item.idempotency_key is not None]
+    unkeyed = [build(item) for item in items if item.idempotency_key is None]
+    ids = [event.pk for event in Event.objects.bulk_create(unkeyed)] if unkeyed else []
+    if keyed:
+        Event.objects.bulk_create(keyed, ignore_conflicts=True)
+        ids += Event.objects.filter(
+            source=source, idempotency_key__in=[e.idempotency_key for e in keyed]).values_list("pk", flat=True)
+    return sorted(ids)
+
+
+# --- Contacts (API upsert) ------------------------------------------------------------------------
+
+CONTACT_FIELDS = frozenset(EDITABLE_FIELDS) - {"is_test"}  # the test audience is chosen by staff
+CHANGED_JOB = "contacts.tasks_events.contacts_changed"
+
+
+@dataclass
+class UpsertResult:
+    created: int = 0
+    updated: int = 0
+    errors: list[ItemError] = field(default_factory=list)
+    contact_ids: list[int] = field(default_factory=list)
+
+
+def contacts_upsert(*, items: Sequence[Any]) -> UpsertResult:
+    """Create or update each valid item through contact_upsert (same validation as the admin);
+    `attributes` are merged into the stored ones (null removes one). One job re-scores and
+    re-segments the written contacts after COMMIT."""
+    if len(items) > MAX_EVENTS:
+        raise ValueError(f"at most {MAX_EVENTS} contacts per call")
+    result = UpsertResult()
+    cleaned: list[tuple[int, str, dict[str, Any]]] = []
+    for index, item in enumerate(items):
+        try:
+            cleaned.append((index, *_clean_contact(item)))
+        except ItemInvalid as exc:
+            result.errors.append(ItemError(index, str(exc)))
+    with transaction.atomic():
+        stored = dict(Contact.objects.filter(email__in={email for _, email, _ in cleaned}).values_list(
+            "email", "attributes"))
+        for index, email, fields in cleaned:
+            if isinstance(fields.get("attributes"), dict):
+                fields["attributes"] = {**stored.get(email, {}), **fields["attributes"]}
+            try:
+                contact, created = contact_upsert(email=email, **fields)
+            except ValidationError as exc:
+                result.errors.append(ItemError(index, _validation_message(exc)))
+                continue
+            stored[email] = contact.attributes
+            result.created += created
+            result.updated += not created
+            result.contact_ids.append(contact.pk)
+        ids = sorted(set(result.contact_ids))
+        queue = get_queue("events")
+        for start in range(0, len(ids), JOB_CHUNK):
+            queue.enqueue(CHANGED_JOB, ids[start:start + JOB_CHUNK])
+    result.errors.sort(key=lambda e: e.index)
+    return result
+
+
+def _clean_contact(item: Any) -> tuple[str, dict[str, Any]]:
+    if not isinstance(item, dict):
+        raise ItemInvalid("must be an object")
+    unknown = set(item) - CONTACT_FIELDS - {"email"}
+    if unknown:
+        raise ItemInvalid(f"unknown field(s): {', '.join(sorted(map(str, unknown)))}")
+    if _too_deep(item, MAX_PROPERTIES_DEPTH):
+        raise ItemInvalid(f"nested more than {MAX_PROPERTIES_DEPTH} levels deep")
+    check_storable(item)
+    fields = {name: value for name, value in item.items() if name != "email"}
+    for name, value in fields.items():
+        if name == "attributes":
+            if not isinstance(value, dict):
+                raise ItemInvalid("attributes: must be an object of custom field values")
+        elif name == "consent_at":
+            fields[name] = None if value is None else parse_moment(name, value)
+        elif not isinstance(value, str):
+            raise ItemInvalid(f"{name}: must be a string")
+    return _email(item.get("email")), fields
+
+
+def _validation_message(exc: ValidationError) -> str:
+    if hasattr(exc, "error_dict"):
+        return "; ".join(f"{name}: {' '.join(messages)}" for name, messages in exc.message_dict.items())
+    return " ".join(exc.messages)

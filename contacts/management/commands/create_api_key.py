@@ -1,0 +1,34 @@
+"""Create an API key for the event and contact API; the key is printed once and never stored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from contacts.apikeys import api_key_create
+
+
+class Command(BaseCommand):
+    help = "Create an API key (printed once: store it now; only its hash is kept)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("name", help="unique name; events it sends have source api:<name>")
+        parser.add_argument("--rate-limit", type=int, default=600, help="requests per minute (default 600)")
+        parser.add_argument("--no-create-contacts", action="store_true",
+                            help="events for unknown emails are errors instead of creating contacts")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["rate_limit"] < 1:
+            raise CommandError("--rate-limit must be at least 1")
+        try:
+            key, raw = api_key_create(
+                name=options["name"], created_by=None, rate_limit_per_minute=options["rate_limit"],
+                create_unknown_contacts=not options["no_create_contacts"],
+            )
+        except ValidationError as exc:
+            raise CommandError("; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())
+                               ) from None
+        self.stderr.write(f"Created API key {key.name!r} (prefix {key.prefix}). It is shown only now:")
+        self.stdout.write(raw)

@@ -1,0 +1,126 @@
+"""What happens after an event or a contact change ("React" in docs/architecture.md):
+scoring rules, then the segment membership they affect, in one transaction per batch.
+
+The scoring and segment engines are imported inside the functions: they live in other modules
+that import contacts.models, and the pipeline is their only caller here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Sequence
+from datetime import timedelta
+
+from django.db import connection, transaction
+from django.utils import timezone
+from rq.job import JobStatus
+
+from contacts.models import Event
+from core.queues import get_queue
+
+log = logging.getLogger(__name__)
+
+SWEEP_AFTER = timedelta(minutes=2)  # an event still unprocessed this long after arrival lost its job
+SWEEP_BATCH = 500
+SWEEP_MAX_BATCHES = 20  # per run (every minute): 10,000 events; the next run takes the rest
+PENDING = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
+
+
+class BatchOverlap(Exception):
+    """Another worker processed some of these events meanwhile; this attempt is rolled back."""
+
+
+def events_process(*, event_ids: Collection[int]) -> int:
+    """Score, update segments for and mark processed the unprocessed events among `event_ids`.
+
+    Idempotent: processed events are skipped, and if a concurrent run (a sweeper re-queue) claims
+    any of them first, this run's whole transaction is undone, so no rule is applied twice.
+    Returns how many of the given events this call processed.
+    """
+    try:
+        with transaction.atomic():
+            return _process_batch(list(event_ids))
+    except BatchOverlap:
+        log.warning("events batch of %s ids overlapped a concurrent run; rolled back, the sweeper retries "
+                    "what is left", len(event_ids))
+        return 0
+
+
+def _process_batch(event_ids: list[int]) -> int:
+    from contacts.segments.services import segments_update_contacts
+    from scoring.services import score_events, score_fit
+
+    events = _lock_unprocessed(event_ids)
+    if not events:
+        return 0
+    contact_ids = {e.contact_id for e in events}
+    changed = set(score_events(events=events))
+    # The API creates contacts for unknown emails: their fit rules are first evaluated here
+    # (one query per fit rule per batch; contacts already scored get no new entries).
+    changed |= score_fit(contact_ids=contact_ids)
+    segment_events = segments_update_contacts(contact_ids=contact_ids | changed)
+    if segment_events:
+        score_events(events=segment_events)  # one level: segment changes caused by these scores wait
+    own = [e.pk for e in events]
+    now = timezone.now()
+    if Event.objects.filter(pk__in=own, processed_at__isnull=True).update(processed_at=now) != len(own):
+        raise BatchOverlap
+    _mark_processed([e.pk for e in segment_events])
+    return len(own)
+
+
+def _lock_unprocessed(event_ids: list[int]) -> list[Event]:
+    """Unprocessed events among the ids, in time order; on PostgreSQL rows another worker is
+    processing are skipped (SKIP LOCKED) rather than waited for."""
+    events = Event.objects.filter(pk__in=event_ids, processed_at__isnull=True).order_by("occurred_at", "id")
+    if connection.features.has_select_for_update_skip_locked:
+        events = events.select_for_update(skip_locked=True)
+    return list(events)
+
+
+def _mark_processed(event_ids: Sequence[int]) -> None:
+    if event_ids:
+        Event.objects.filter(pk__in=event_ids, processed_at__isnull=True).update(processed_at=timezone.now())
+
+
+def contacts_changed(*, contact_ids: Collection[int]) -> set[int]:
+    """After contacts were edited (API upsert, admin): fit scoring, then segment membership.
+
+    Returns the ids whose fit score changed."""
+    from contacts.segments.services import segments_update_contacts
+    from scoring.services import score_events, score_fit
+
+    ids = set(contact_ids)
+    if not ids:
+        return set()
+    with transaction.atomic():
+        changed = set(score_fit(contact_ids=ids))
+        segment_events = segments_update_contacts(contact_ids=ids | changed)
+        if segment_events:
+            score_events(events=segment_events)
+        _mark_processed([e.pk for e in segment_events])
+    return changed
+
+
+def events_sweep() -> int:
+    """Re-queue events unprocessed for over 2 minutes (their job was lost: Redis flushed, worker
+    killed, enqueue failed after commit). Returns how many events were re-queued."""
+    cutoff = timezone.now() - SWEEP_AFTER
+    # Served by the partial index event_unprocessed_idx (received_at WHERE processed_at IS NULL).
+    stale = list(
+        Event.objects.filter(processed_at__isnull=True, received_at__lt=cutoff)
+        .order_by("received_at").values_list("pk", flat=True)[: SWEEP_BATCH * SWEEP_MAX_BATCHES]
+    )
+    queue = get_queue("events")
+    requeued = 0
+    for start in range(0, len(stale), SWEEP_BATCH):
+        chunk = stale[start:start + SWEEP_BATCH]
+        job_id = f"events-sweep-{chunk[0]}-{chunk[-1]}-{len(chunk)}"
+        existing = queue.fetch_job(job_id)
+        if existing is not None and existing.get_status(refresh=False) in PENDING:
+            continue  # last minute's re-queue of the same events has not run yet (a backlog)
+        queue.enqueue("contacts.tasks_events.events_process", chunk, job_id=job_id)
+        requeued += len(chunk)
+    if requeued:
+        log.warning("events sweeper re-queued %s unprocessed events", requeued)
+    return requeued

@@ -1,0 +1,265 @@
+"""Segment membership: full refresh, incremental update for a few contacts, and saving a segment.
+
+Membership changes are set-based SQL (INSERT ... SELECT / DELETE with RETURNING, both SQLite and
+PostgreSQL); every contact that enters or leaves gets a `segment_entered` / `segment_left` Event
+(source "system") so scoring and workflow triggers can react to it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+from django.db.models import (
+    BooleanField,
+    Case,
+    Exists,
+    ExpressionWrapper,
+    F,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Value,
+    When,
+)
+from django.db.models.functions import Greatest
+from django.utils import timezone
+
+from contacts.models import Contact, Event, Segment, SegmentMembership
+from contacts.segments.compiler import FilterContext, compile_with, segment_queryset, validate_filter
+from core.queues import get_queue
+
+logger = logging.getLogger(__name__)
+
+SEGMENT_ENTERED = "segment_entered"
+SEGMENT_LEFT = "segment_left"
+EVENT_SOURCE = "system"
+CONTACT_CHUNK = 1000  # contacts per incremental query (keeps IN lists under SQLite's variable limit)
+SEGMENT_CHUNK = 40  # segments evaluated per incremental query (one boolean column each)
+ROW_CHUNK = 1000  # membership rows per INSERT/DELETE statement
+REFRESH_JOB = "contacts.segments.tasks.segment_refresh_job"
+
+MEMBERSHIP = SegmentMembership._meta.db_table
+
+
+# --- Full refresh ------------------------------------------------------------------------------------------
+
+
+def segment_refresh(*, segment: Segment) -> tuple[int, int]:
+    """Recompute the segment's membership from its definition: (entered, left).
+
+    Two statements do the work whatever the segment's size; member_count and refreshed_at are
+    updated and each change is recorded as an Event. ValueError if the definition is invalid.
+    """
+    now = timezone.now()
+    matching = segment_queryset(segment, context=FilterContext(now=now)).order_by()
+    with transaction.atomic():
+        entered = _insert_matching(segment, matching, now)
+        left = _delete_unmatched(segment, matching)
+        count = SegmentMembership.objects.filter(segment_id=segment.pk).count()
+        Segment.objects.filter(pk=segment.pk).update(member_count=count, refreshed_at=now)
+        _record_events([(segment, cid, SEGMENT_ENTERED) for cid in entered]
+                       + [(segment, cid, SEGMENT_LEFT) for cid in left], now)
+    segment.member_count, segment.refreshed_at = count, now
+    return len(entered), len(left)
+
+
+def _insert_matching(segment: Segment, matching: QuerySet[Contact], now: Any) -> list[int]:
+    """INSERT ... SELECT the matching contacts that are not members yet; their ids."""
+    already = SegmentMembership.objects.filter(segment_id=segment.pk, contact_id=OuterRef("pk"))
+    candidates = matching.exclude(Exists(already)).annotate(candidate_id=F("pk")).values("candidate_id")
+    select_sql, params = candidates.query.sql_with_params()
+    entered_at = SegmentMembership._meta.get_field("entered_at").get_db_prep_value(now, connection)
+    # "WHERE true": SQLite needs a WHERE before ON CONFLICT in INSERT ... SELECT (parsing ambiguity).
+    sql = (f"INSERT INTO {MEMBERSHIP} (segment_id, contact_id, entered_at) "  # noqa: S608 (table name from the model)
+           f"SELECT %s, candidate.candidate_id, %s FROM ({select_sql}) candidate WHERE true "
+           f"ON CONFLICT (segment_id, contact_id) DO NOTHING RETURNING contact_id")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [segment.pk, entered_at, *params])
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _delete_unmatched(segment: Segment, matching: QuerySet[Contact]) -> list[int]:
+    """DELETE the members the definition no longer matches; their contact ids."""
+    # NOT EXISTS (an anti-join), not NOT IN: PostgreSQL plans NOT IN over a big subquery badly.
+    still = matching.filter(pk=OuterRef("contact_id"))
+    stale = SegmentMembership.objects.filter(segment_id=segment.pk).exclude(Exists(still))
+    select_sql, params = stale.order_by().values("pk").query.sql_with_params()
+    sql = f"DELETE FROM {MEMBERSHIP} WHERE id IN ({select_sql}) RETURNING contact_id"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [row[0] for row in cursor.fetchall()]
+
+
+def segments_refresh_all() -> dict[int, tuple[int, int] | str]:
+    """Refresh every active segment (the safety net for time windows like "in the last 7 days",
+    which change with the clock and not with an event). One transaction per segment; a segment
+    whose definition went invalid (a custom field deleted) is reported and skipped."""
+    outcome: dict[int, tuple[int, int] | str] = {}
+    for segment in Segment.objects.filter(is_active=True).order_by("pk"):
+        try:
+            outcome[segment.pk] = segment_refresh(segment=segment)
+        except ValueError as exc:
+            logger.warning("segment %s not refreshed: %s", segment.pk, exc)
+            outcome[segment.pk] = str(exc)
+    return outcome
+
+
+# --- Incremental update ------------------------------------------------------------------------------------
+
+
+def segments_update_contacts(*, contact_ids: Iterable[int]) -> list[Event]:
+    """Bring these contacts' memberships of every active segment up to date; the created events.
+
+    Called by the event pipeline after each batch and after contact edits. The number of queries
+    depends on the number of active segments (one boolean column each, SEGMENT_CHUNK per query),
+    not on the number of contacts (up to CONTACT_CHUNK per round).
+    """
+    ids = sorted(set(contact_ids))
+    if not ids:
+        return []
+    now = timezone.now()
+    context = FilterContext(now=now)
+    segments = {s.pk: s for s in Segment.objects.filter(is_active=True).order_by("pk")}
+    conditions = {}
+    for pk, segment in segments.items():
+        try:
+            conditions[pk] = compile_with(segment.definition, context=context, segment_id=pk)
+        except ValueError as exc:
+            logger.warning("segment %s skipped in incremental update: %s", pk, exc)
+    if not conditions:
+        return []
+    entered: list[tuple[int, int]] = []
+    left: list[tuple[int, int]] = []
+    with transaction.atomic():
+        for chunk in _chunks(ids, CONTACT_CHUNK):
+            wanted = _matching_pairs(chunk, conditions)
+            current = dict(((s, c), pk) for pk, s, c in SegmentMembership.objects.filter(
+                contact_id__in=chunk, segment_id__in=list(conditions)).values_list("pk", "segment_id", "contact_id"))
+            entered += _insert_pairs(sorted(wanted - current.keys()), now)
+            left += _delete_memberships(sorted(pk for pair, pk in current.items() if pair not in wanted))
+        _adjust_counts(entered, left)
+        return _record_events([(segments[s], c, SEGMENT_ENTERED) for s, c in entered]
+                              + [(segments[s], c, SEGMENT_LEFT) for s, c in left], now)
+
+
+def _matching_pairs(contact_ids: Sequence[int], conditions: dict[int, Q]) -> set[tuple[int, int]]:
+    """(segment id, contact id) for every condition each contact meets: one query per SEGMENT_CHUNK segments."""
+    pairs: set[tuple[int, int]] = set()
+    for group in _chunks(list(conditions), SEGMENT_CHUNK):
+        columns = {f"s{pk}": ExpressionWrapper(conditions[pk], output_field=BooleanField()) for pk in group}
+        rows = Contact.objects.filter(pk__in=contact_ids).order_by().annotate(**columns).values_list(
+            "pk", *columns)
+        for contact_id, *flags in rows:
+            pairs.update((pk, contact_id) for pk, flag in zip(group, flags, strict=True) if flag)
+    return pairs
+
+
+def _insert_pairs(pairs: Sequence[tuple[int, int]], now: Any) -> list[tuple[int, int]]:
+    """Insert memberships; the ones actually inserted (a concurrent update may have won)."""
+    inserted: list[tuple[int, int]] = []
+    entered_at = SegmentMembership._meta.get_field("entered_at").get_db_prep_value(now, connection)
+    for batch in _chunks(pairs, ROW_CHUNK):
+        rows = ", ".join(["(%s, %s, %s)"] * len(batch))
+        sql = (f"INSERT INTO {MEMBERSHIP} (segment_id, contact_id, entered_at) VALUES {rows} "  # noqa: S608
+               "ON CONFLICT (segment_id, contact_id) DO NOTHING RETURNING segment_id, contact_id")
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [value for s, c in batch for value in (s, c, entered_at)])
+            inserted += [(row[0], row[1]) for row in cursor.fetchall()]
+    return inserted
+
+
+def _delete_memberships(membership_ids: Sequence[int]) -> list[tuple[int, int]]:
+    """Delete memberships by id; the (segment, contact) pairs actually deleted."""
+    deleted: list[tuple[int, int]] = []
+    for batch in _chunks(membership_ids, ROW_CHUNK):
+        marks = ", ".join(["%s"] * len(batch))
+        sql = f"DELETE FROM {MEMBERSHIP} WHERE id IN ({marks}) RETURNING segment_id, contact_id"  # noqa: S608
+        with connection.cursor() as cursor:
+            cursor.execute(sql, list(batch))
+            deleted += [(row[0], row[1]) for row in cursor.fetchall()]
+    return deleted
+
+
+def _adjust_counts(entered: Sequence[tuple[int, int]], left: Sequence[tuple[int, int]]) -> None:
+    """One UPDATE moves every changed segment's member_count by its delta."""
+    delta: dict[int, int] = {}
+    for segment_id, _ in entered:
+        delta[segment_id] = delta.get(segment_id, 0) + 1
+    for segment_id, _ in left:
+        delta[segment_id] = delta.get(segment_id, 0) - 1
+    delta = {pk: d for pk, d in delta.items() if d}
+    if delta:
+        whens = [When(pk=pk, then=Greatest(F("member_count") + d, Value(0))) for pk, d in delta.items()]
+        Segment.objects.filter(pk__in=list(delta)).update(
+            member_count=Case(*whens, default=F("member_count"), output_field=IntegerField()))
+
+
+# --- The editor's live preview --------------------------------------------------------------------------
+
+
+def segment_preview(*, definition_text: str, segment_id: int | None = None, sample_size: int = 20) -> dict[str, Any]:
+    """What the admin editor shows while the marketer types: {count, sample, errors}.
+
+    A read (no membership is written); `definition_text` is the raw JSON of the textarea, so a
+    syntax error is reported like any other problem. `segment_id`: the segment being edited
+    (its unsaved definition is the one a reference back to it would reach: a cycle).
+    """
+    try:
+        tree = json.loads(definition_text)
+    except ValueError as exc:
+        return {"count": None, "sample": [], "errors": [f"not valid JSON: {exc}"]}
+    context = FilterContext()
+    if segment_id is not None:
+        context.set_definition(segment_id, tree)
+    try:
+        condition = compile_with(tree, context=context, segment_id=segment_id)
+    except ValueError:
+        return {"count": None, "sample": [], "errors": validate_filter(tree, segment_id=segment_id)}
+    matching = Contact.objects.filter(condition)
+    sample = matching.order_by("-id").values("email", "first_name", "last_name", "score")[:sample_size]
+    return {
+        "count": matching.count(),
+        "sample": [{"email": c["email"], "name": f"{c['first_name']} {c['last_name']}".strip(), "score": c["score"]}
+                   for c in sample],
+        "errors": [],
+    }
+
+
+# --- Events, saving, queueing ------------------------------------------------------------------------------
+
+
+def _record_events(changes: list[tuple[Segment, int, str]], now: Any) -> list[Event]:
+    events = [
+        Event(contact_id=contact_id, event_type=event_type, occurred_at=now, source=EVENT_SOURCE,
+              properties={"segment_id": segment.pk, "segment": segment.name})
+        for segment, contact_id, event_type in changes
+    ]
+    return Event.objects.bulk_create(events, batch_size=500) if events else []
+
+
+def segment_save(*, segment: Segment) -> Segment:
+    """Validate (fields and the filter tree) and save; the refresh is queued for after the commit."""
+    segment.full_clean()
+    errors = validate_filter(segment.definition, segment_id=segment.pk)
+    if errors:
+        raise ValidationError({"definition": errors})
+    with transaction.atomic():
+        segment.save()
+        segment_enqueue_refresh(segment_id=segment.pk)
+    return segment
+
+
+def segment_enqueue_refresh(*, segment_id: int) -> None:
+    """Queue a full refresh; with django-rq's COMMIT_MODE it leaves when the transaction commits."""
+    get_queue("default").enqueue(REFRESH_JOB, segment_id)
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

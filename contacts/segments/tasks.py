@@ -1,0 +1,20 @@
+"""RQ jobs for segments: thin wrappers that take ids and call a service."""
+
+from __future__ import annotations
+
+from contacts.models import Segment
+from contacts.segments.services import segment_refresh, segments_refresh_all
+
+
+def segment_refresh_job(segment_id: int) -> tuple[int, int] | None:
+    """Full refresh of one segment (queued on save and by the admin's "Refresh now").
+    A deleted or deactivated segment is a no-op; an invalid definition fails the job with the reason."""
+    segment = Segment.objects.filter(pk=segment_id, is_active=True).first()
+    if segment is None:
+        return None
+    return segment_refresh(segment=segment)
+
+
+def segments_refresh_all_job() -> dict[int, tuple[int, int] | str]:
+    """Periodic safety net: refresh every active segment (time windows move without events)."""
+    return segments_refresh_all()

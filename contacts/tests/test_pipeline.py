@@ -1,0 +1,249 @@
+"""The event pipeline: jobs leave after COMMIT, workers process each event once, the sweeper
+re-queues what a lost job left behind. Scoring and segments are replaced by recording fakes here
+(their own tests cover them; the lead's integration tests run them together)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import types
+from collections.abc import Collection, Sequence
+from typing import Any
+
+import pytest
+from django.db import transaction
+from django.test import Client
+from django.utils import timezone
+from rq import SimpleWorker
+
+from contacts import pipeline
+from contacts.apikeys import api_key_create
+from contacts.ingest import events_ingest
+from contacts.models import ApiKey, Contact, Event
+from core.queues import get_connection, get_queue
+
+
+class Engines:
+    """Stands in for scoring.services and contacts.segments.services; records every call."""
+
+    def __init__(self) -> None:
+        self.scored: list[list[int]] = []
+        self.fit: list[set[int]] = []
+        self.segmented: list[set[int]] = []
+        self.score_changes: set[int] = set()
+        self.segment_events: list[Event] = []
+
+    def score_events(self, *, events: Sequence[Event]) -> set[int]:
+        self.scored.append([e.pk for e in events])
+        return set(self.score_changes)
+
+    def score_fit(self, *, contact_ids: Collection[int]) -> set[int]:
+        self.fit.append(set(contact_ids))
+        return set(self.score_changes)
+
+    def segments_update_contacts(self, *, contact_ids: Collection[int]) -> list[Event]:
+        self.segmented.append(set(contact_ids))
+        made, self.segment_events = self.segment_events, []
+        return made
+
+
+@pytest.fixture
+def engines(monkeypatch: pytest.MonkeyPatch) -> Engines:
+    fake = Engines()
+    scoring = types.ModuleType("scoring.services")
+    scoring.score_events = fake.score_events  # type: ignore[attr-defined]
+    scoring.score_fit = fake.score_fit  # type: ignore[attr-defined]
+    segments = types.ModuleType("contacts.segments.services")
+    segments.segments_update_contacts = fake.segments_update_contacts  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "scoring.services", scoring)
+    monkeypatch.setitem(sys.modules, "contacts.segments.services", segments)
+    return fake
+
+
+@pytest.fixture(autouse=True)
+def empty_queues() -> None:
+    get_connection().flushdb()
+
+
+@pytest.fixture
+def api_key(db: None) -> ApiKey:
+    return api_key_create(name="website")[0]
+
+
+def items(count: int, start: int = 0) -> list[dict[str, Any]]:
+    return [{"email": f"lead{n % 7}@example.com", "type": "page.viewed", "idempotency_key": f"k{n}"}
+            for n in range(start, start + count)]
+
+
+def drain() -> None:
+    queue = get_queue("events")
+    SimpleWorker([queue], connection=queue.connection).work(burst=True)
+
+
+def make_events(count: int, *, received_ago: dt.timedelta = dt.timedelta(0)) -> list[int]:
+    contact = Contact.objects.get_or_create(email="old@example.com")[0]
+    now = timezone.now()
+    ids = [e.pk for e in Event.objects.bulk_create([
+        Event(contact=contact, event_type="ping", occurred_at=now, source="test") for _ in range(count)])]
+    Event.objects.filter(pk__in=ids).update(received_at=now - received_ago)
+    return ids
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_events_job_leaves_after_commit_and_the_worker_marks_events_processed(
+    api_key: ApiKey, engines: Engines,
+) -> None:
+    queue = get_queue("events")
+    with transaction.atomic():
+        result = events_ingest(api_key=api_key, items=items(10))
+        assert queue.count == 0  # not before COMMIT: a worker would not see the rows yet
+    assert queue.count == 1
+    assert queue.jobs[0].func_name == "contacts.tasks_events.events_process"
+    assert queue.jobs[0].args == (result.event_ids,)
+
+    drain()
+
+    assert not Event.objects.filter(processed_at__isnull=True).exists()
+    assert engines.scored == [sorted(result.event_ids)]
+    assert engines.segmented == [set(Contact.objects.values_list("pk", flat=True))]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rolled_back_ingest_enqueues_nothing(api_key: ApiKey) -> None:
+    def failing_request() -> None:
+        with transaction.atomic():
+            events_ingest(api_key=api_key, items=items(3))
+            raise RuntimeError("the request failed after ingesting")
+
+    with pytest.raises(RuntimeError):
+        failing_request()
+    assert get_queue("events").count == 0
+    assert not Event.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_of_1000_is_split_into_jobs_of_at_most_500_ids(api_key: ApiKey) -> None:
+    result = events_ingest(api_key=api_key, items=items(1000))
+    jobs = get_queue("events").jobs
+    assert result.accepted == 1000
+    assert [len(job.args[0]) for job in jobs] == [500, 500]
+    assert sorted(jobs[0].args[0] + jobs[1].args[0]) == sorted(result.event_ids)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_of_only_duplicates_enqueues_nothing(api_key: ApiKey) -> None:
+    events_ingest(api_key=api_key, items=items(3))
+    get_connection().flushdb()
+    again = events_ingest(api_key=api_key, items=items(3))
+    assert (again.accepted, again.duplicates) == (0, 3)
+    assert get_queue("events").count == 0
+
+
+@pytest.mark.django_db
+def test_processing_the_same_ids_twice_does_nothing_the_second_time(engines: Engines) -> None:
+    ids = make_events(4)
+    assert pipeline.events_process(event_ids=ids) == 4
+    stamps = dict(Event.objects.values_list("pk", "processed_at"))
+    assert pipeline.events_process(event_ids=ids) == 0
+    assert len(engines.scored) == 1
+    assert dict(Event.objects.values_list("pk", "processed_at")) == stamps
+
+
+@pytest.mark.django_db
+def test_contacts_whose_score_changed_are_resegmented_and_segment_events_scored(engines: Engines) -> None:
+    ids = make_events(2)
+    other = Contact.objects.create(email="other@example.com")
+    entered = Event.objects.create(contact=other, event_type="segment_entered", occurred_at=timezone.now(),
+                                   source="system")
+    engines.score_changes = {other.pk}
+    engines.segment_events = [entered]
+
+    pipeline.events_process(event_ids=ids)
+
+    owner = Event.objects.get(pk=ids[0]).contact_id
+    assert engines.segmented == [{owner, other.pk}]
+    assert engines.scored == [sorted(ids), [entered.pk]]  # one level: no second segment pass
+    entered.refresh_from_db()
+    assert entered.processed_at is not None
+
+
+@pytest.mark.django_db
+def test_a_failing_engine_leaves_the_events_unprocessed(engines: Engines, monkeypatch: pytest.MonkeyPatch) -> None:
+    ids = make_events(2)
+
+    def broken(**kwargs: Any) -> list[Event]:
+        raise RuntimeError("segment engine down")
+
+    monkeypatch.setattr(sys.modules["contacts.segments.services"], "segments_update_contacts", broken)
+    with pytest.raises(RuntimeError):
+        pipeline.events_process(event_ids=ids)
+    assert Event.objects.filter(pk__in=ids, processed_at__isnull=True).count() == 2
+
+
+@pytest.mark.django_db
+def test_a_concurrent_run_that_processed_some_events_rolls_this_one_back(
+    engines: Engines, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ids = make_events(3)
+    original = engines.score_events
+
+    def racing(*, events: Sequence[Event]) -> set[int]:
+        Event.objects.filter(pk=ids[0]).update(processed_at=timezone.now())  # another worker got there first
+        return original(events=events)
+
+    monkeypatch.setattr(sys.modules["scoring.services"], "score_events", racing)
+    assert pipeline.events_process(event_ids=ids) == 0
+    # Everything this run did is undone (here the "other worker" wrote inside the same transaction,
+    # so its mark is undone too; in production it is committed and stays).
+    assert Event.objects.filter(pk__in=ids, processed_at__isnull=True).count() == 3
+    assert len(engines.scored) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_sweeper_requeues_stale_unprocessed_events_once_until_they_run(engines: Engines) -> None:
+    stale = make_events(3, received_ago=dt.timedelta(minutes=5))
+    Event.objects.filter(pk=stale[0]).update(processed_at=timezone.now())
+    recent = Event.objects.create(contact=Contact.objects.get(email="old@example.com"), event_type="ping",
+                                  occurred_at=timezone.now(), source="test")
+    queue = get_queue("events")
+
+    assert pipeline.events_sweep() == 2
+    assert [job.args for job in queue.jobs] == [(sorted(stale[1:]),)]
+    assert pipeline.events_sweep() == 0  # the re-queued job has not run yet: not queued twice
+    assert queue.count == 1
+
+    drain()
+
+    assert not Event.objects.filter(pk__in=stale, processed_at__isnull=True).exists()
+    assert Event.objects.get(pk=recent.pk).processed_at is None  # under 2 minutes old: its own job may come
+    assert pipeline.events_sweep() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_sweeper_job_is_importable_by_path(engines: Engines) -> None:
+    make_events(2, received_ago=dt.timedelta(minutes=3))
+    get_queue("default").enqueue("contacts.tasks_events.events_sweeper")
+    default = get_queue("default")
+    SimpleWorker([default], connection=default.connection).work(burst=True)
+    drain()
+    assert not Event.objects.filter(processed_at__isnull=True).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_api_upsert_enqueues_contacts_changed_and_the_worker_runs_fit_and_segments(
+    api_key: ApiKey, engines: Engines,
+) -> None:
+    raw = api_key_create(name="crm")[1]
+    body = {"contacts": [{"email": "ann@acme.example", "company": "Acme"}, {"email": "bob@acme.example"}]}
+    response = Client().post("/api/v1/contacts", json.dumps(body), content_type="application/json",
+                             HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert response.status_code == 200
+    jobs = get_queue("events").jobs
+    assert [job.func_name for job in jobs] == ["contacts.tasks_events.contacts_changed"]
+
+    drain()
+
+    ids = set(Contact.objects.values_list("pk", flat=True))
+    assert engines.fit == [ids]
+    assert engines.segmented == [ids]

@@ -1,0 +1,101 @@
+"""Admin for scoring: rules (saving one queues a recompute), grade bands, recompute jobs and the ledger."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from core.admin_utils import EstimatedCountPaginator
+from scoring.forms import ScoringRuleForm
+from scoring.models import GradeBand, RecomputeJob, ScoreEntry, ScoringRule
+from scoring.services import recompute_job_create
+
+
+@admin.register(ScoringRule)
+class ScoringRuleAdmin(admin.ModelAdmin):
+    form = ScoringRuleForm
+    list_display = ["name", "kind", "event_type", "points", "repeatable", "cap_points", "cap_window_days",
+                    "half_life_days", "is_active", "updated_at"]
+    list_filter = ["kind", "is_active"]
+    search_fields = ["name", "event_type"]
+    fieldsets = [
+        (None, {"fields": ["name", "kind", "is_active", "points"]}),
+        ("Behaviour (events)", {"fields": ["event_type", "property_filters", "repeatable",
+                                           ("cap_points", "cap_window_days"), "half_life_days"]}),
+        ("Fit (who the contact is)", {"fields": ["conditions"],
+                                      "description": "A segment-style filter tree; see docs/scoring.md."}),
+    ]
+
+    def save_model(self, request: HttpRequest, obj: ScoringRule, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        job = recompute_job_create(reason=f"rule {'changed' if change else 'added'}: {obj.name}",
+                                   created_by=request.user)
+        self.message_user(request, f"Scores are being recomputed (recompute #{job.pk}).", messages.INFO)
+
+
+@admin.register(GradeBand)
+class GradeBandAdmin(admin.ModelAdmin):
+    list_display = ["grade", "min_score", "is_mql"]
+
+    def save_model(self, request: HttpRequest, obj: GradeBand, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        recompute_job_create(reason=f"grade band {'changed' if change else 'added'}: {obj.grade}",
+                             created_by=request.user)
+
+    def delete_model(self, request: HttpRequest, obj: GradeBand) -> None:
+        grade = obj.grade
+        super().delete_model(request, obj)
+        recompute_job_create(reason=f"grade band deleted: {grade}", created_by=request.user)
+
+RECOMPUTE_JOB_FIELDS = ("reason", "status", "progress", "message", "created_by", "created_at", "started_at",
+                        "finished_at")
+
+
+@admin.register(RecomputeJob)
+class RecomputeJobAdmin(admin.ModelAdmin):
+    """Read-only history; "add" (Marketer) queues a recompute of changed rules and all scores."""
+
+    list_display = ["id", "reason", "status", "progress", "created_by", "created_at", "started_at", "finished_at"]
+    list_filter = ["status"]
+    list_select_related = ["created_by"]
+    fields = RECOMPUTE_JOB_FIELDS
+
+    def get_readonly_fields(self, request: HttpRequest, obj: RecomputeJob | None = None) -> list[str]:
+        return [f for f in RECOMPUTE_JOB_FIELDS if obj is not None or f != "reason"]
+
+    def has_change_permission(self, request: HttpRequest, obj: RecomputeJob | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: RecomputeJob | None = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: RecomputeJob, form: Any, change: bool) -> None:
+        job = recompute_job_create(reason=obj.reason or "manual recompute", created_by=request.user)
+        obj.pk = job.pk  # the admin redirects to the job the service created
+
+
+@admin.register(ScoreEntry)
+class ScoreEntryAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "contact", "rule_name", "points", "half_life_days", "reason", "event"]
+    list_select_related = ["contact"]
+    list_filter = ["rule_name"]
+    search_fields = ["contact__email", "rule_name"]
+    raw_id_fields = ["contact", "rule", "event"]
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
+    list_per_page = 50
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ScoreEntry]:
+        return super().get_queryset(request).defer("contact__attributes")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: ScoreEntry | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: ScoreEntry | None = None) -> bool:
+        return False

@@ -1,0 +1,441 @@
+"""Scoring services: the ledger (ScoreEntry) is the truth, Contact.score/grade/mql_at are its cache.
+
+Entry points (all set-based per call; see docs/scoring.md):
+- score_events(events=...)      behaviour rules for a batch of events (the event pipeline calls it)
+- score_fit(contact_ids=...)    fit rules for edited contacts (enter: +points, leave: a reversing entry)
+- scores_decay()                daily: refresh cached scores of contacts holding decaying entries
+- recompute_job_create/run      after a rule edit: rebuild the changed rules' ledger, then every score
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
+from django.db import connection, transaction
+from django.db.models import Min, OuterRef, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from contacts.models import Contact, Event, LifecycleStage
+from core.audit import audit_record
+from core.queues import get_queue
+from scoring.models import GradeBand, RecomputeJob, RuleKind, ScoreEntry, ScoringRule
+from scoring.sql import effective_points_sql, epoch_bucket_sql, now_param, rounded_sql
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 2000  # ids per statement: far under SQLite's variable limit, small enough for quick UPDATEs
+MQL_EVENT = "became_mql"
+MQL_STAGES_FROM = (LifecycleStage.SUBSCRIBER, LifecycleStage.LEAD)
+CONTACT_TABLE = Contact._meta.db_table
+ENTRY_TABLE = ScoreEntry._meta.db_table
+EVENT_TABLE = Event._meta.db_table
+
+
+def _chunks(ids: Iterable[int], size: int = CHUNK) -> Iterator[list[int]]:
+    batch: list[int] = []
+    for value in ids:
+        batch.append(value)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+# --- Behaviour rules --------------------------------------------------------------------------------
+
+
+def _json_equal(a: Any, b: Any) -> bool:
+    """JSON equality: 1 == 1.0, but true is not 1."""
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
+
+
+def _event_matches(rule: ScoringRule, event: Event) -> bool:
+    if event.event_type != rule.event_type:
+        return False
+    props = event.properties if isinstance(event.properties, dict) else {}
+    return all(key in props and _json_equal(props[key], value) for key, value in (rule.property_filters or {}).items())
+
+
+@dataclass
+class _Window:
+    """A contact's raw points for one capped rule, to check a rolling window before adding more."""
+
+    entries: list[tuple[dt.datetime, int]]
+
+    def total(self, at: dt.datetime, days: int) -> int:
+        start = at - dt.timedelta(days=days)
+        return sum(points for created, points in self.entries if start < created <= at)
+
+
+def _within_cap(rule: ScoringRule, window: _Window, at: dt.datetime) -> bool:
+    if rule.cap_points is None or not rule.cap_window_days:
+        return True
+    return abs(window.total(at, rule.cap_window_days) + rule.points) <= abs(rule.cap_points)
+
+
+def _held_windows(rule: ScoringRule, candidates: Sequence[Event]) -> dict[int, _Window]:
+    """What the ledger already holds for a capped rule in the batch's windows: one query per rule."""
+    windows: dict[int, _Window] = defaultdict(lambda: _Window([]))
+    if rule.cap_points is None or not rule.cap_window_days:
+        return windows
+    since = min(ev.occurred_at for ev in candidates) - dt.timedelta(days=rule.cap_window_days)
+    rows = ScoreEntry.objects.filter(
+        rule=rule, contact_id__in={ev.contact_id for ev in candidates}, created_at__gt=since,
+    ).values_list("contact_id", "created_at", "points")
+    for contact_id, created, points in rows:
+        windows[contact_id].entries.append((created, points))
+    return windows
+
+
+def _behaviour_entries(rule: ScoringRule, events: Sequence[Event], scored: set[tuple[int, int]]) -> list[ScoreEntry]:
+    """Ledger rows one behaviour rule earns from a batch (not yet saved)."""
+    candidates = sorted(
+        (ev for ev in events if (rule.pk, ev.pk) not in scored and _event_matches(rule, ev)),
+        key=lambda ev: (ev.occurred_at, ev.pk),
+    )
+    if not candidates:
+        return []
+    done: set[int] = set()
+    if not rule.repeatable:  # once per contact, ever
+        done = set(ScoreEntry.objects.filter(
+            rule=rule, contact_id__in={ev.contact_id for ev in candidates},
+        ).values_list("contact_id", flat=True).distinct())
+    windows = _held_windows(rule, candidates)
+    entries = []
+    for ev in candidates:
+        if ev.contact_id in done or not _within_cap(rule, windows[ev.contact_id], ev.occurred_at):
+            continue
+        if not rule.repeatable:
+            done.add(ev.contact_id)
+        windows[ev.contact_id].entries.append((ev.occurred_at, rule.points))
+        entries.append(ScoreEntry(
+            contact_id=ev.contact_id, rule=rule, rule_name=rule.name, event=ev, points=rule.points,
+            half_life_days=rule.half_life_days, reason=f"{ev.event_type} event #{ev.pk}", created_at=ev.occurred_at,
+        ))
+    return entries
+
+
+def score_events(*, events: Sequence[Event], now: dt.datetime | None = None) -> set[int]:
+    """Apply the active behaviour rules to a batch of events; return the contacts whose score changed.
+
+    Idempotent: an event scores once per rule (unique (rule, event), inserted with ignore_conflicts),
+    so a batch processed twice, or concurrently, changes nothing the second time. Entries are dated
+    by the event's occurred_at (decay and caps count from when it happened).
+    """
+    now = now or timezone.now()
+    events = [ev for ev in events if ev.pk is not None]
+    types = {ev.event_type for ev in events}
+    rules = list(ScoringRule.objects.filter(kind=RuleKind.BEHAVIOUR, is_active=True, event_type__in=types))
+    if not rules:
+        return set()
+    scored = set(ScoreEntry.objects.filter(
+        rule__in=rules, event_id__in=[ev.pk for ev in events],
+    ).values_list("rule_id", "event_id"))
+    entries = [entry for rule in rules for entry in _behaviour_entries(rule, events, scored)]
+    if not entries:
+        return set()
+    with transaction.atomic():
+        ScoreEntry.objects.bulk_create(entries, ignore_conflicts=True)
+        return scores_refresh(contact_ids={entry.contact_id for entry in entries}, now=now)
+
+
+# --- Fit rules --------------------------------------------------------------------------------------
+
+
+def _fit_entries(rules: Sequence[ScoringRule], contact_ids: list[int], now: dt.datetime) -> list[ScoreEntry]:
+    """Entries that make each contact hold exactly rule.points while it matches, and 0 otherwise."""
+    from contacts.segments.compiler import compile_filter
+
+    held: dict[tuple[int, int], int] = {
+        (row["rule_id"], row["contact_id"]): row["total"]
+        for row in ScoreEntry.objects.filter(rule__in=rules, contact_id__in=contact_ids)
+        .values("rule_id", "contact_id").annotate(total=Sum("points"))
+    }
+    entries = []
+    for rule in rules:
+        matching = set(
+            Contact.objects.filter(id__in=contact_ids).filter(compile_filter(rule.conditions, now=now))
+            .values_list("id", flat=True)
+        )
+        for contact_id in contact_ids:
+            has = held.get((rule.pk, contact_id), 0)
+            wanted = rule.points if contact_id in matching else 0
+            if has == wanted:
+                continue
+            if wanted == 0:
+                reason = "no longer matches: reversed"
+            elif has == 0:
+                reason = "matches the conditions"
+            else:
+                reason = f"rule points changed from {has} to {wanted}"
+            entries.append(ScoreEntry(
+                contact_id=contact_id, rule=rule, rule_name=rule.name, event=None, points=wanted - has,
+                half_life_days=None, reason=reason, created_at=now,
+            ))
+    return entries
+
+
+def score_fit(*, contact_ids: Collection[int], now: dt.datetime | None = None) -> set[int]:
+    """Apply the active fit rules to these contacts; return the contacts whose score changed.
+
+    A matching contact holds the rule's points once; one that stops matching gets a reversing
+    entry, so the ledger always explains the score. Fit entries never decay.
+    """
+    now = now or timezone.now()
+    rules = list(ScoringRule.objects.filter(kind=RuleKind.FIT, is_active=True))
+    changed: set[int] = set()
+    if not rules:
+        return changed
+    for chunk in _chunks(sorted(set(contact_ids))):
+        entries = _fit_entries(rules, chunk, now)
+        if not entries:
+            continue
+        with transaction.atomic():
+            ScoreEntry.objects.bulk_create(entries)
+            changed |= scores_refresh(contact_ids={entry.contact_id for entry in entries}, now=now)
+    return changed
+
+
+# --- Cached score, grade and MQL -------------------------------------------------------------------
+
+
+def _score_update(scope_sql: str, scope_params: Sequence[Any], now: dt.datetime) -> set[int]:
+    """One UPDATE: cached score = rounded sum of effective points, for contacts in scope whose
+    score differs; returns their ids (UPDATE ... FROM ... RETURNING: PostgreSQL, SQLite >= 3.35)."""
+    total = rounded_sql(f"SUM({effective_points_sql('e')})")
+    sql = (  # table names are model constants; values are parameters
+        f"UPDATE {CONTACT_TABLE} SET score = s.new_score FROM ("  # noqa: S608
+        f" SELECT c.id AS cid, COALESCE({total}, 0) AS new_score"
+        f" FROM {CONTACT_TABLE} c LEFT JOIN {ENTRY_TABLE} e ON e.contact_id = c.id"
+        f" WHERE ({scope_sql}) GROUP BY c.id"
+        f") s WHERE {CONTACT_TABLE}.id = s.cid AND {CONTACT_TABLE}.score <> s.new_score"
+        f" RETURNING {CONTACT_TABLE}.id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [now_param(now), *scope_params])
+        return {row[0] for row in cursor.fetchall()}
+
+
+def _grades_update(contacts: QuerySet[Contact]) -> int:
+    """grade = the band with the highest min_score <= score ('' if none), where it differs."""
+    band = Coalesce(
+        Subquery(GradeBand.objects.filter(min_score__lte=OuterRef("score")).order_by("-min_score").values("grade")[:1]),
+        Value(""),
+    )
+    return contacts.exclude(grade=band).update(grade=band)
+
+
+def _mql_threshold() -> int | None:
+    return GradeBand.objects.filter(is_mql=True).aggregate(low=Min("min_score"))["low"]
+
+
+def _mql_update(contact_ids: list[int], now: dt.datetime) -> set[int]:
+    """First time a contact reaches an MQL band: mql_at, stage, audit entry and a became_mql event."""
+    threshold = _mql_threshold()
+    if threshold is None:
+        return set()
+    crossing = Contact.objects.filter(id__in=contact_ids, mql_at__isnull=True, score__gte=threshold)
+    candidates = list(crossing.values_list("id", flat=True))
+    if not candidates:
+        return set()
+    Contact.objects.filter(id__in=candidates, mql_at__isnull=True).update(mql_at=now)  # claim
+    became = list(Contact.objects.filter(id__in=candidates, mql_at=now).values_list("id", "score", "grade"))
+    ids = [row[0] for row in became]
+    Contact.objects.filter(id__in=ids, lifecycle_stage__in=MQL_STAGES_FROM).update(lifecycle_stage=LifecycleStage.MQL)
+    Event.objects.bulk_create([
+        Event(contact_id=cid, event_type=MQL_EVENT, properties={"score": score, "grade": grade}, occurred_at=now,
+              source="system", idempotency_key=f"{MQL_EVENT}:{cid}")
+        for cid, score, grade in became
+    ], ignore_conflicts=True)
+    for cid, score, grade in became:
+        audit_record(actor="scoring", action="contact.became_mql", target=("contacts.contact", cid),
+                     data={"score": score, "grade": grade, "threshold": threshold})
+    return set(ids)
+
+
+def scores_refresh(*, contact_ids: Collection[int], now: dt.datetime | None = None) -> set[int]:
+    """Recompute these contacts' cached scores from the ledger, then grades and MQL; return changed ids."""
+    now = now or timezone.now()
+    changed: set[int] = set()
+    for chunk in _chunks(sorted(set(contact_ids))):
+        placeholders = ", ".join(["%s"] * len(chunk))
+        changed |= _score_update(f"c.id IN ({placeholders})", chunk, now)
+    _after_score_change(changed, now)
+    return changed
+
+
+def _after_score_change(changed: Collection[int], now: dt.datetime) -> None:
+    for chunk in _chunks(sorted(changed)):
+        _grades_update(Contact.objects.filter(id__in=chunk))
+        _mql_update(chunk, now)
+
+
+def scores_decay(*, now: dt.datetime | None = None) -> int:
+    """Daily: refresh the cached score of every contact holding decaying entries; return how many changed.
+
+    One UPDATE over those contacts; grades and MQL follow for the changed ones in chunks.
+    """
+    now = now or timezone.now()
+    scope = f"c.id IN (SELECT contact_id FROM {ENTRY_TABLE} WHERE half_life_days IS NOT NULL)"  # noqa: S608
+    with transaction.atomic():
+        changed = _score_update(scope, [], now)
+        _after_score_change(changed, now)
+    logger.info("scores_decay: %d contact scores changed", len(changed))
+    return len(changed)
+
+
+# --- Recompute after rule edits --------------------------------------------------------------------
+
+
+def _queryset_sql(qs: QuerySet[Any]) -> tuple[str, tuple[Any, ...]]:
+    sql, params = qs.query.sql_with_params()
+    return sql, tuple(params)
+
+
+def _rebuild_behaviour(rule: ScoringRule) -> None:
+    """INSERT ... SELECT the rule's entries from all matching events.
+
+    Non-repeatable: the first event per contact. Caps are approximate here: windows are fixed
+    buckets of cap_window_days counted from 1970 (live scoring uses exact rolling windows), and a
+    bucket keeps its first abs(cap_points) // abs(points) events.
+    """
+    matching = Event.objects.filter(event_type=rule.event_type)
+    for key, value in (rule.property_filters or {}).items():
+        matching = matching.filter(**{f"properties__{key}": value})
+    match_sql, match_params = _queryset_sql(matching.values("id"))
+    limit: int | None = None if rule.repeatable else 1
+    partition, partition_params = "ev.contact_id", []
+    if rule.cap_points is not None and rule.cap_window_days:
+        per_window = abs(rule.cap_points) // abs(rule.points) if rule.points else 0
+        limit = per_window if limit is None else min(limit, per_window)
+        if rule.repeatable:
+            partition = f"ev.contact_id, {epoch_bucket_sql('ev.occurred_at')}"
+            partition_params = [rule.cap_window_days * 86400]
+    if limit == 0:
+        return
+    rank = "0"
+    if limit is not None:
+        rank = f"ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY ev.occurred_at, ev.id)"
+    sql = (  # table names are model constants; values are parameters
+        f"INSERT INTO {ENTRY_TABLE} (contact_id, rule_id, rule_name, event_id, points, half_life_days, reason,"  # noqa: S608
+        f" created_at) SELECT t.contact_id, %s, %s, t.id, %s, %s, t.reason, t.occurred_at FROM ("
+        f" SELECT ev.id, ev.contact_id, ev.occurred_at, {rank} AS rn,"
+        f" ev.event_type || ' event #' || CAST(ev.id AS VARCHAR(20)) AS reason"
+        f" FROM {EVENT_TABLE} ev WHERE ev.id IN ({match_sql})) t"
+        + (" WHERE t.rn <= %s" if limit is not None else "")
+    )
+    params: list[Any] = [rule.pk, rule.name, rule.points, rule.half_life_days, *partition_params, *match_params]
+    if limit is not None:
+        params.append(limit)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def _rebuild_fit(rule: ScoringRule, now: dt.datetime) -> None:
+    """INSERT ... SELECT one entry per contact matching the rule's conditions."""
+    from contacts.segments.compiler import compile_filter
+
+    match_sql, match_params = _queryset_sql(Contact.objects.filter(compile_filter(rule.conditions, now=now))
+                                            .values("id"))
+    sql = (  # table names are model constants; values are parameters
+        f"INSERT INTO {ENTRY_TABLE} (contact_id, rule_id, rule_name, event_id, points, half_life_days, reason,"  # noqa: S608
+        f" created_at) SELECT c.id, %s, %s, NULL, %s, NULL, %s, %s FROM {CONTACT_TABLE} c"
+        f" WHERE c.id IN ({match_sql})"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [rule.pk, rule.name, rule.points, "matches the conditions (recompute)", now_param(now),
+                             *match_params])
+
+
+def scoring_rule_rebuild(*, rule: ScoringRule, now: dt.datetime | None = None) -> None:
+    """Replace one rule's ledger entries by what the current rule gives (none if it is inactive)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        ScoreEntry.objects.filter(rule=rule).delete()
+        if rule.is_active and rule.kind == RuleKind.BEHAVIOUR and rule.event_type:
+            _rebuild_behaviour(rule)
+        elif rule.is_active and rule.kind == RuleKind.FIT and rule.conditions:
+            _rebuild_fit(rule, now)
+
+
+def _job_progress(job: RecomputeJob | None, progress: int, message: str = "") -> None:
+    if job is not None:
+        RecomputeJob.objects.filter(pk=job.pk).update(progress=progress, message=message)
+
+
+def scores_recompute_all(
+    *, rule_ids: Collection[int] | None = None, job: RecomputeJob | None = None, now: dt.datetime | None = None,
+) -> int:
+    """Rebuild the ledger of the given rules (None: all), then every cached score in one UPDATE,
+    grades and MQL; progress goes on `job`. Returns how many contact scores changed."""
+    now = now or timezone.now()
+    rules = ScoringRule.objects.all() if rule_ids is None else ScoringRule.objects.filter(pk__in=rule_ids)
+    rule_list = list(rules.order_by("pk"))
+    for done, rule in enumerate(rule_list, start=1):
+        scoring_rule_rebuild(rule=rule, now=now)
+        _job_progress(job, int(80 * done / (len(rule_list) + 1)), f"rebuilt rule {rule.name!r}")
+    scope = f"c.score <> 0 OR c.id IN (SELECT contact_id FROM {ENTRY_TABLE})"  # noqa: S608
+    with transaction.atomic():
+        changed = _score_update(scope, [], now)
+        _job_progress(job, 90, f"{len(changed)} scores changed; grading")
+        _grades_update(Contact.objects.all())
+        threshold = _mql_threshold()  # a lowered MQL band qualifies contacts whose score did not change
+        if threshold is not None:
+            crossing = Contact.objects.filter(mql_at__isnull=True, score__gte=threshold).values_list("id", flat=True)
+            for chunk in _chunks(list(crossing)):
+                _mql_update(chunk, now)
+    return len(changed)
+
+
+def recompute_job_create(
+    *, reason: str, created_by: AbstractBaseUser | AnonymousUser | None = None,
+) -> RecomputeJob:
+    """Record a recompute and queue it on "default"; the RQ job leaves when the transaction commits."""
+    user = created_by if isinstance(created_by, User) else None
+    job = RecomputeJob(reason=reason[:200], created_by=user)
+    job.full_clean()
+    job.save()
+    get_queue("default").enqueue("scoring.tasks.recompute_job_run", job.pk, job_id=f"scoring-recompute-{job.pk}")
+    return job
+
+
+def _rules_changed_since_last_run() -> list[int]:
+    """Rules edited since the last completed recompute started (all rules if none completed)."""
+    last = (RecomputeJob.objects.filter(status=RecomputeJob.Status.COMPLETED, started_at__isnull=False)
+            .order_by("-started_at").values_list("started_at", flat=True).first())
+    rules = ScoringRule.objects.all() if last is None else ScoringRule.objects.filter(updated_at__gte=last)
+    return list(rules.values_list("pk", flat=True))
+
+
+def recompute_job_run(*, job_id: int, now: dt.datetime | None = None) -> bool:
+    """Claim a queued job, rebuild the changed rules and every score; False if it was not queued."""
+    started = timezone.now()
+    claimed = RecomputeJob.objects.filter(pk=job_id, status=RecomputeJob.Status.QUEUED).update(
+        status=RecomputeJob.Status.RUNNING, started_at=started, progress=0,
+    )
+    if claimed != 1:
+        return False
+    job = RecomputeJob.objects.get(pk=job_id)
+    try:
+        rule_ids = _rules_changed_since_last_run()
+        changed = scores_recompute_all(rule_ids=rule_ids, job=job, now=now)
+    except Exception as exc:
+        logger.exception("recompute job %s failed", job_id)
+        RecomputeJob.objects.filter(pk=job_id).update(
+            status=RecomputeJob.Status.FAILED, finished_at=timezone.now(), message=f"{type(exc).__name__}: {exc}",
+        )
+        raise
+    RecomputeJob.objects.filter(pk=job_id).update(
+        status=RecomputeJob.Status.COMPLETED, progress=100, finished_at=timezone.now(),
+        message=f"Rebuilt {len(rule_ids)} rule(s); {changed} contact score(s) changed.",
+    )
+    return True
+
