@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import random
 import secrets
@@ -119,3 +120,52 @@ def seed_contacts(count: int) -> int:
     new = [c for c in contacts if c.email not in existing]
     Contact.objects.bulk_create(new, batch_size=500)
     return len(new)
+
+
+DEMO_EVENTS = [("page_view", {"page": "/pricing"}), ("page_view", {"page": "/blog"}), ("email_open", {}),
+               ("webinar_registered", {}), ("demo_booked", {})]
+
+
+def seed_scoring() -> int:
+    """Grades, scoring rules, segments and a few hundred events, processed by the real pipeline,
+    so the lead view and the segments have something to show. Returns how many events were new."""
+    from contacts.models import Event, Segment
+    from contacts.pipeline import contacts_rescan_all, events_process
+    from scoring.models import GradeBand, RuleKind, ScoringRule
+
+    for grade, min_score, is_mql in (("A", 60, True), ("B", 30, False), ("C", 10, False)):
+        GradeBand.objects.get_or_create(grade=grade, defaults={"min_score": min_score, "is_mql": is_mql})
+    rules: list[dict[str, Any]] = [
+        {"name": "Visited pricing", "kind": RuleKind.BEHAVIOUR, "event_type": "page_view",
+         "property_filters": {"page": "/pricing"}, "points": 15, "cap_points": 45, "cap_window_days": 30},
+        {"name": "Booked a demo", "kind": RuleKind.BEHAVIOUR, "event_type": "demo_booked", "points": 40,
+         "repeatable": False},
+        {"name": "Opened an email", "kind": RuleKind.BEHAVIOUR, "event_type": "email_open", "points": 2,
+         "half_life_days": 30},
+        {"name": "Enterprise plan", "kind": RuleKind.FIT, "points": 10,
+         "conditions": {"attribute": "plan", "op": "eq", "value": "enterprise"}},
+    ]
+    for rule in rules:
+        ScoringRule.objects.get_or_create(name=rule["name"], defaults=rule)
+    Segment.objects.get_or_create(name="Hot leads", defaults={
+        "definition": {"field": "score", "op": "gte", "value": 60}})
+    Segment.objects.get_or_create(name="Enterprise prospects", defaults={"definition": {"all": [
+        {"attribute": "plan", "op": "eq", "value": "enterprise"},
+        {"event": "page_view", "did": True, "within_days": 30}]}})
+
+    rng = random.Random(7)
+    now = timezone.now()
+    contacts = list(Contact.objects.filter(is_test=False).order_by("id").values_list("id", flat=True)[:120])
+    events = []
+    for n, contact_id in enumerate(contacts):
+        for k in range(rng.randint(1, 6)):
+            event_type, properties = rng.choice(DEMO_EVENTS)
+            events.append(Event(contact_id=contact_id, event_type=event_type, properties=properties,
+                                occurred_at=now - dt.timedelta(days=rng.randint(0, 20), minutes=k), source="demo",
+                                idempotency_key=f"demo-{n}-{k}"))
+    Event.objects.bulk_create(events, ignore_conflicts=True)
+    fresh = list(Event.objects.filter(source="demo", processed_at__isnull=True).values_list("id", flat=True))
+    for start in range(0, len(fresh), 500):
+        events_process(event_ids=fresh[start:start + 500])
+    contacts_rescan_all()  # fit rules and segments for contacts without events too
+    return len(fresh)

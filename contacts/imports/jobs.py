@@ -160,16 +160,10 @@ def import_job_run(*, job_id: int) -> None:
 
 
 def import_followup(*, job_id: int) -> None:
-    """After an import: rebuild fit-rule scores and refresh every segment, set-based (cheaper than
-    per-contact work for a million rows, and the same result)."""
-    from contacts.segments.services import segments_refresh_all
-    from scoring.models import RuleKind, ScoringRule
-    from scoring.services import scores_recompute_all
+    """After an import: imported contacts reach fit scoring and segments."""
+    from contacts.pipeline import contacts_rescan_all
 
-    fit_rules = list(ScoringRule.objects.filter(kind=RuleKind.FIT, is_active=True).values_list("pk", flat=True))
-    if fit_rules:
-        scores_recompute_all(rule_ids=fit_rules)
-    segments_refresh_all()
+    contacts_rescan_all()
     _append_log(job_id, "fit scores and segments updated")
 
 

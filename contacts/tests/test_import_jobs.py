@@ -165,3 +165,24 @@ def test_a_worker_killed_mid_import_leaves_nothing_half_done_and_the_retry_count
     assert job.status == Status.COMPLETED, job.message
     assert (job.attempts, job.created, job.updated, job.rejected, job.duplicates) == (2, rows, 0, 0, 0)
     assert Contact.objects.count() == rows + 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_completed_import_queues_fit_scoring_and_segment_refresh() -> None:
+    from contacts.models import Segment, SegmentMembership
+    from scoring.models import ScoringRule
+
+    ScoringRule.objects.create(name="Germany", kind="fit", points=7,
+                               conditions={"field": "country", "op": "eq", "value": "DE"})
+    segment = Segment.objects.create(name="Germans", definition={"field": "country", "op": "eq", "value": "DE"})
+    job = make_job(b"email,country\nhans@x.example,DE\nann@x.example,GB\n")
+    import_job_start(job=job)
+    drain()
+    default = get_queue("default")
+    SimpleWorker([default], connection=default.connection).work(burst=True)
+    assert Contact.objects.get(email="hans@x.example").score == 7
+    assert Contact.objects.get(email="ann@x.example").score == 0
+    assert list(SegmentMembership.objects.filter(segment=segment).values_list("contact__email", flat=True)) == [
+        "hans@x.example"]
+    job.refresh_from_db()
+    assert job.log[-1]["message"] == "fit scores and segments updated"

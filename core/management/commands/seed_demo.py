@@ -4,7 +4,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from core.demo import credentials_path, seed_contacts, seed_users
+from core.demo import credentials_path, seed_contacts, seed_scoring, seed_users
 
 
 class Command(BaseCommand):
@@ -24,7 +24,9 @@ class Command(BaseCommand):
         with transaction.atomic():
             created = seed_contacts(options["contacts"])
             logins = seed_users()
-        self.stdout.write(f"Demo contacts: {created} new ({options['contacts']} in the demo set)")
+            events = seed_scoring()
+        self.stdout.write(f"Demo contacts: {created} new ({options['contacts']} in the demo set); "
+                          f"{events} new demo events scored")
         self.stdout.write(f"Demo logins (kept in {credentials_path()}):")
         for username, password in logins.items():
             self.stdout.write(f"  {username:<9} {password}")
