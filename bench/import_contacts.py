@@ -23,6 +23,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import manage  # noqa: E402
 from bench.csvgen import write_contacts_csv  # noqa: E402
 from core.testing.pgcluster import PostgresCluster  # noqa: E402
 
@@ -37,13 +38,6 @@ FIELDS = ("from contacts.models import CustomField as F; "
           "choices=['free', 'team', 'enterprise'])); "
           "F.objects.get_or_create(key='employees', defaults=dict(label='Employees', field_type='number'))")
 
-
-def manage(env: dict[str, str], *args: str) -> str:
-    out = subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], env=env, capture_output=True,
-                         text=True, check=False)
-    if out.returncode != 0:
-        raise SystemExit(f"manage.py {' '.join(args)} failed:\n{out.stderr[-3000:]}")
-    return out.stdout
 
 
 def timed_import(env: dict[str, str], path: Path) -> dict[str, Any]:
