@@ -18,7 +18,7 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.db import connection, transaction
-from django.db.models import Min, OuterRef, QuerySet, Subquery, Sum, Value
+from django.db.models import Case, CharField, Min, OuterRef, QuerySet, Subquery, Sum, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -224,6 +224,36 @@ def _score_update(scope_sql: str, scope_params: Sequence[Any], now: dt.datetime)
         return {row[0] for row in cursor.fetchall()}
 
 
+def _score_update_all(now: dt.datetime) -> int:
+    """Every cached score from the ledger: aggregate the ledger once per contact and join, instead
+    of the per-contact scope of _score_update (whose `IN (SELECT ...)` over millions of entries
+    turns into a nested scan). Returns how many scores changed."""
+    total = rounded_sql(f"SUM({effective_points_sql('e')})")
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL work_mem = '256MB'")  # the aggregate's hash table stays in memory
+        cursor.execute(
+            f"UPDATE {CONTACT_TABLE} SET score = s.new_score FROM ("  # noqa: S608
+            f" SELECT e.contact_id AS cid, COALESCE({total}, 0) AS new_score FROM {ENTRY_TABLE} e"
+            f" GROUP BY e.contact_id) s WHERE {CONTACT_TABLE}.id = s.cid AND {CONTACT_TABLE}.score <> s.new_score",
+            [now_param(now)],
+        )
+        changed = int(cursor.rowcount)
+        cursor.execute(
+            f"UPDATE {CONTACT_TABLE} SET score = 0 WHERE score <> 0 AND NOT EXISTS ("  # noqa: S608
+            f"SELECT 1 FROM {ENTRY_TABLE} e WHERE e.contact_id = {CONTACT_TABLE}.id)"
+        )
+        return changed + int(cursor.rowcount)
+
+
+def _grades_update_all() -> int:
+    """Every contact's grade in one UPDATE with a CASE over the (few) bands."""
+    bands = list(GradeBand.objects.order_by("-min_score").values_list("min_score", "grade"))
+    whens = [When(score__gte=min_score, then=Value(grade)) for min_score, grade in bands]
+    grade = Case(*whens, default=Value(""), output_field=CharField()) if whens else Value("")
+    return Contact.objects.exclude(grade=grade).update(grade=grade)
+
+
 def _grades_update(contacts: QuerySet[Contact]) -> int:
     """grade = the band with the highest min_score <= score ('' if none), where it differs."""
     band = Coalesce(
@@ -382,17 +412,16 @@ def scores_recompute_all(
     for done, rule in enumerate(rule_list, start=1):
         scoring_rule_rebuild(rule=rule, now=now)
         _job_progress(job, int(80 * done / (len(rule_list) + 1)), f"rebuilt rule {rule.name!r}")
-    scope = f"c.score <> 0 OR c.id IN (SELECT contact_id FROM {ENTRY_TABLE})"  # noqa: S608
     with transaction.atomic():
-        changed = _score_update(scope, [], now)
-        _job_progress(job, 90, f"{len(changed)} scores changed; grading")
-        _grades_update(Contact.objects.all())
+        changed = _score_update_all(now)
+        _job_progress(job, 90, f"{changed} scores changed; grading")
+        _grades_update_all()
         threshold = _mql_threshold()  # a lowered MQL band qualifies contacts whose score did not change
         if threshold is not None:
             crossing = Contact.objects.filter(mql_at__isnull=True, score__gte=threshold).values_list("id", flat=True)
             for chunk in _chunks(list(crossing)):
                 _mql_update(chunk, now)
-    return len(changed)
+    return changed
 
 
 def recompute_job_create(
