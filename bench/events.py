@@ -123,9 +123,9 @@ def main() -> None:
             deadline = time.monotonic() + 30
             while True:
                 try:
-                    requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                    requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
                     break
-                except requests.ConnectionError:
+                except requests.RequestException:  # refused while binding, slow while workers boot
                     if time.monotonic() > deadline:
                         log = (tmp / "gunicorn.log").read_text()[-2000:]
                         raise SystemExit("gunicorn did not start: " + log) from None
