@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 SWEEP_AFTER = timedelta(minutes=2)  # an event still unprocessed this long after arrival lost its job
 SWEEP_BATCH = 500
+CLAIM_LIMIT = 2000  # events one job may take on (its own ids first)
 SWEEP_MAX_BATCHES = 20  # per run (every minute): 10,000 events; the next run takes the rest
 PENDING = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
 
@@ -70,12 +71,24 @@ def _process_batch(event_ids: list[int]) -> int:
 
 
 def _lock_unprocessed(event_ids: list[int]) -> list[Event]:
-    """Unprocessed events among the ids, in time order; on PostgreSQL rows another worker is
-    processing are skipped (SKIP LOCKED) rather than waited for."""
-    events = Event.objects.filter(pk__in=event_ids, processed_at__isnull=True).order_by("occurred_at", "id")
-    if connection.features.has_select_for_update_skip_locked:
-        events = events.select_for_update(skip_locked=True)
-    return list(events)
+    """Unprocessed events among the ids, plus other pending events up to CLAIM_LIMIT, in time
+    order. Taking what else is pending turns a backlog of small jobs into a few big batches (the
+    per-batch rule and segment queries dominate small ones); the jobs for those events then find
+    nothing left to do. On PostgreSQL rows another worker is processing are skipped (SKIP LOCKED)."""
+    skip_locked = connection.features.has_select_for_update_skip_locked
+    unprocessed = Event.objects.filter(processed_at__isnull=True)
+    own = unprocessed.filter(pk__in=event_ids)
+    if skip_locked:
+        own = own.select_for_update(skip_locked=True)
+    events = list(own)
+    if events and len(events) < CLAIM_LIMIT:
+        # Oldest first, served by the partial index on received_at where processed_at is null.
+        others = unprocessed.exclude(pk__in=event_ids).order_by("received_at", "id")
+        if skip_locked:
+            others = others.select_for_update(skip_locked=True)
+        events += list(others[: CLAIM_LIMIT - len(events)])
+    events.sort(key=lambda e: (e.occurred_at, e.pk))
+    return events
 
 
 def _mark_processed(event_ids: Sequence[int]) -> None:

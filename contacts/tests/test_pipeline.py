@@ -8,7 +8,7 @@ import datetime as dt
 import json
 import sys
 import types
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import pytest
@@ -33,6 +33,8 @@ class Engines:
         self.segmented: list[set[int]] = []
         self.score_changes: set[int] = set()
         self.segment_events: list[Event] = []
+        # Like the real engine, segment events can be created when the engine is called.
+        self.make_segment_events: Callable[[], list[Event]] | None = None
 
     def score_events(self, *, events: Sequence[Event]) -> set[int]:
         self.scored.append([e.pk for e in events])
@@ -44,6 +46,8 @@ class Engines:
 
     def segments_update_contacts(self, *, contact_ids: Collection[int]) -> list[Event]:
         self.segmented.append(set(contact_ids))
+        if self.make_segment_events is not None:
+            self.segment_events, self.make_segment_events = self.make_segment_events(), None
         made, self.segment_events = self.segment_events, []
         return made
 
@@ -154,12 +158,18 @@ def test_processing_the_same_ids_twice_does_nothing_the_second_time(engines: Eng
 def test_contacts_whose_score_changed_are_resegmented_and_segment_events_scored(engines: Engines) -> None:
     ids = make_events(2)
     other = Contact.objects.create(email="other@example.com")
-    entered = Event.objects.create(contact=other, event_type="segment_entered", occurred_at=timezone.now(),
-                                   source="system")
+    made: list[Event] = []
+
+    def enter() -> list[Event]:
+        made.append(Event.objects.create(contact=other, event_type="segment_entered", occurred_at=timezone.now(),
+                                         source="system"))
+        return list(made)
+
     engines.score_changes = {other.pk}
-    engines.segment_events = [entered]
+    engines.make_segment_events = enter
 
     pipeline.events_process(event_ids=ids)
+    entered = made[0]
 
     owner = Event.objects.get(pk=ids[0]).contact_id
     assert engines.segmented == [{owner, other.pk}]
@@ -216,7 +226,8 @@ def test_the_sweeper_requeues_stale_unprocessed_events_once_until_they_run(engin
     drain()
 
     assert not Event.objects.filter(pk__in=stale, processed_at__isnull=True).exists()
-    assert Event.objects.get(pk=recent.pk).processed_at is None  # under 2 minutes old: its own job may come
+    # a pending event rides along with the batch that runs (its own job then finds nothing to do)
+    assert Event.objects.get(pk=recent.pk).processed_at is not None
     assert pipeline.events_sweep() == 0
 
 
@@ -247,3 +258,15 @@ def test_an_api_upsert_enqueues_contacts_changed_and_the_worker_runs_fit_and_seg
     ids = set(Contact.objects.values_list("pk", flat=True))
     assert engines.fit == [ids]
     assert engines.segmented == [ids]
+
+
+@pytest.mark.django_db
+def test_a_job_takes_on_other_pending_events_so_a_backlog_becomes_one_batch(engines: Engines) -> None:
+    first = make_events(2)
+    backlog = make_events(3)
+    assert pipeline.events_process(event_ids=first) == 5
+    assert engines.scored == [sorted(first + backlog)]
+    assert not Event.objects.filter(processed_at__isnull=True).exists()
+    # the backlog's own job finds nothing left
+    assert pipeline.events_process(event_ids=backlog) == 0
+    assert len(engines.scored) == 1
