@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ from django.utils import timezone
 from contacts.models import Contact, Event, LifecycleStage
 from core.audit import audit_record
 from core.queues import get_queue
+from core.utils import chunked
 from scoring.models import GradeBand, RecomputeJob, RuleKind, ScoreEntry, ScoringRule
 from scoring.sql import effective_points_sql, epoch_bucket_sql, now_param, rounded_sql
 
@@ -37,16 +38,6 @@ CONTACT_TABLE = Contact._meta.db_table
 ENTRY_TABLE = ScoreEntry._meta.db_table
 EVENT_TABLE = Event._meta.db_table
 
-
-def _chunks(ids: Iterable[int], size: int = CHUNK) -> Iterator[list[int]]:
-    batch: list[int] = []
-    for value in ids:
-        batch.append(value)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 # --- Behaviour rules --------------------------------------------------------------------------------
@@ -194,7 +185,7 @@ def score_fit(*, contact_ids: Collection[int], now: dt.datetime | None = None) -
     changed: set[int] = set()
     if not rules:
         return changed
-    for chunk in _chunks(sorted(set(contact_ids))):
+    for chunk in chunked(sorted(set(contact_ids)), CHUNK):
         entries = _fit_entries(rules, chunk, now)
         if not entries:
             continue
@@ -295,7 +286,7 @@ def scores_refresh(*, contact_ids: Collection[int], now: dt.datetime | None = No
     """Recompute these contacts' cached scores from the ledger, then grades and MQL; return changed ids."""
     now = now or timezone.now()
     changed: set[int] = set()
-    for chunk in _chunks(sorted(set(contact_ids))):
+    for chunk in chunked(sorted(set(contact_ids)), CHUNK):
         placeholders = ", ".join(["%s"] * len(chunk))
         changed |= _score_update(f"c.id IN ({placeholders})", chunk, now)
     _after_score_change(changed, now)
@@ -303,7 +294,7 @@ def scores_refresh(*, contact_ids: Collection[int], now: dt.datetime | None = No
 
 
 def _after_score_change(changed: Collection[int], now: dt.datetime) -> None:
-    for chunk in _chunks(sorted(changed)):
+    for chunk in chunked(sorted(changed), CHUNK):
         _grades_update(Contact.objects.filter(id__in=chunk))
         _mql_update(chunk, now)
 
@@ -419,7 +410,7 @@ def scores_recompute_all(
         threshold = _mql_threshold()  # a lowered MQL band qualifies contacts whose score did not change
         if threshold is not None:
             crossing = Contact.objects.filter(mql_at__isnull=True, score__gte=threshold).values_list("id", flat=True)
-            for chunk in _chunks(list(crossing)):
+            for chunk in chunked(list(crossing), CHUNK):
                 _mql_update(chunk, now)
     return changed
 

@@ -15,6 +15,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_safe
 
 from contacts.models import Contact
+from core.utils import spreadsheet_safe
 from core.views import staff_permission_required
 from scoring.forms import LeadFilterForm
 from scoring.selectors import lead_score_breakdown, lead_timeline, leads_list
@@ -22,7 +23,6 @@ from scoring.selectors import lead_score_breakdown, lead_timeline, leads_list
 PER_PAGE = 50
 EXPORT_FIELDS = ["score", "grade", "email", "first_name", "last_name", "company", "job_title", "country",
                  "lifecycle_stage", "owner", "mql_at"]
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 view_leads_required = staff_permission_required("scoring.view_leads")
 
@@ -53,12 +53,6 @@ def lead_detail(request: HttpRequest, contact_id: int) -> HttpResponse:
     })
 
 
-def csv_cell(value: Any) -> str:
-    """A cell a spreadsheet shows as text: values that could start a formula get a leading '."""
-    text = "" if value is None else str(value)
-    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
-
-
 class _Echo:
     def write(self, value: str) -> str:
         return value
@@ -70,7 +64,7 @@ def _export_rows(leads: Any) -> Iterator[str]:
     for lead in leads.iterator(chunk_size=2000):
         values = [getattr(lead, name) for name in EXPORT_FIELDS]
         values[EXPORT_FIELDS.index("owner")] = lead.owner.get_username() if lead.owner else ""
-        yield writer.writerow([csv_cell(v) for v in values])
+        yield writer.writerow([spreadsheet_safe(v) for v in values])
 
 
 def _lead_export(request: HttpRequest) -> StreamingHttpResponse:

@@ -24,9 +24,9 @@ from contacts.imports.reader import CsvSource, ImportFileError, detect_format
 from contacts.imports.rows import RowValidator
 from contacts.imports.staging import Stager
 from contacts.models import Contact, ContactList, CustomField, ImportJob, Tag
+from core.utils import spreadsheet_safe
 
 CHUNK_ROWS = 20_000
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 ProgressFn = Callable[[int, int], None]  # (percent, rows read); may raise to abort
 
 
@@ -63,11 +63,6 @@ class ImportResult:
         return asdict(self)
 
 
-def safe_cell(value: str) -> str:
-    """Spreadsheet apps run cells that start like a formula; the report is opened in them."""
-    return "'" + value if value.startswith(FORMULA_START) else value
-
-
 class ErrorReport:
     HEADER = ("line", "column", "value", "reason")
 
@@ -80,7 +75,8 @@ class ErrorReport:
         self.lines = 0
 
     def add(self, line: int, column: str, value: str, reason: str) -> None:
-        self._writer.writerow((line, safe_cell(column), safe_cell(value[:500]), reason))
+        # The report is opened in spreadsheets: formula-like cells are neutralised.
+        self._writer.writerow((line, spreadsheet_safe(column), spreadsheet_safe(value[:500]), reason))
         self.lines += 1
 
     def close(self) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -33,6 +33,7 @@ from django.utils import timezone
 from contacts.models import Contact, Event, Segment, SegmentMembership
 from contacts.segments.compiler import FilterContext, compile_with, segment_queryset, validate_filter
 from core.queues import get_queue
+from core.utils import chunked
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ def segments_update_contacts(*, contact_ids: Iterable[int]) -> list[Event]:
     entered: list[tuple[int, int]] = []
     left: list[tuple[int, int]] = []
     with transaction.atomic():
-        for chunk in _chunks(ids, CONTACT_CHUNK):
+        for chunk in chunked(ids, CONTACT_CHUNK):
             wanted = _matching_pairs(chunk, conditions)
             current = dict(((s, c), pk) for pk, s, c in SegmentMembership.objects.filter(
                 contact_id__in=chunk, segment_id__in=list(conditions)).values_list("pk", "segment_id", "contact_id"))
@@ -151,7 +152,7 @@ def segments_update_contacts(*, contact_ids: Iterable[int]) -> list[Event]:
 def _matching_pairs(contact_ids: Sequence[int], conditions: dict[int, Q]) -> set[tuple[int, int]]:
     """(segment id, contact id) for every condition each contact meets: one query per SEGMENT_CHUNK segments."""
     pairs: set[tuple[int, int]] = set()
-    for group in _chunks(list(conditions), SEGMENT_CHUNK):
+    for group in chunked(list(conditions), SEGMENT_CHUNK):
         columns = {f"s{pk}": ExpressionWrapper(conditions[pk], output_field=BooleanField()) for pk in group}
         rows = Contact.objects.filter(pk__in=contact_ids).order_by().annotate(**columns).values_list(
             "pk", *columns)
@@ -164,7 +165,7 @@ def _insert_pairs(pairs: Sequence[tuple[int, int]], now: Any) -> list[tuple[int,
     """Insert memberships; the ones actually inserted (a concurrent update may have won)."""
     inserted: list[tuple[int, int]] = []
     entered_at = SegmentMembership._meta.get_field("entered_at").get_db_prep_value(now, connection)
-    for batch in _chunks(pairs, ROW_CHUNK):
+    for batch in chunked(pairs, ROW_CHUNK):
         rows = ", ".join(["(%s, %s, %s)"] * len(batch))
         sql = (f"INSERT INTO {MEMBERSHIP} (segment_id, contact_id, entered_at) VALUES {rows} "  # noqa: S608
                "ON CONFLICT (segment_id, contact_id) DO NOTHING RETURNING segment_id, contact_id")
@@ -177,7 +178,7 @@ def _insert_pairs(pairs: Sequence[tuple[int, int]], now: Any) -> list[tuple[int,
 def _delete_memberships(membership_ids: Sequence[int]) -> list[tuple[int, int]]:
     """Delete memberships by id; the (segment, contact) pairs actually deleted."""
     deleted: list[tuple[int, int]] = []
-    for batch in _chunks(membership_ids, ROW_CHUNK):
+    for batch in chunked(membership_ids, ROW_CHUNK):
         marks = ", ".join(["%s"] * len(batch))
         sql = f"DELETE FROM {MEMBERSHIP} WHERE id IN ({marks}) RETURNING segment_id, contact_id"  # noqa: S608
         with connection.cursor() as cursor:
@@ -259,7 +260,3 @@ def segment_enqueue_refresh(*, segment_id: int) -> None:
     """Queue a full refresh; with django-rq's COMMIT_MODE it leaves when the transaction commits."""
     get_queue("default").enqueue(REFRESH_JOB, segment_id)
 
-
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
