@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "scoring",
     "campaigns",
     "automation",
+    "automation.crm",
 ]
 
 MIDDLEWARE = [

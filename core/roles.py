@@ -37,19 +37,29 @@ _MARKETER_PERMS = [
     "scoring.view_leads",
 ]
 
+# Email delivery (campaigns): templates, senders, the outbox and suppressions.
+_CAMPAIGNS_MARKETER: list[str] = []
+_CAMPAIGNS_SALES: list[str] = []
+_CAMPAIGNS_OPS: list[str] = []
+# CRM sync (automation.crm, app label "crm"): connections, the sync queue and its log.
+_CRM_MARKETER: list[str] = []
+_CRM_SALES: list[str] = []
+_CRM_OPS: list[str] = []
+
 ROLE_PERMISSIONS: dict[str, list[str]] = {
     # Builds and edits: contacts, segments, scoring rules, templates, workflow drafts.
-    MARKETER: _MARKETER_PERMS,
+    MARKETER: [*_MARKETER_PERMS, *_CAMPAIGNS_MARKETER, *_CRM_MARKETER],
     # A marketer who may also promote workflow versions to production (added with workflows).
-    APPROVER: list(_MARKETER_PERMS),
+    APPROVER: [*_MARKETER_PERMS, *_CAMPAIGNS_MARKETER, *_CRM_MARKETER],
     # Read-only: ranked leads and why they score.
     SALES: ["contacts.view_contact", "contacts.view_tag", "contacts.view_contactlist", "contacts.view_event",
-            "contacts.view_segment", "scoring.view_scoreentry", "scoring.view_leads"],
+            "contacts.view_segment", "scoring.view_scoreentry", "scoring.view_leads",
+            *_CAMPAIGNS_SALES, *_CRM_SALES],
     # Watches queues, failures and delivery; reads contacts to follow a failure to its row.
     OPS: ["contacts.view_contact", "contacts.view_importjob", "core.view_heartbeat", "core.view_auditentry",
           "contacts.view_event", "contacts.view_segment", "scoring.view_recomputejob",
           # Integrations are ops' to run: API keys for the event API.
-          *_crud("contacts.apikey"), "django_rq.admin"],
+          *_crud("contacts.apikey"), "django_rq.admin", *_CAMPAIGNS_OPS, *_CRM_OPS],
 }
 
 
