@@ -1,6 +1,12 @@
 """Public email endpoints: open pixel, click redirect, unsubscribe (mounted at /e/)."""
 
-from django.urls import URLPattern
+from django.urls import path
+
+from campaigns import views
 
 app_name = "campaigns"
-urlpatterns: list[URLPattern] = []
+urlpatterns = [
+    path("o/<str:token>.gif", views.open_pixel, name="open"),
+    path("c/<str:token>", views.click, name="click"),
+    path("u/<str:token>", views.unsubscribe, name="unsubscribe"),
+]

@@ -7,6 +7,7 @@ because a restarted scheduler runs interval jobs at once. Run exactly one schedu
 
 from rq import cron
 
+from campaigns.tasks import delivery_sweeper
 from contacts.segments.tasks import segments_refresh_all_job
 from contacts.tasks import import_sweeper
 from contacts.tasks_events import events_sweeper
@@ -24,6 +25,11 @@ cron.register(import_sweeper, "imports", interval=60, result_ttl=300)
 # Events whose processing job was lost (Redis flushed, worker killed) are re-queued once they
 # have waited 2 minutes; the pipeline claims events, so a late duplicate job does nothing.
 cron.register(events_sweeper, "events", interval=60, result_ttl=300)
+
+# Email delivery: messages claimed by a worker that died go back to the queue after
+# DELIVERY_STALE_SECONDS, and senders with due work (deferred retries, quiet hours over, a kick
+# lost with Redis) get a delivery job. Idempotent: claims are conditional UPDATEs.
+cron.register(delivery_sweeper, "delivery", interval=60, result_ttl=300)
 
 # Safety net for incremental segment membership: a full, set-based refresh of every active
 # segment catches changes no event announced (time passing for "within N days", bulk edits).

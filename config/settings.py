@@ -135,6 +135,17 @@ EMAIL_USE_SSL = bool(_email.get("EMAIL_USE_SSL"))
 EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 30, minimum=1)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", f"Leadflow <noreply@{_site_host}>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# Delivery (campaigns/delivery.py): batch size claimed per worker round, parallel jobs per sender,
+# seconds before a claimed message is deemed abandoned, and retry policy.
+DELIVERY_BATCH_SIZE = env_int("DELIVERY_BATCH_SIZE", 200, minimum=1)
+DELIVERY_PARALLEL = env_int("DELIVERY_PARALLEL", 2, minimum=1)
+DELIVERY_BATCH_SECONDS = env_int("DELIVERY_BATCH_SECONDS", 30, minimum=1)
+DELIVERY_JOB_SECONDS = env_int("DELIVERY_JOB_SECONDS", 60, minimum=1)
+DELIVERY_STALE_SECONDS = env_int("DELIVERY_STALE_SECONDS", 300, minimum=10)
+DELIVERY_MAX_ATTEMPTS = env_int("DELIVERY_MAX_ATTEMPTS", 8, minimum=1)
+DELIVERY_BACKOFF_SECONDS = env_int("DELIVERY_BACKOFF_SECONDS", 30, minimum=1)
+# Marketing email only to contacts whose consent is "granted" (GDPR/CASL); false: anyone not withdrawn.
+EMAIL_REQUIRE_CONSENT = env_bool("EMAIL_REQUIRE_CONSENT", True)
 
 # --- Auth, i18n -------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -207,3 +218,4 @@ IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 1024 * 1024 * 1024, minimum=1024)
 # A running import whose worker has not reported for this long is re-queued (or failed after 3 tries).
 IMPORT_STALE_SECONDS = env_int("IMPORT_STALE_SECONDS", 600, minimum=30)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024  # larger uploads stream to a temp file, not RAM
+

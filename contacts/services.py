@@ -52,8 +52,13 @@ def contact_upsert(*, email: str, **fields: Any) -> tuple[Contact, bool]:
 def contact_erase(*, contact: Contact, actor: Any) -> AuditEntry:
     """GDPR erasure: delete the contact and everything that names them; keep an audit entry
     that says an erasure happened, by whom and when, without any personal data."""
+    from campaigns.services import suppression_add
+
     contact_id = contact.pk
     counts = {"tags": contact.tags.count(), "lists": contact.lists.count()}
+    # Their messages go with them (CASCADE); a hash of the address stays suppressed, so a later
+    # import of the same address is never mailed, without keeping the address itself.
+    suppression_add(email=contact.email, reason="erased", source="erasure")
     # Rows that reference the contact (tag and list memberships now; events, messages, queued
     # workflow steps and CRM sync rows as those apps add them) go with it by CASCADE.
     contact.delete()

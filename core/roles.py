@@ -38,9 +38,16 @@ _MARKETER_PERMS = [
 ]
 
 # Email delivery (campaigns): templates, senders, the outbox and suppressions.
-_CAMPAIGNS_MARKETER: list[str] = []
+_CAMPAIGNS_MARKETER: list[str] = [
+    *_crud("campaigns.emailtemplate"), "campaigns.view_senderprofile", "campaigns.view_message",
+    "campaigns.view_suppression",
+]
 _CAMPAIGNS_SALES: list[str] = []
-_CAMPAIGNS_OPS: list[str] = []
+# Ops runs delivery: sender profiles (rates, backends), retries, the suppression list.
+_CAMPAIGNS_OPS: list[str] = [
+    *_crud("campaigns.senderprofile"), "campaigns.view_message", "campaigns.retry_message",
+    "campaigns.view_emailtemplate", *_crud("campaigns.suppression"),
+]
 # CRM sync (automation.crm, app label "crm"): connections, the sync queue and its log.
 _CRM_MARKETER: list[str] = []
 _CRM_SALES: list[str] = []

@@ -4,6 +4,7 @@ with a message naming the problem, never a 500."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from functools import wraps
@@ -62,6 +63,14 @@ def api_view(*, methods: tuple[str, ...]) -> Callable[[ApiView], ApiView]:
 def _authenticate(request: HttpRequest) -> ApiKey:
     scheme, _, raw = request.headers.get("Authorization", "").partition(" ")
     challenge = {"WWW-Authenticate": 'Bearer realm="leadflow"'}
+    if scheme.lower() == "basic":
+        # Webhook senders that cannot set headers (Amazon SNS) put credentials in the URL:
+        # https://leadflow:<key>@host/api/v1/bounces. The key is the password.
+        try:
+            raw = base64.b64decode(raw.strip(), validate=True).decode("utf-8").partition(":")[2]
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(401, "unauthorized", "the Basic credentials are not valid base64", challenge) from None
+        scheme = "bearer"
     if scheme.lower() != "bearer" or not raw.strip():
         raise ApiError(401, "unauthorized", "send an API key: Authorization: Bearer <key>", challenge)
     api_key = api_key_authenticate(raw.strip())
@@ -82,9 +91,9 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def read_json(request: HttpRequest) -> Any:
+def read_json(request: HttpRequest, *, content_types: tuple[str, ...] = ("application/json",)) -> Any:
     """The body as JSON, or an ApiError: 415 not JSON, 413 too large, 400 unparsable."""
-    if request.content_type != "application/json":
+    if request.content_type not in content_types:
         raise ApiError(415, "unsupported_media_type",
                        f"send Content-Type: application/json (got {request.content_type or 'none'!r})")
     try:

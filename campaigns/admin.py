@@ -1,0 +1,183 @@
+"""Admin for delivery: templates (with preview and "send test"), sender profiles (with their
+current send rates), the outbox (filter by status and reason, retry) and the suppression list."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from campaigns import rendering, services
+from campaigns.models import EmailTemplate, Message, SenderProfile, Suppression
+from core.admin_utils import EstimatedCountPaginator
+
+
+class PreviewForm(forms.Form):
+    contact = forms.IntegerField(required=False, help_text="Contact id to render for (empty: a sample contact)")
+    sender = forms.ModelChoiceField(SenderProfile.objects.all(), required=False, empty_label="Default sender")
+    send_test_to = forms.EmailField(required=False, help_text='Address for "send test"')
+
+
+@admin.register(EmailTemplate)
+class EmailTemplateAdmin(admin.ModelAdmin):
+    list_display = ["key", "name", "kind", "subject", "updated_at"]
+    list_filter = ["kind"]
+    search_fields = ["key", "name", "subject"]
+    readonly_fields = ["created_at", "updated_at"]
+    change_form_template = "admin/campaigns/emailtemplate/change_form.html"
+
+    def get_urls(self) -> list[URLPattern]:
+        return [path("<int:pk>/preview/", self.admin_site.admin_view(self.preview_view),
+                     name="campaigns_emailtemplate_preview"), *super().get_urls()]
+
+    def preview_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        template = get_object_or_404(EmailTemplate, pk=pk)
+        if not self.has_view_permission(request, template):
+            raise PermissionDenied
+        form = PreviewForm(request.POST if request.method == "POST" else None)
+        context: dict[str, Any] = {**self.admin_site.each_context(request), "opts": self.model._meta,
+                                   "original": template, "title": f"Preview: {template.key}", "form": form}
+        if form.is_bound and form.is_valid():
+            contact = self._contact(form.cleaned_data["contact"])
+            sender = form.cleaned_data["sender"]
+            if request.POST.get("action") == "send_test":
+                return self._send_test(request, template, contact, sender, form.cleaned_data["send_test_to"])
+            context.update(self._render(template, contact, sender))
+        elif not form.is_bound:
+            context.update(self._render(template, self._contact(None), None))
+        return TemplateResponse(request, "admin/campaigns/emailtemplate/preview.html", context)
+
+    def _contact(self, contact_id: int | None) -> Any:
+        from contacts.models import Contact
+
+        if contact_id:
+            contact = Contact.objects.filter(pk=contact_id).first()
+            if contact is not None:
+                return contact
+        return Contact(**{k: v for k, v in rendering.SAMPLE_CONTACT.items()})
+
+    def _render(self, template: EmailTemplate, contact: Any, sender: Any) -> dict[str, Any]:
+        try:
+            message = services.message_preview(template=template, contact=contact, sender=sender)
+        except rendering.TemplateInvalid as exc:
+            return {"render_error": str(exc)}
+        except services.NoSender as exc:
+            return {"render_error": str(exc)}
+        return {"preview": message}
+
+    def _send_test(self, request: HttpRequest, template: EmailTemplate, contact: Any, sender: Any,
+                   to_email: str) -> HttpResponse:
+        if not self.has_change_permission(request, template):
+            raise PermissionDenied
+        back = reverse("admin:campaigns_emailtemplate_preview", args=[template.pk])
+        if not to_email or contact.pk is None:
+            self.message_user(request, "Choose a contact (by id) and an address to send the test to.", messages.ERROR)
+            return HttpResponseRedirect(back)
+        try:
+            message = services.message_send_test(template=template, contact=contact, to_email=to_email,
+                                                 actor=request.user, sender=sender)
+        except (services.NoSender, ValidationError) as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return HttpResponseRedirect(back)
+        self.message_user(request, format_html(
+            'Test queued to {} as <a href="{}">message #{}</a>.', to_email,
+            reverse("admin:campaigns_message_change", args=[message.pk]), message.pk))
+        return HttpResponseRedirect(back)
+
+
+@admin.register(SenderProfile)
+class SenderProfileAdmin(admin.ModelAdmin):
+    list_display = ["name", "from_email", "rate", "is_default", "is_paused", "sent_last_minute", "sent_last_hour"]
+    list_filter = ["is_default", "is_paused"]
+    fieldsets = [
+        (None, {"fields": ["name", "from_name", "from_email", "reply_to", "postal_address", "is_default",
+                           "is_paused"]}),
+        ("Backend", {"fields": ["email_url"]}),
+        ("Throttling", {"fields": ["rate", "burst", "domain_limits", "warmup_started_on", "warmup_schedule"]}),
+        ("Marketing rules", {"fields": ["quiet_hours_start", "quiet_hours_end", "time_zone", "frequency_cap",
+                                        "frequency_days"]}),
+        ("Staging", {"fields": ["staging_recipient"]}),
+    ]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        now = timezone.now()
+        # Two grouped queries for the whole page, not two per row.
+        self._minute = services.messages_stats(since=now - dt.timedelta(minutes=1))
+        self._hour = services.messages_stats(since=now - dt.timedelta(hours=1))
+        return super().changelist_view(request, extra_context)
+
+    @admin.display(description="Sent last minute")
+    def sent_last_minute(self, obj: SenderProfile) -> int:
+        return getattr(self, "_minute", {}).get(obj.pk, {}).get("sent", 0)
+
+    @admin.display(description="Sent last hour")
+    def sent_last_hour(self, obj: SenderProfile) -> int:
+        return getattr(self, "_hour", {}).get(obj.pk, {}).get("sent", 0)
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    list_display = ["id", "to", "template", "sender", "kind", "status", "reason", "attempts", "created_at", "sent_at"]
+    list_filter = ["status", "reason", "kind", "sender", "template"]
+    search_fields = ["=id", "contact__email", "to_email", "idempotency_key", "provider_message_id"]
+    list_select_related = ["contact", "template", "sender"]
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
+    raw_id_fields = ["contact"]
+    actions = ["retry_messages"]
+    readonly_fields = [f.name for f in Message._meta.fields]
+
+    @admin.display(description="To")
+    def to(self, obj: Message) -> str:
+        return obj.to_email or obj.contact.email
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # messages come from workflows, the API and "send test", never typed in
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False if obj is not None else super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # the outbox is history; erasing a contact removes theirs
+
+    @admin.action(description="Retry selected failed, deferred or bounced messages",
+                  permissions=["retry"])
+    def retry_messages(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
+        count = services.messages_retry(message_ids=queryset.values_list("id", flat=True), actor=request.user)
+        skipped = queryset.count() - count
+        self.message_user(request, f"{count} message(s) queued again"
+                          + (f"; {skipped} skipped (sent, queued or suppressed)" if skipped else "") + ".")
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("campaigns.retry_message")
+
+
+@admin.register(Suppression)
+class SuppressionAdmin(admin.ModelAdmin):
+    list_display = ["email_or_hash", "reason", "source", "created_at"]
+    list_filter = ["reason"]
+    search_fields = ["email"]
+    readonly_fields = ["email_hash", "created_at"]
+    show_full_result_count = False
+
+    @admin.display(description="Address")
+    def email_or_hash(self, obj: Suppression) -> str:
+        return obj.email or f"(erased) {obj.email_hash[:12]}…"
+
+    def save_model(self, request: HttpRequest, obj: Suppression, form: Any, change: bool) -> None:
+        from campaigns.models import email_hash
+
+        obj.email = obj.email.strip().lower()
+        obj.email_hash = email_hash(obj.email)
+        super().save_model(request, obj, form, change)
+

@@ -1,0 +1,503 @@
+"""Throttled delivery of the outbox: claim a batch, apply the send-time rules, render, send over
+one connection, record each result.
+
+Exactly-once, as far as SMTP allows: a message is claimed with a conditional UPDATE (status
+queued/deferred -> sending, with a fresh claim token), and its result is written right after its
+own send, so a worker killed mid-batch leaves at most the message in flight unrecorded. The
+sweeper puts claims older than DELIVERY_STALE_SECONDS back in the queue; that one message may
+then go twice, nothing is lost.
+
+Rate: every worker draws from one GCRA budget per sender in Redis (core.throttle), plus one
+per limited recipient domain. Redis holds no state we need: the "go look" signal (delivery_kick)
+is re-sent by the sweeper, and a flushed throttle only allows one burst early.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import smtplib
+import time
+import uuid
+import zoneinfo
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from email.utils import formataddr, make_msgid
+from typing import Any
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives, get_connection
+from django.db import connection as db_connection
+from django.db import transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+from redis.exceptions import RedisError
+
+from campaigns import delivery_rules, rendering, tracking
+from campaigns.models import (
+    PENDING_STATUSES,
+    Message,
+    MessageKind,
+    MessageStatus,
+    SenderProfile,
+    Suppression,
+    SuppressionReason,
+    email_hash,
+)
+from contacts.models import ConsentStatus
+from core.queues import get_connection as redis_connection
+from core.queues import get_queue
+
+log = logging.getLogger(__name__)
+
+RUN_JOB = "campaigns.tasks.delivery_run_job"
+# Seconds a kick lives: longer than a job runs (DELIVERY_JOB_SECONDS), so a live job's kick holds;
+# a kick whose job was lost (Redis flushed, worker killed) expires and the sweeper kicks again.
+KICK_TTL = 120
+
+
+# --- The "go look" signal -----------------------------------------------------------------------
+
+
+def _kick_key(sender_id: int, slot: int) -> str:
+    return f"leadflow:delivery:kick:{sender_id}:{slot}"
+
+
+def delivery_kick(sender_id: int) -> int:
+    """Make sure up to DELIVERY_PARALLEL jobs will look at this sender's queue; returns how many
+    were enqueued. Call after COMMIT (inside a transaction it defers itself)."""
+    if transaction.get_connection().in_atomic_block:
+        transaction.on_commit(lambda: delivery_kick(sender_id))
+        return 0
+    enqueued = 0
+    try:
+        conn = redis_connection()
+        for slot in range(settings.DELIVERY_PARALLEL):
+            # One job per slot at a time: a burst of 500 new messages is one kick, not 500 jobs.
+            if conn.set(_kick_key(sender_id, slot), "1", nx=True, ex=KICK_TTL):
+                get_queue("delivery").enqueue(RUN_JOB, sender_id, slot)
+                enqueued += 1
+    except RedisError:
+        # The message rows are committed; the sweeper kicks again within a minute.
+        log.warning("delivery: Redis unavailable, sender %s waits for the sweeper", sender_id, exc_info=True)
+    return enqueued
+
+
+def _release_kick(sender_id: int, slot: int | None) -> None:
+    if slot is None:
+        return
+    try:
+        redis_connection().delete(_kick_key(sender_id, slot))
+    except RedisError:
+        log.warning("delivery: could not release kick %s/%s", sender_id, slot, exc_info=True)
+
+
+# --- Claiming -----------------------------------------------------------------------------------
+
+
+def _due(sender_id: int, now: dt.datetime) -> Any:
+    return Message.objects.filter(
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now),
+        sender_id=sender_id, status__in=PENDING_STATUSES,
+    )
+
+
+def messages_claim(*, sender_id: int, limit: int, now: dt.datetime) -> list[Message]:
+    """Claim up to `limit` due messages of the sender (queued/deferred -> sending)."""
+    token = uuid.uuid4()
+    with transaction.atomic():
+        # SKIP LOCKED on Postgres: concurrent workers take disjoint batches instead of waiting.
+        ids = list(_due(sender_id, now).order_by("next_attempt_at", "id")
+                   .select_for_update(skip_locked=True).values_list("id", flat=True)[:limit])
+        if not ids:
+            return []
+        Message.objects.filter(pk__in=ids, status__in=PENDING_STATUSES).update(
+            status=MessageStatus.SENDING, claim_token=token, claimed_at=now, updated_at=now,
+        )
+    return list(Message.objects.filter(claim_token=token, status=MessageStatus.SENDING)
+                .select_related("contact", "template").order_by("id"))
+
+
+# --- Outcomes -----------------------------------------------------------------------------------
+
+
+@dataclass
+class BatchResult:
+    claimed: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+
+    def add(self, status: str, n: int = 1) -> None:
+        self.outcomes[status] += n
+
+
+def _finish(messages: Sequence[Message], result: BatchResult, *, status: str, reason: str = "",
+            error: str = "", next_attempt_at: dt.datetime | None = None) -> None:
+    """One UPDATE for a group of claimed messages with the same outcome."""
+    if not messages:
+        return
+    now = timezone.now()
+    Message.objects.filter(pk__in=[m.pk for m in messages], status=MessageStatus.SENDING).update(
+        status=status, reason=reason, last_error=error[:2000], next_attempt_at=next_attempt_at,
+        claim_token=None, updated_at=now,
+    )
+    result.add(status, len(messages))
+
+
+def backoff(attempts: int) -> dt.timedelta:
+    """Exponential from 30 s, capped at 1 h, with full jitter (half to all of the step)."""
+    step = min(settings.DELIVERY_BACKOFF_SECONDS * 2 ** max(0, attempts - 1), 3600)
+    return dt.timedelta(seconds=step * random.uniform(0.5, 1.0))  # noqa: S311  jitter, not crypto
+
+
+# --- Send-time rules (set-based over the batch) --------------------------------------------------
+
+
+def _suppression_reasons(messages: Sequence[Message]) -> dict[int, str]:
+    """Message id -> why it must not be sent. One query for the suppression list."""
+    hashes = {m.pk: email_hash(m.contact.email) for m in messages}
+    listed = dict(Suppression.objects.filter(email_hash__in=set(hashes.values())).values_list("email_hash", "reason"))
+    reasons: dict[int, str] = {}
+    for message in messages:
+        marketing = message.kind == MessageKind.MARKETING
+        listed_reason = listed.get(hashes[message.pk])
+        if listed_reason and (marketing or listed_reason != SuppressionReason.UNSUBSCRIBED):
+            reasons[message.pk] = listed_reason
+        elif marketing and message.contact.consent_status == ConsentStatus.WITHDRAWN:
+            reasons[message.pk] = "unsubscribed"
+        elif marketing and settings.EMAIL_REQUIRE_CONSENT and message.contact.consent_status != ConsentStatus.GRANTED:
+            reasons[message.pk] = "no_consent"
+    return reasons
+
+
+def _over_frequency_cap(sender: SenderProfile, messages: Sequence[Message], now: dt.datetime) -> set[int]:
+    if not sender.frequency_cap:
+        return set()
+    marketing = [m for m in messages if m.kind == MessageKind.MARKETING and not m.is_test]
+    if not marketing:
+        return set()
+    since = now - dt.timedelta(days=sender.frequency_days)
+    sent = Counter(dict(
+        Message.objects.filter(contact_id__in={m.contact_id for m in marketing}, status=MessageStatus.SENT,
+                               kind=MessageKind.MARKETING, sent_at__gte=since)
+        .values_list("contact_id").annotate(n=Count("id")).values_list("contact_id", "n")
+    ))
+    over: set[int] = set()
+    for message in marketing:  # two in one batch to the same contact count against each other
+        if sent[message.contact_id] >= sender.frequency_cap:
+            over.add(message.pk)
+        else:
+            sent[message.contact_id] += 1
+    return over
+
+
+def _warmup_allowance(sender: SenderProfile, now: dt.datetime) -> tuple[int | None, dt.datetime]:
+    """(messages still allowed today or None for no cap, start of tomorrow in the sender's zone)."""
+    local_now = now.astimezone(zoneinfo.ZoneInfo(sender.time_zone))
+    day_start = local_now.replace(hour=0, minute=0, second=0, microsecond=0)
+    tomorrow = (day_start + dt.timedelta(days=1)).astimezone(dt.UTC)
+    cap = delivery_rules.warmup_cap(sender, local_now.date())
+    if cap is None:
+        return None, tomorrow
+    sent_today = Message.objects.filter(sender=sender, status=MessageStatus.SENT, sent_at__gte=day_start).count()
+    return max(0, cap - sent_today), tomorrow
+
+
+def _apply_rules(sender: SenderProfile, messages: list[Message], result: BatchResult,
+                 now: dt.datetime) -> list[Message]:
+    """Suppress, cap or defer what must not go now; returns the messages to send."""
+    reasons = _suppression_reasons(messages)
+    by_reason: dict[str, list[Message]] = {}
+    for message in messages:
+        if message.pk in reasons:
+            by_reason.setdefault(reasons[message.pk], []).append(message)
+    for reason, group in by_reason.items():
+        _finish(group, result, status=MessageStatus.SUPPRESSED, reason=reason,
+                error=f"not sent: {SuppressionReason(reason).label if reason in SuppressionReason.values else reason}")
+    rest = [m for m in messages if m.pk not in reasons]
+
+    capped = _over_frequency_cap(sender, rest, now)
+    _finish([m for m in rest if m.pk in capped], result, status=MessageStatus.SUPPRESSED, reason="frequency_cap",
+            error=f"not sent: the contact already had {sender.frequency_cap} marketing emails in "
+                  f"{sender.frequency_days} days")
+    rest = [m for m in rest if m.pk not in capped]
+
+    quiet_end = delivery_rules.quiet_until(sender, now)
+    if quiet_end is not None:
+        quiet = [m for m in rest if m.kind == MessageKind.MARKETING]
+        _finish(quiet, result, status=MessageStatus.DEFERRED, reason="quiet_hours", next_attempt_at=quiet_end)
+        rest = [m for m in rest if m.kind != MessageKind.MARKETING]
+
+    allowance, tomorrow = _warmup_allowance(sender, now)
+    if allowance is not None and len(rest) > allowance:
+        _finish(rest[allowance:], result, status=MessageStatus.DEFERRED, reason="warmup_cap",
+                next_attempt_at=tomorrow)
+        rest = rest[:allowance]
+    return rest
+
+
+# --- Rendering ----------------------------------------------------------------------------------
+
+
+def message_render(message: Message, sender: SenderProfile) -> None:
+    """Fill the message's rendered fields (in memory). Raises rendering.TemplateInvalid."""
+    if message.html:  # rendered at an earlier attempt: a retry sends the same email
+        return
+    if message.template is None:
+        raise rendering.TemplateInvalid("html", "the message has no template")
+    fields, attributes = rendering.contact_data(message.contact)
+    context = rendering.render_context(contact=fields, attributes=attributes, extra=message.context or {})
+    parts = rendering.render_parts(subject=message.template.subject, html=message.template.html,
+                                   text=message.template.text, context=context)
+    body_html, links = rendering.rewrite_links(parts.html, lambda i: tracking.click_url(message.pk, i))
+    banner = f"Staging test for {message.contact.email}" if message.redirect_to else ""
+    html_out, text_out = rendering.wrap_layout(
+        body_html=body_html, body_text=parts.text, subject=parts.subject,
+        unsubscribe_url=tracking.unsubscribe_url(message.pk), postal_address=sender.postal_address,
+        test_banner=banner,
+    )
+    pixel = f'<img src="{tracking.open_url(message.pk)}" width="1" height="1" alt="" style="display:none">'
+    message.html = html_out.replace("</body>", pixel + "</body>", 1)
+    message.text = text_out
+    message.links = links
+    message.subject = f"[STAGING] {parts.subject}" if message.redirect_to else parts.subject
+    message.to_email = message.redirect_to or message.contact.email
+
+
+def _email_for(message: Message, sender: SenderProfile, conn: Any) -> EmailMultiAlternatives:
+    from_email = formataddr((sender.from_name, sender.from_email)) if sender.from_name else sender.from_email
+    unsubscribe = tracking.unsubscribe_url(message.pk)
+    email = EmailMultiAlternatives(
+        subject=message.subject, body=message.text, from_email=from_email, to=[message.to_email],
+        reply_to=[sender.reply_to] if sender.reply_to else None, connection=conn,
+        headers={
+            "Message-ID": message.provider_message_id,
+            "X-Leadflow-Message": str(message.pk),
+            # RFC 8058 one-click unsubscribe: mailbox providers POST to the URL.
+            "List-Unsubscribe": f"<{unsubscribe}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        },
+    )
+    email.attach_alternative(message.html, "text/html")
+    return email
+
+
+# --- Sending ------------------------------------------------------------------------------------
+
+
+class _ConnectionLost(Exception):
+    pass
+
+
+def _classify(exc: Exception) -> tuple[str, str, str]:
+    """(status, reason, error text) for an exception raised while sending one message."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        code, text = next(iter(exc.recipients.values()), (0, b""))
+        detail = f"{code} {text.decode(errors='replace') if isinstance(text, bytes) else text}"
+        return (MessageStatus.FAILED if code >= 500 else MessageStatus.DEFERRED,
+                "rejected" if code >= 500 else "temporary_failure", f"recipient refused: {detail}")
+    if isinstance(exc, smtplib.SMTPResponseException) and not isinstance(exc, smtplib.SMTPSenderRefused):
+        error = exc.smtp_error
+        detail = f"{exc.smtp_code} {error.decode(errors='replace') if isinstance(error, bytes) else error}"
+        permanent = 500 <= exc.smtp_code < 600
+        return (MessageStatus.FAILED if permanent else MessageStatus.DEFERRED,
+                "rejected" if permanent else "temporary_failure", f"{type(exc).__name__}: {detail}")
+    raise _ConnectionLost(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _hard_bounce_codes(error: str) -> bool:
+    # 550/551/553 at RCPT: the mailbox does not exist. Mailing it again hurts the sender's reputation.
+    return error.startswith("recipient refused: 55") and error[len("recipient refused: "):][:3] in {"550", "551", "553"}
+
+
+class _Sender:
+    """One connection per batch, reopened once if the server drops it."""
+
+    def __init__(self, sender: SenderProfile) -> None:
+        self.sender = sender
+        config = delivery_rules.backend_config(sender.email_url) if sender.email_url else {}
+        backend = str(config.pop("backend")) if "backend" in config else None
+        self.conn = get_connection(backend, fail_silently=False, timeout=settings.EMAIL_TIMEOUT, **config)
+        self.opened = False
+
+    def open(self) -> None:
+        if not self.opened:
+            self.conn.open()
+            self.opened = True
+
+    def close(self) -> None:
+        if self.opened:
+            try:
+                self.conn.close()
+            except Exception:  # noqa: BLE001  closing a broken connection may fail; nothing to do
+                log.debug("delivery: close failed", exc_info=True)
+            self.opened = False
+
+    def send(self, email: EmailMultiAlternatives) -> None:
+        self.open()
+        self.conn.send_messages([email])
+
+
+def _record(message: Message, token: Any, **updates: Any) -> bool:
+    updates.setdefault("updated_at", timezone.now())
+    done = Message.objects.filter(pk=message.pk, claim_token=token, status=MessageStatus.SENDING).update(
+        claim_token=None, **updates)
+    if not done:
+        log.warning("delivery: message %s was re-claimed while in flight (stale claim); it may go twice", message.pk)
+    return bool(done)
+
+
+def _send_all(sender: SenderProfile, messages: list[Message], result: BatchResult, deadline: float) -> None:
+    throttle = delivery_rules.sender_throttle(sender)
+    domains = delivery_rules.domain_throttles(sender)
+    smtp = _Sender(sender)
+    tokens = 0
+    pending = list(messages)
+    try:
+        while pending:
+            message = pending[0]
+            domain = message.contact.email.rpartition("@")[2].lower()
+            if domain in domains and not message.redirect_to:
+                grant = domains[domain].take(1)
+                if not grant.granted:
+                    pending.pop(0)
+                    _finish([message], result, status=MessageStatus.DEFERRED, reason="domain_rate",
+                            next_attempt_at=timezone.now() + dt.timedelta(seconds=max(grant.wait, 1)))
+                    continue
+            if tokens == 0:
+                tokens = throttle.acquire(len(pending), max_wait=max(0.0, deadline - time.monotonic()))
+                if tokens == 0:
+                    break  # the budget will not free up before the batch's deadline: hand the rest back
+            pending.pop(0)
+            tokens -= 1
+            _send_one(sender, smtp, message, result)
+    finally:
+        smtp.close()
+        if pending:
+            _finish(pending, result, status=MessageStatus.QUEUED, reason="")
+
+
+def _send_one(sender: SenderProfile, smtp: _Sender, message: Message, result: BatchResult) -> None:
+    token = message.claim_token
+    attempts = message.attempts + 1
+    try:
+        message_render(message, sender)
+    except rendering.TemplateInvalid as exc:
+        _record(message, token, status=MessageStatus.FAILED, reason="render_error", last_error=str(exc),
+                attempts=attempts)
+        result.add(MessageStatus.FAILED)
+        return
+    if not message.provider_message_id:
+        message.provider_message_id = make_msgid(domain=sender.from_email.rpartition("@")[2] or None)
+    rendered = {"to_email": message.to_email, "subject": message.subject, "html": message.html,
+                "text": message.text, "links": message.links, "provider_message_id": message.provider_message_id}
+    try:
+        smtp.send(_email_for(message, sender, smtp.conn))
+    except Exception as exc:  # noqa: BLE001  classified below: every failure is recorded with its reason
+        try:
+            status, reason, error = _classify(exc)
+        except _ConnectionLost as lost:
+            smtp.close()  # the next message reopens; if the server is down it fails the same way
+            status, reason, error = MessageStatus.DEFERRED, "connection", str(lost)
+        _record_failure(message, token, status=status, reason=reason, error=error, attempts=attempts,
+                        rendered=rendered)
+        result.add(MessageStatus.DEFERRED if status == MessageStatus.DEFERRED else status)
+        return
+    now = timezone.now()
+    _record(message, token, status=MessageStatus.SENT, reason="", last_error="", attempts=attempts, sent_at=now,
+            next_attempt_at=None, **rendered)
+    result.add(MessageStatus.SENT)
+
+
+def _record_failure(message: Message, token: Any, *, status: str, reason: str, error: str, attempts: int,
+                    rendered: dict[str, Any]) -> None:
+    if status == MessageStatus.DEFERRED and attempts >= settings.DELIVERY_MAX_ATTEMPTS:
+        status, error = MessageStatus.FAILED, f"gave up after {attempts} attempts; last error: {error}"
+    next_at = timezone.now() + backoff(attempts) if status == MessageStatus.DEFERRED else None
+    _record(message, token, status=status, reason=reason, last_error=error[:2000], attempts=attempts,
+            next_attempt_at=next_at, **rendered)
+    if status == MessageStatus.FAILED and reason == "rejected" and _hard_bounce_codes(error):
+        from campaigns.services import suppression_add
+
+        suppression_add(email=message.contact.email, reason=SuppressionReason.HARD_BOUNCE, detail=error,
+                        source=f"smtp:{message.pk}")
+
+
+# --- The batch ----------------------------------------------------------------------------------
+
+
+def delivery_run_batch(*, sender: SenderProfile, now: dt.datetime | None = None,
+                       batch_size: int | None = None, deadline: float | None = None) -> BatchResult:
+    now = now or timezone.now()
+    result = BatchResult()
+    messages = messages_claim(sender_id=sender.pk, limit=batch_size or settings.DELIVERY_BATCH_SIZE, now=now)
+    result.claimed = len(messages)
+    if not messages:
+        return result
+    sendable = _apply_rules(sender, messages, result, now)
+    _send_all(sender, sendable, result, deadline or time.monotonic() + settings.DELIVERY_BATCH_SECONDS)
+    return result
+
+
+def delivery_run(*, sender_id: int, slot: int | None = None, max_seconds: float | None = None) -> Counter[str]:
+    """Deliver the sender's due messages, batch after batch, for up to `max_seconds`; then hand
+    over to a fresh job if work remains (so one job never runs past RQ's timeout)."""
+    totals: Counter[str] = Counter()
+    sender = SenderProfile.objects.filter(pk=sender_id).first()
+    if sender is None or sender.is_paused:
+        _release_kick(sender_id, slot)
+        return totals
+    budget = max_seconds if max_seconds is not None else settings.DELIVERY_JOB_SECONDS
+    until = time.monotonic() + budget
+    while time.monotonic() < until:
+        deadline = min(until, time.monotonic() + settings.DELIVERY_BATCH_SECONDS)
+        result = delivery_run_batch(sender=sender, deadline=deadline)
+        totals.update(result.outcomes)
+        if not result.claimed:
+            break
+    _release_kick(sender_id, slot)
+    # Released first, checked second: a message committed after our last claim either sees the
+    # kick free (and kicks) or is seen here.
+    if _due(sender_id, timezone.now()).exists():
+        delivery_kick(sender_id)
+    db_connection.close_if_unusable_or_obsolete()
+    return totals
+
+
+def delivery_sweep(*, now: dt.datetime | None = None) -> dict[str, int]:
+    """Put messages claimed by a dead worker back in the queue, and kick every sender with due
+    work (its kick was lost with Redis, or a deferral came due). Safe to run any time."""
+    now = now or timezone.now()
+    stale_before = now - dt.timedelta(seconds=settings.DELIVERY_STALE_SECONDS)
+    requeued = Message.objects.filter(status=MessageStatus.SENDING, claimed_at__lt=stale_before).update(
+        status=MessageStatus.QUEUED, claim_token=None, reason="requeued", updated_at=now,
+        last_error="re-queued by the sweeper: the worker that claimed it stopped (it may have been sent once)",
+    )
+    due_senders = set(
+        Message.objects.filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now),
+                               status__in=PENDING_STATUSES).values_list("sender_id", flat=True).distinct()
+    )
+    for sender_id in due_senders:
+        # A kick whose job was lost expires after KICK_TTL, so this re-sends it at the latest then.
+        delivery_kick(sender_id)
+    return {"requeued": requeued, "senders_kicked": len(due_senders)}
+
+
+def message_deliver(*, message_id: int) -> BatchResult:
+    """Claim and deliver one message now, with the same rules and throttle as a batch."""
+    result = BatchResult()
+    message = Message.objects.select_related("sender").filter(pk=message_id).first()
+    if message is None:
+        return result
+    now = timezone.now()
+    token = uuid.uuid4()
+    claimed = Message.objects.filter(pk=message_id, status__in=PENDING_STATUSES).update(
+        status=MessageStatus.SENDING, claim_token=token, claimed_at=now, updated_at=now)
+    if not claimed:
+        return result
+    result.claimed = 1
+    message = Message.objects.select_related("contact", "template", "sender").get(pk=message_id)
+    sendable = _apply_rules(message.sender, [message], result, now)
+    _send_all(message.sender, sendable, result, time.monotonic() + settings.DELIVERY_BATCH_SECONDS)
+    return result

@@ -1,0 +1,223 @@
+"""Email delivery: templates, sender profiles, the outbox (Message) and suppressions.
+
+The outbox is the source of truth: a message is a row created in the same transaction as its
+cause, with a unique idempotency key, and a delivery worker moves it through its statuses with
+conditional UPDATEs (see campaigns/delivery.py). Redis only carries the "go look" signal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db import models
+
+from contacts.models import Contact
+
+
+class MessageKind(models.TextChoices):
+    # Marketing sends need consent and obey quiet hours and the frequency cap; transactional
+    # ones (a registration confirmation, a receipt) only stop for bounces, complaints, erasure.
+    MARKETING = "marketing", "Marketing"
+    TRANSACTIONAL = "transactional", "Transactional"
+
+
+class EmailTemplate(models.Model):
+    key = models.SlugField(max_length=100, unique=True, help_text="How workflows and the API name it")
+    name = models.CharField(max_length=200, blank=True)
+    kind = models.CharField(max_length=20, choices=MessageKind.choices, default=MessageKind.MARKETING)
+    subject = models.CharField(max_length=300)
+    html = models.TextField(
+        help_text="Django template syntax; {{ contact.first_name|default:'there' }}, {{ attributes.plan }}. "
+                  "Autoescaped; only plain contact data is available."
+    )
+    text = models.TextField(blank=True, help_text="Plain-text part; derived from the HTML when empty")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return self.key
+
+    def clean(self) -> None:
+        # A template that cannot render is an error the marketer sees at save time.
+        from campaigns.rendering import TemplateInvalid, template_validate
+
+        try:
+            template_validate(subject=self.subject, html=self.html, text=self.text)
+        except TemplateInvalid as exc:
+            raise ValidationError({exc.part: str(exc)}) from None
+
+
+_rate_validator = RegexValidator(r"^\s*\d+(\.\d+)?\s*/\s*\d*\s*[smhd]\s*$",
+                                 "Use COUNT/UNIT, e.g. 50/s, 10000/h, 100/10s")
+
+
+class SenderProfile(models.Model):
+    """Who sends, through which backend, how fast, and when not."""
+
+    name = models.CharField(max_length=100, unique=True)
+    from_email = models.EmailField()
+    from_name = models.CharField(max_length=100, blank=True)
+    reply_to = models.EmailField(blank=True)
+    email_url = models.CharField(
+        max_length=500, blank=True,
+        help_text="Backend URL like smtp://user:pass@host:587/?tls=True; empty: the EMAIL_URL setting",
+    )
+    rate = models.CharField(max_length=20, default="50/s", validators=[_rate_validator],
+                            help_text="Shared by every worker, e.g. 50/s or 10000/h")
+    burst = models.PositiveIntegerField(default=10, help_text="Messages allowed back to back above the rate")
+    domain_limits = models.JSONField(
+        default=dict, blank=True, help_text='Per recipient domain, e.g. {"gmail.com": "20/s", "yahoo.com": "5/s"}'
+    )
+    warmup_started_on = models.DateField(null=True, blank=True, help_text="Day 1 of the warm-up schedule")
+    warmup_schedule = models.JSONField(
+        default=list, blank=True,
+        help_text="Daily caps while warming up, e.g. [500, 1000, 2000, 5000]: day 1 sends at most 500",
+    )
+    quiet_hours_start = models.TimeField(null=True, blank=True, help_text="Marketing sends wait from this time...")
+    quiet_hours_end = models.TimeField(null=True, blank=True, help_text="...until this time (sender's time zone)")
+    time_zone = models.CharField(max_length=64, default="UTC")
+    frequency_cap = models.PositiveIntegerField(
+        null=True, blank=True, help_text="At most this many marketing emails per contact..."
+    )
+    frequency_days = models.PositiveIntegerField(default=7, help_text="...in this many days")
+    postal_address = models.CharField(max_length=300, blank=True, help_text="Shown in every email's footer")
+    staging_recipient = models.EmailField(
+        blank=True, help_text="Staging workflow versions send here instead of to the test contact"
+    )
+    is_default = models.BooleanField(default=False)
+    is_paused = models.BooleanField(default=False, help_text="Hold this sender's queue without losing it")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["is_default"], condition=models.Q(is_default=True),
+                                    name="sender_one_default"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        from campaigns.delivery_rules import sender_validate
+
+        errors = sender_validate(self)
+        if errors:
+            raise ValidationError(errors)
+
+
+class MessageStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent"
+    DEFERRED = "deferred", "Deferred"  # retry later: quiet hours, warm-up cap, a 4xx, a lost connection
+    FAILED = "failed", "Failed"  # permanent: the reason says why; retryable by hand
+    BOUNCED = "bounced", "Bounced"
+    SUPPRESSED = "suppressed", "Suppressed"  # not sent on purpose: the reason says which rule
+
+
+PENDING_STATUSES = (MessageStatus.QUEUED, MessageStatus.DEFERRED)
+
+
+class Message(models.Model):
+    """One email to one contact: the outbox row. Never deleted by delivery; erased with the contact."""
+
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="messages")
+    template = models.ForeignKey(EmailTemplate, null=True, blank=True, on_delete=models.PROTECT,
+                                 related_name="messages")
+    sender = models.ForeignKey(SenderProfile, on_delete=models.PROTECT, related_name="messages")
+    kind = models.CharField(max_length=20, choices=MessageKind.choices, default=MessageKind.MARKETING)
+    idempotency_key = models.CharField(max_length=200, unique=True,
+                                       help_text="The cause: e.g. enrollment + step, or test:<uuid>")
+    context = models.JSONField(default=dict, blank=True, help_text="Extra plain data for the template")
+    source = models.CharField(max_length=100, blank=True, help_text="What created it: workflow, admin test, API")
+    # Staging versions redirect to the sender's staging recipient and mark the subject.
+    redirect_to = models.EmailField(blank=True)
+    is_test = models.BooleanField(default=False)
+
+    status = models.CharField(max_length=20, choices=MessageStatus.choices, default=MessageStatus.QUEUED)
+    reason = models.CharField(max_length=50, blank=True,
+                              help_text="Why it is failed, bounced, suppressed or deferred (a short code)")
+    last_error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    claim_token = models.UUIDField(null=True, blank=True, editable=False)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+
+    # Rendered content, fixed at the first send attempt so a retry sends the same email.
+    to_email = models.EmailField(blank=True)
+    subject = models.CharField(max_length=300, blank=True)
+    html = models.TextField(blank=True)
+    text = models.TextField(blank=True)
+    links = models.JSONField(default=list, blank=True, help_text="The URLs in the message; clicks may go only here")
+    provider_message_id = models.CharField(max_length=255, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    clicked_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        permissions = [("retry_message", "Can retry failed messages")]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(status__in=MessageStatus.values), name="message_status_valid"),
+        ]
+        indexes = [
+            # Delivery workers claim due messages per sender, oldest first.
+            models.Index(fields=["sender", "next_attempt_at", "id"], name="message_due_idx",
+                         condition=models.Q(status__in=["queued", "deferred"])),
+            # The sweeper finds messages claimed by a worker that died.
+            models.Index(fields=["claimed_at"], name="message_sending_idx", condition=models.Q(status="sending")),
+            # Frequency cap: marketing messages a contact was sent recently.
+            models.Index(fields=["contact", "sent_at"], name="message_contact_sent_idx",
+                         condition=models.Q(status="sent")),
+            # Admin filter and per-sender rates.
+            models.Index(fields=["status", "-updated_at"], name="message_status_idx"),
+            models.Index(fields=["sender", "sent_at"], name="message_sender_sent_idx",
+                         condition=models.Q(status="sent")),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.status}"
+
+
+class SuppressionReason(models.TextChoices):
+    UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
+    HARD_BOUNCE = "hard_bounce", "Hard bounce"
+    COMPLAINT = "complaint", "Spam complaint"
+    ERASED = "erased", "Erased (GDPR)"
+    MANUAL = "manual", "Added by hand"
+
+
+def email_hash(email: str) -> str:
+    return hashlib.sha256(email.strip().lower().encode("utf-8")).hexdigest()
+
+
+class Suppression(models.Model):
+    """An address we must not email. Keyed by a hash so an erased person stays suppressed without
+    keeping their address (the email column is blanked for erasures)."""
+
+    email_hash = models.CharField(max_length=64, unique=True, editable=False)
+    email = models.EmailField(blank=True)
+    reason = models.CharField(max_length=20, choices=SuppressionReason.choices)
+    detail = models.TextField(blank=True, help_text="The bounce diagnostic or complaint feedback")
+    source = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.email or self.email_hash[:12]} ({self.reason})"
+
+
+def new_claim_token() -> uuid.UUID:
+    return uuid.uuid4()

@@ -1,0 +1,270 @@
+"""Writes of the delivery domain: queue messages, retry them, suppress addresses, record what
+recipients did (opens, clicks, unsubscribes) and what providers report (bounces, complaints)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from campaigns.delivery import delivery_kick, message_render
+from campaigns.models import (
+    Message,
+    MessageKind,
+    MessageStatus,
+    SenderProfile,
+    Suppression,
+    SuppressionReason,
+    email_hash,
+)
+from contacts.emails import normalize_email
+from contacts.ingest import enqueue_processing
+from contacts.models import ConsentStatus, Contact, Event
+from core.audit import audit_record
+
+TRACKING_SOURCE = "email"
+
+
+class NoSender(LookupError):
+    """No sender profile to send with: the admin must create one (and mark it default)."""
+
+
+def sender_default() -> SenderProfile:
+    sender = SenderProfile.objects.filter(is_default=True).first() or SenderProfile.objects.order_by("id").first()
+    if sender is None:
+        raise NoSender("no sender profile exists: create one under Campaigns > Sender profiles")
+    return sender
+
+
+@dataclass
+class QueueItem:
+    contact_id: int
+    idempotency_key: str
+    context: dict[str, Any] = field(default_factory=dict)
+    redirect_to: str = ""
+
+
+def messages_queue(*, template: Any, items: Sequence[QueueItem], sender: SenderProfile | None = None,
+                   kind: str | None = None, source: str = "", is_test: bool = False) -> list[int]:
+    """Queue one message per item, skipping idempotency keys already queued (the same cause twice
+    makes one message). Call inside the transaction that records the cause: the rows commit with
+    it and the delivery kick leaves after COMMIT. Returns the ids of the messages now queued for
+    these keys (new or earlier)."""
+    sender = sender or sender_default()
+    kind = kind or template.kind
+    rows = [
+        Message(contact_id=item.contact_id, template=template, sender=sender, kind=kind,
+                idempotency_key=item.idempotency_key, context=item.context, source=source,
+                redirect_to=item.redirect_to, is_test=is_test or bool(item.redirect_to))
+        for item in items
+    ]
+    with transaction.atomic():
+        Message.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
+        ids = list(Message.objects.filter(idempotency_key__in=[i.idempotency_key for i in items])
+                   .values_list("id", flat=True))
+        delivery_kick(sender.pk)  # deferred to after COMMIT
+    return ids
+
+
+def message_queue(*, contact: Contact, template: Any, idempotency_key: str, sender: SenderProfile | None = None,
+                  context: dict[str, Any] | None = None, source: str = "", redirect_to: str = "",
+                  kind: str | None = None) -> Message:
+    ids = messages_queue(template=template, sender=sender, source=source, kind=kind,
+                         items=[QueueItem(contact.pk, idempotency_key, context or {}, redirect_to)])
+    return Message.objects.get(pk=ids[0])
+
+
+def message_send_test(*, template: Any, contact: Contact, to_email: str, actor: Any,
+                      sender: SenderProfile | None = None) -> Message:
+    """Send the template, rendered for `contact`, to `to_email` (an admin's "send test")."""
+    # Transactional: a test goes to the marketer's own address, whatever the contact's consent.
+    message = message_queue(contact=contact, template=template, sender=sender, source="admin test",
+                            idempotency_key=f"test:{uuid.uuid4()}", redirect_to=normalize_email(to_email),
+                            kind=MessageKind.TRANSACTIONAL)
+    audit_record(actor=actor, action="template.test_sent", target=("campaigns.emailtemplate", template.pk),
+                 data={"message": message.pk, "contact": contact.pk})
+    return message
+
+
+def message_preview(*, template: Any, contact: Contact, sender: SenderProfile | None = None) -> Message:
+    """The message as it would be sent to `contact`, rendered in memory; nothing is saved."""
+    sender = sender or sender_default()
+    message = Message(pk=0, contact=contact, template=template, sender=sender, kind=template.kind)
+    message_render(message, sender)
+    return message
+
+
+RETRYABLE = (MessageStatus.FAILED, MessageStatus.DEFERRED, MessageStatus.BOUNCED)
+
+
+def messages_retry(*, message_ids: Iterable[int], actor: Any) -> int:
+    """Queue failed, deferred or bounced messages again now (after a fix). Suppressed and sent
+    messages stay as they are. Re-renders: the fix may have been in the template."""
+    ids = list(message_ids)
+    with transaction.atomic():
+        retry = Message.objects.filter(pk__in=ids, status__in=RETRYABLE)
+        senders = set(retry.values_list("sender_id", flat=True))
+        count = retry.update(status=MessageStatus.QUEUED, next_attempt_at=None, reason="", html="", text="",
+                             subject="", links=[], updated_at=timezone.now())
+        audit_record(actor=actor, action="messages.retried", target=("campaigns.message", None),
+                     data={"count": count, "ids": ids[:100]})
+        for sender_id in senders:
+            delivery_kick(sender_id)
+    return count
+
+
+# --- Suppression --------------------------------------------------------------------------------
+
+
+def suppression_add(*, email: str, reason: str, detail: str = "", source: str = "") -> bool:
+    """Suppress an address (idempotent); returns whether it was new. Erasures keep no address."""
+    hashed = email_hash(email)
+    stored_email = "" if reason == SuppressionReason.ERASED else email.strip().lower()
+    with transaction.atomic():
+        existing = Suppression.objects.select_for_update().filter(email_hash=hashed).first()
+        if existing is None:
+            Suppression.objects.create(email_hash=hashed, email=stored_email, reason=reason,
+                                       detail=detail[:2000], source=source[:100])
+            return True
+        if reason in (SuppressionReason.ERASED, SuppressionReason.COMPLAINT, SuppressionReason.HARD_BOUNCE) \
+                and existing.reason != reason:
+            # A stronger reason wins (an erasure also drops the stored address).
+            Suppression.objects.filter(pk=existing.pk).update(reason=reason, email=stored_email,
+                                                              detail=detail[:2000], source=source[:100])
+        return False
+
+
+def contact_unsubscribe(*, contact: Contact, source: str, message: Message | None = None) -> bool:
+    """Withdraw marketing consent (idempotent); records an event for scoring and workflows."""
+    with transaction.atomic():
+        changed = Contact.objects.filter(pk=contact.pk).exclude(consent_status=ConsentStatus.WITHDRAWN).update(
+            consent_status=ConsentStatus.WITHDRAWN, consent_source=source[:200], consent_at=timezone.now(),
+            updated_at=timezone.now())
+        suppression_add(email=contact.email, reason=SuppressionReason.UNSUBSCRIBED, source=source)
+        props = {"message_id": message.pk} if message else {}
+        _tracking_event(contact.pk, "email_unsubscribed", props, key=f"unsubscribe:{contact.pk}")
+    return bool(changed)
+
+
+# --- Tracking (recipients' actions become events) ------------------------------------------------
+
+
+def _tracking_event(contact_id: int, event_type: str, properties: dict[str, Any], *, key: str) -> None:
+    """One event per key (first open, first click of a link, unsubscribe); processed like API events."""
+    Event.objects.bulk_create([Event(contact_id=contact_id, event_type=event_type, properties=properties,
+                                     occurred_at=timezone.now(), source=TRACKING_SOURCE, idempotency_key=key)],
+                              ignore_conflicts=True)
+    ids = list(Event.objects.filter(source=TRACKING_SOURCE, idempotency_key=key, processed_at__isnull=True)
+               .values_list("id", flat=True))
+    enqueue_processing(event_ids=ids)
+
+
+def _message_props(message: Message) -> dict[str, Any]:
+    return {"message_id": message.pk, "template": message.template.key if message.template else "",
+            "source": message.source}
+
+
+def tracking_open(*, message_id: int) -> bool:
+    """Record an open (the first one becomes an `email_opened` event). Unknown ids are ignored."""
+    message = Message.objects.select_related("template").filter(pk=message_id).first()
+    if message is None or message.is_test:
+        return False
+    with transaction.atomic():
+        first = Message.objects.filter(pk=message.pk, opened_at__isnull=True).update(opened_at=timezone.now())
+        if first:
+            _tracking_event(message.contact_id, "email_opened", _message_props(message), key=f"open:{message.pk}")
+    return bool(first)
+
+
+def tracking_click(*, message_id: int, index: int) -> str | None:
+    """The URL the click leads to (only a link stored with that message), or None."""
+    message = Message.objects.select_related("template").filter(pk=message_id).first()
+    if message is None or not 0 <= index < len(message.links or []):
+        return None
+    url = str(message.links[index])
+    if message.is_test:
+        return url
+    with transaction.atomic():
+        now = timezone.now()
+        Message.objects.filter(pk=message.pk, clicked_at__isnull=True).update(clicked_at=now)
+        # A click implies the email was opened (images are often blocked).
+        if Message.objects.filter(pk=message.pk, opened_at__isnull=True).update(opened_at=now):
+            _tracking_event(message.contact_id, "email_opened", _message_props(message), key=f"open:{message.pk}")
+        _tracking_event(message.contact_id, "email_clicked", {**_message_props(message), "url": url},
+                        key=f"click:{message.pk}:{index}")
+    return url
+
+
+# --- Bounces and complaints ----------------------------------------------------------------------
+
+
+@dataclass
+class BounceReport:
+    email: str
+    kind: str  # hard | soft | complaint
+    detail: str = ""
+    provider_message_id: str = ""
+
+
+@dataclass
+class BounceResult:
+    recorded: int = 0
+    suppressed: int = 0
+    unknown: int = 0
+
+
+def bounces_record(*, reports: Sequence[BounceReport], source: str) -> BounceResult:
+    """Hard bounces and complaints suppress the address and mark the message; soft bounces are
+    events only (the provider retries). Each becomes an event on the contact when we know them."""
+    result = BounceResult()
+    with transaction.atomic():
+        for report in reports:
+            email = report.email.strip().lower()
+            message = _message_for(report, email)
+            contact_id = message.contact_id if message else \
+                Contact.objects.filter(email=email).values_list("id", flat=True).first()
+            if report.kind in ("hard", "complaint"):
+                reason = SuppressionReason.HARD_BOUNCE if report.kind == "hard" else SuppressionReason.COMPLAINT
+                result.suppressed += suppression_add(email=email, reason=reason, detail=report.detail, source=source)
+                if message is not None and report.kind == "hard":
+                    Message.objects.filter(pk=message.pk).update(
+                        status=MessageStatus.BOUNCED, reason="hard_bounce", last_error=report.detail[:2000],
+                        updated_at=timezone.now())
+                if report.kind == "complaint" and contact_id:
+                    Contact.objects.filter(pk=contact_id).update(consent_status=ConsentStatus.WITHDRAWN,
+                                                                 consent_source=f"complaint via {source}"[:200],
+                                                                 consent_at=timezone.now())
+            if contact_id is None:
+                result.unknown += 1
+                continue
+            event_type = "email_complained" if report.kind == "complaint" else "email_bounced"
+            key = f"{report.kind}:{message.pk if message else email_hash(email)[:16]}:{report.provider_message_id[:80]}"
+            _tracking_event(contact_id, event_type,
+                            {"kind": report.kind, "detail": report.detail[:500],
+                             "message_id": message.pk if message else None}, key=key)
+            result.recorded += 1
+    return result
+
+
+def _message_for(report: BounceReport, email: str) -> Message | None:
+    query = Message.objects.filter(to_email=email)
+    if report.provider_message_id:
+        pid = report.provider_message_id.strip()
+        bracketed = pid if pid.startswith("<") else f"<{pid}>"
+        query = Message.objects.filter(Q(provider_message_id=pid) | Q(provider_message_id=bracketed))
+    return query.order_by("-id").first()
+
+
+def messages_stats(*, since: dt.datetime) -> dict[int, dict[str, int]]:
+    """Per sender id: messages sent since `since` (the admin's send rates)."""
+    from django.db.models import Count
+
+    rows = (Message.objects.filter(status=MessageStatus.SENT, sent_at__gte=since)
+            .values_list("sender_id").annotate(n=Count("id")).values_list("sender_id", "n"))
+    return {sender_id: {"sent": n} for sender_id, n in rows}
