@@ -7,6 +7,7 @@ because a restarted scheduler runs interval jobs at once. Run exactly one schedu
 
 from rq import cron
 
+from automation.crm.tasks import crm_sweeper
 from campaigns.tasks import delivery_sweeper
 from contacts.segments.tasks import segments_refresh_all_job
 from contacts.tasks import import_sweeper
@@ -25,6 +26,10 @@ cron.register(import_sweeper, "imports", interval=60, result_ttl=300)
 # Events whose processing job was lost (Redis flushed, worker killed) are re-queued once they
 # have waited 2 minutes; the pipeline claims events, so a late duplicate job does nothing.
 cron.register(events_sweeper, "events", interval=60, result_ttl=300)
+
+# CRM sync rows whose worker died mid-send (5 minutes silent) go back to pending, and every
+# connection with due rows gets a sync job (Redis may have lost it). Claims make repeats harmless.
+cron.register(crm_sweeper, "crm", interval=60, result_ttl=300)
 
 # Email delivery: messages claimed by a worker that died go back to the queue after
 # DELIVERY_STALE_SECONDS, and senders with due work (deferred retries, quiet hours over, a kick

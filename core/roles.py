@@ -49,9 +49,9 @@ _CAMPAIGNS_OPS: list[str] = [
     "campaigns.view_emailtemplate", *_crud("campaigns.suppression"),
 ]
 # CRM sync (automation.crm, app label "crm"): connections, the sync queue and its log.
-_CRM_MARKETER: list[str] = []
-_CRM_SALES: list[str] = []
-_CRM_OPS: list[str] = []
+_CRM_MARKETER: list[str] = ["crm.sync_crmconnection", *(f"crm.view_{m}" for m in ("crmconnection", "crmsyncitem", "crmsyncerror", "crmsynclog"))]  # noqa: E501
+_CRM_SALES: list[str] = ["crm.view_crmsyncitem", "crm.view_crmsynclog"]
+_CRM_OPS: list[str] = [*_crud("crm.crmconnection"), *(p for p in _CRM_MARKETER if p != "crm.view_crmconnection")]
 
 ROLE_PERMISSIONS: dict[str, list[str]] = {
     # Builds and edits: contacts, segments, scoring rules, templates, workflow drafts.

@@ -81,6 +81,23 @@ return {granted, wait}
 """
 
 
+# KEYS[1] = the limit's key. ARGV: interval (ms), burst, pause (ms). Pushes the schedule so that no
+# token is granted for `pause` ms from now (a 429's Retry-After, a spent rate-limit window).
+_PAUSE = """
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local pause = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+local wanted = now + pause + (burst - 1) * interval
+if wanted > tat then
+  redis.call('SET', KEYS[1], tostring(wanted), 'PX', math.ceil(wanted - now + burst * interval + 1000))
+end
+return 1
+"""
+
+
 @dataclass(frozen=True)
 class Grant:
     granted: int
@@ -123,6 +140,13 @@ class Throttle:
             if time.monotonic() + grant.wait > deadline:
                 return 0
             sleep(max(grant.wait, 0.001))
+
+    def pause(self, seconds: float) -> None:
+        """Grant nothing to anyone sharing this limit for `seconds` (a 429's Retry-After)."""
+        if seconds <= 0:
+            return
+        self.connection.register_script(_PAUSE)(
+            keys=[self.key], args=[self.rate.interval * 1000.0, self.rate.burst, seconds * 1000.0])
 
     def reset(self) -> None:
         self.connection.delete(self.key)
