@@ -112,6 +112,8 @@ def contacts_changed(*, contact_ids: Collection[int]) -> set[int]:
         if segment_events:
             score_events(events=segment_events)
         _mark_processed([e.pk for e in segment_events])
+        from automation.crm.services import crm_contacts_changed  # CRM sync: queue changed payloads
+        crm_contacts_changed(contact_ids=ids, reason="contact")
     return changed
 
 

@@ -297,6 +297,8 @@ def _after_score_change(changed: Collection[int], now: dt.datetime) -> None:
     for chunk in chunked(sorted(changed), CHUNK):
         _grades_update(Contact.objects.filter(id__in=chunk))
         _mql_update(chunk, now)
+    from automation.crm.services import crm_contacts_changed  # CRM sync: score step, grade or MQL changed
+    crm_contacts_changed(contact_ids=changed, reason="score")
 
 
 def scores_decay(*, now: dt.datetime | None = None) -> int:

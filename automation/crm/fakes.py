@@ -43,6 +43,7 @@ class FakeHubSpotStats:
     rejected: Counter[str] = field(default_factory=Counter)  # email -> per-item errors returned
     rate_limited_after_first: int = 0
     records: dict[str, dict[str, Any]] = field(default_factory=dict)  # email -> the CRM's record
+    admitted_at: list[float] = field(default_factory=list)  # monotonic times of requests inside the limit
 
 
 class FakeHubSpot:
@@ -81,6 +82,7 @@ class FakeHubSpot:
             if len(self.window) >= self.config.limit:
                 return False, self.window[0] + self.config.window - now, 0
             self.window.append(now)
+            self.stats.admitted_at.append(now)
             return True, 0.0, self.config.limit - len(self.window)
 
     def fault(self) -> str | None:

@@ -165,6 +165,8 @@ def import_followup(*, job_id: int) -> None:
 
     contacts_rescan_all()
     _append_log(job_id, "fit scores and segments updated")
+    from automation.crm.services import crm_contacts_imported  # CRM sync of the imported contacts
+    crm_contacts_imported(job_id=job_id)
 
 
 def _fail(mine: Any, job_id: int, message: str) -> None:
