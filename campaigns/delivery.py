@@ -53,6 +53,7 @@ from core.queues import get_queue
 log = logging.getLogger(__name__)
 
 RUN_JOB = "campaigns.tasks.delivery_run_job"
+TEST_SOURCE = "admin test"  # Message.source of an admin's "send test"
 # Seconds a kick lives: longer than a job runs (DELIVERY_JOB_SECONDS), so a live job's kick holds;
 # a kick whose job was lost (Redis flushed, worker killed) expires and the sweeper kicks again.
 KICK_TTL = 120
@@ -251,7 +252,8 @@ def message_render(message: Message, sender: SenderProfile) -> None:
     parts = rendering.render_parts(subject=message.template.subject, html=message.template.html,
                                    text=message.template.text, context=context)
     body_html, links = rendering.rewrite_links(parts.html, lambda i: tracking.click_url(message.pk, i))
-    banner = f"Staging test for {message.contact.email}" if message.redirect_to else ""
+    label = "TEST" if message.source == TEST_SOURCE else "STAGING"
+    banner = f"{label.title()} email for {message.contact.email}" if message.redirect_to else ""
     html_out, text_out = rendering.wrap_layout(
         body_html=body_html, body_text=parts.text, subject=parts.subject,
         unsubscribe_url=tracking.unsubscribe_url(message.pk), postal_address=sender.postal_address,
@@ -261,7 +263,7 @@ def message_render(message: Message, sender: SenderProfile) -> None:
     message.html = html_out.replace("</body>", pixel + "</body>", 1)
     message.text = text_out
     message.links = links
-    message.subject = f"[STAGING] {parts.subject}" if message.redirect_to else parts.subject
+    message.subject = f"[{label}] {parts.subject}" if message.redirect_to else parts.subject
     message.to_email = message.redirect_to or message.contact.email
 
 

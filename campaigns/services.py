@@ -13,7 +13,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from campaigns.delivery import delivery_kick, message_render
+from campaigns.delivery import TEST_SOURCE, delivery_kick, message_render
 from campaigns.models import (
     Message,
     MessageKind,
@@ -84,7 +84,7 @@ def message_send_test(*, template: Any, contact: Contact, to_email: str, actor: 
                       sender: SenderProfile | None = None) -> Message:
     """Send the template, rendered for `contact`, to `to_email` (an admin's "send test")."""
     # Transactional: a test goes to the marketer's own address, whatever the contact's consent.
-    message = message_queue(contact=contact, template=template, sender=sender, source="admin test",
+    message = message_queue(contact=contact, template=template, sender=sender, source=TEST_SOURCE,
                             idempotency_key=f"test:{uuid.uuid4()}", redirect_to=normalize_email(to_email),
                             kind=MessageKind.TRANSACTIONAL)
     audit_record(actor=actor, action="template.test_sent", target=("campaigns.emailtemplate", template.pk),

@@ -236,5 +236,5 @@ def test_a_staging_message_goes_to_the_redirect_address_marked(sender, template,
     [received] = sink.received
     assert received.rcpt_tos == ["qa@leadflow.test"]
     assert received.header("Subject").startswith("[STAGING]")
-    assert "Staging test for real@example.com" in received.data.decode()
+    assert "Staging email for real@example.com" in received.data.decode()
     assert Contact.objects.get().email == "real@example.com"
