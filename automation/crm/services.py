@@ -369,11 +369,23 @@ def crm_sync_batch(*, connection_id: int, env: SyncEnv | None = None) -> BatchRe
     return result
 
 
+_CONNECTORS: dict[tuple[int, dt.datetime], Connector] = {}  # per worker process: HTTP keep-alive across batches
+
+
+def _cached_connector(conn: CrmConnection) -> Connector:
+    key = (conn.pk, conn.updated_at)  # an edited connection (token, URL) gets a fresh connector
+    if key not in _CONNECTORS:
+        for old in [k for k in _CONNECTORS if k[0] == conn.pk]:
+            del _CONNECTORS[old]
+        _CONNECTORS[key] = connector_for(conn)
+    return _CONNECTORS[key]
+
+
 def _send(conn: CrmConnection, items: list[OutItem], env: SyncEnv, result: BatchResult) -> SendResult:
     """One request under the shared limit; a 429 pauses every worker and is resent a few times."""
     throttle = env.throttle or throttle_for(conn)
     try:
-        connector = env.connector or connector_for(conn)
+        connector = env.connector or _cached_connector(conn)
     except SecretUnavailable as exc:
         return SendResult(Fate.PERMANENT, message=f"token unavailable: {exc}")
     for _ in range(MAX_RATE_LIMITED_RESENDS + 1):
@@ -454,14 +466,41 @@ def _record(conn: CrmConnection, token: str, rows: list[CrmSyncItem], outcomes: 
                                attempt=row.attempts, message=message[:2000]))
     ids = [r.pk for r in done]
     with transaction.atomic():
-        CrmSyncItem.objects.filter(claim_token=token, status=SyncStatus.SENDING).bulk_update(
-            done, ["status", "synced_hash", "payload_hash", "synced_at", "attempts", "last_error", "force",
-                   "next_attempt_at", "claim_token", "claimed_at", "crm_id"])
+        _write_outcomes(token, done)
         # Changed again while in flight: send once more (a fix to a rejected contact included).
         CrmSyncItem.objects.filter(pk__in=ids, dirty=True).exclude(status=SyncStatus.PENDING).update(
             status=SyncStatus.PENDING, dirty=False, attempts=0, next_attempt_at=now)
         CrmSyncItem.objects.filter(pk__in=ids, dirty=True).update(dirty=False)
         CrmSyncLog.objects.bulk_create(logs)
+
+
+_OUTCOME_COLUMNS = [("id", "bigint"), ("status", "varchar"), ("synced_hash", "varchar"), ("payload_hash", "varchar"),
+                    ("synced_at", "timestamptz"), ("attempts", "integer"), ("last_error", "text"),
+                    ("force", "boolean"), ("next_attempt_at", "timestamptz"), ("crm_id", "varchar")]
+
+
+def _write_outcomes(token: str, rows: list[CrmSyncItem]) -> int:
+    """One UPDATE ... FROM (VALUES ...) for the whole batch, only on rows this batch still holds.
+    (Django's bulk_update builds a CASE per field per row: 90 % of a batch's time at 100 rows.)"""
+    if not rows:
+        return 0
+    ops = db_connection.ops
+    postgres = db_connection.vendor == "postgresql"
+    cell = "CAST(%s AS {})" if postgres else "%s"
+    row_sql = "(" + ", ".join(cell.format(kind) for _, kind in _OUTCOME_COLUMNS) + ")"
+    params: list[Any] = []
+    for row in rows:
+        params += [row.pk, row.status, row.synced_hash, row.payload_hash, ops.adapt_datetimefield_value(row.synced_at),
+                   row.attempts, row.last_error, row.force, ops.adapt_datetimefield_value(row.next_attempt_at),
+                   row.crm_id]
+    table = CrmSyncItem._meta.db_table
+    sets = ", ".join(f"{name} = v.column{n}" for n, (name, _) in enumerate(_OUTCOME_COLUMNS, start=1) if n > 1)
+    sql = (f"UPDATE {table} SET {sets}, claim_token = '', claimed_at = NULL FROM (VALUES "  # noqa: S608
+           f"{', '.join([row_sql] * len(rows))}) AS v WHERE {table}.id = v.column1 AND {table}.claim_token = %s"
+           f" AND {table}.status = %s")
+    with db_connection.cursor() as cursor:
+        cursor.execute(sql, [*params, token, SyncStatus.SENDING])
+        return int(cursor.rowcount)
 
 
 def crm_sync_run(*, connection_id: int, env: SyncEnv | None = None, budget: float = RUN_SECONDS) -> int:

@@ -236,3 +236,47 @@ def test_random_faults_every_contact_ends_synced_or_failed_with_a_reason(
     assert fake.stats.statuses[500] > 0
     assert set(fake.stats.upserts.values()) == {1}
     assert len(fake.stats.upserts) == 300
+
+
+class ScriptedConnector:
+    """Answers ok for every item, running `during` while the request is "in flight"."""
+
+    def __init__(self, during):
+        self.during = during
+
+    def send(self, items):
+        from automation.crm.connectors import Fate, ItemResult, SendResult
+
+        self.during()
+        return SendResult(Fate.DONE, 200, items={i.email: ItemResult(ok=True, crm_id="9") for i in items})
+
+
+def test_a_row_reclaimed_while_in_flight_is_left_to_its_new_owner(make_connection, make_contacts, clock):
+    # given two queued contacts
+    conn = make_connection()
+    first, second = make_contacts(2)
+    crm_contacts_changed(contact_ids=[first.pk, second.pk], reason="contact")
+    # when, mid-request, the sweeper hands the first row to another worker
+    steal = lambda: CrmSyncItem.objects.filter(contact=first).update(claim_token="other-worker")  # noqa: E731
+    crm_sync_batch(connection_id=conn.pk, env=env_for(clock, connector=ScriptedConnector(steal)))
+    # then this batch records only the row it still holds
+    assert CrmSyncItem.objects.get(contact=first).status == SyncStatus.SENDING
+    assert CrmSyncItem.objects.get(contact=second).status == SyncStatus.SYNCED
+
+
+def test_a_contact_changed_while_in_flight_is_sent_again(make_connection, make_contacts, clock):
+    # given a queued contact
+    conn = make_connection()
+    (contact,) = make_contacts(1)
+    crm_contacts_changed(contact_ids=[contact.pk], reason="contact")
+
+    def edit():
+        Contact.objects.filter(pk=contact.pk).update(first_name="Changed")
+        crm_contacts_changed(contact_ids=[contact.pk], reason="contact")
+
+    # when it changes while its batch is in flight
+    crm_sync_batch(connection_id=conn.pk, env=env_for(clock, connector=ScriptedConnector(edit)))
+    # then it is pending again, so the change goes out too
+    item = CrmSyncItem.objects.get(contact=contact)
+    assert item.status == SyncStatus.PENDING
+    assert item.dirty is False
