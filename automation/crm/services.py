@@ -89,34 +89,31 @@ def _queue(conn: CrmConnection, payloads: Sequence[Payload], *, reason: str, for
     new = [CrmSyncItem(connection=conn, contact_id=cid, payload_hash=p.hash, reason=reason[:40], force=force,
                        next_attempt_at=now, queued_at=now)
            for cid, p in by_contact.items() if cid not in rows]
-    requeue: list[CrmSyncItem] = []
+    requeue: list[int] = []
     sending: list[int] = []
     for cid, row in rows.items():
         digest = by_contact[cid].hash
         if row.status == SyncStatus.SENDING:
             if force or digest != row.payload_hash:
                 sending.append(row.pk)
-            continue
-        if not force and (
+        elif row.status == SyncStatus.PENDING:
+            if force:  # already queued (it is sent with the data of its send time); only the force is new
+                requeue.append(row.pk)
+        elif force or not (
             (row.status == SyncStatus.SYNCED and digest == row.synced_hash)
             or (row.status == SyncStatus.FAILED and digest == row.payload_hash)  # rejected as is: wait for a fix
-            or (row.status == SyncStatus.PENDING and digest == row.payload_hash)
         ):
-            continue
-        row.payload_hash, row.reason = digest, reason[:40]
-        requeue.append(row)
+            requeue.append(row.pk)
     if new:
         CrmSyncItem.objects.bulk_create(new, ignore_conflicts=True)  # a concurrent twin wins; same outcome
     if requeue:
-        for row in requeue:
-            row.status, row.attempts, row.next_attempt_at, row.queued_at, row.last_error = (
-                SyncStatus.PENDING, 0, now, now, "")
-            row.force = row.force or force
-        # Only rows still in the state we read: a worker that claimed one meanwhile gets `dirty` below.
-        CrmSyncItem.objects.exclude(status=SyncStatus.SENDING).bulk_update(
-            requeue, ["status", "payload_hash", "reason", "attempts", "next_attempt_at", "queued_at", "last_error",
-                      "force"], batch_size=CHUNK)
-        sending += [r.pk for r in requeue]
+        fields: dict[str, Any] = {"status": SyncStatus.PENDING, "attempts": 0, "next_attempt_at": now,
+                                  "queued_at": now, "last_error": "", "reason": reason[:40]}
+        if force:
+            fields["force"] = True
+        # One UPDATE, constants only; rows a worker claimed meanwhile are skipped here and marked dirty below.
+        CrmSyncItem.objects.filter(pk__in=requeue).exclude(status=SyncStatus.SENDING).update(**fields)
+        sending += requeue
     if sending:
         in_flight = CrmSyncItem.objects.filter(pk__in=sending, status=SyncStatus.SENDING)
         in_flight.update(dirty=True, force=True) if force else in_flight.update(dirty=True)
