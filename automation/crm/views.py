@@ -51,7 +51,8 @@ def inbound_status(request: HttpRequest, connection_id: int) -> HttpResponse:
     if request.method != "POST":
         return _error(405, "method_not_allowed", "use POST", Allow="POST")
     connection = CrmConnection.objects.filter(pk=connection_id, is_active=True).first()
-    if int(request.headers.get("Content-Length") or 0) > MAX_BODY:
+    length = request.headers.get("Content-Length") or "0"
+    if not length.isdigit() or int(length) > MAX_BODY:
         return _error(413, "too_large", f"at most {MAX_BODY} bytes per call")
     body = request.body
     if connection is None or not _verified(request, connection, body):

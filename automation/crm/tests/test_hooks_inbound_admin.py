@@ -315,3 +315,11 @@ def test_bad_mapping_and_rate_are_refused_with_the_reason(make_connection):
     with pytest.raises(ValidationError) as exc:
         make_connection(field_mapping={"password": "x"}, rate_limit="fast", batch_size=500)
     assert set(exc.value.message_dict) == {"field_mapping", "rate_limit", "batch_size"}
+
+
+def test_inbound_refuses_oversized_bodies_before_reading_them(client, make_connection):
+    conn = make_connection(signing_secret_encrypted=encrypt(SECRET))
+    response = post_signed(client, conn, {"changes": [{"email": "a@example.com", "status": "closed",
+                                                       "reason": "x" * 600_000}]})
+    assert response.status_code == 413
+    assert not Event.objects.exists()
