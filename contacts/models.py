@@ -305,8 +305,10 @@ class Event(models.Model):
         indexes = [
             # "Contact did X in the last N days": segments, scoring caps, branch steps, timelines.
             models.Index(fields=["contact", "event_type", "-occurred_at"], name="event_contact_type_idx"),
-            # Segment counts over everyone who did X recently.
-            models.Index(fields=["event_type", "-occurred_at"], name="event_type_time_idx"),
+            # Segment counts over everyone who did X recently, and the scoring recompute's matching
+            # events. contact_id and id are included (PostgreSQL) so both are index-only scans.
+            models.Index(fields=["event_type", "-occurred_at"], include=["contact", "id"],
+                         name="event_type_time_contact_idx"),
             # The events sweeper re-queues events whose processing job was lost.
             models.Index(fields=["received_at"], name="event_unprocessed_idx",
                          condition=models.Q(processed_at__isnull=True)),

@@ -46,10 +46,19 @@ class ScoringRule(models.Model):
 class ScoreEntry(models.Model):
     """The ledger: every point a contact got or lost, with the rule and the event behind it."""
 
-    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="score_entries")
-    rule = models.ForeignKey(ScoringRule, null=True, blank=True, on_delete=models.SET_NULL, related_name="entries")
+    # The ledger is written in bulk (a full recompute inserts millions of entries), so it carries no
+    # database-level foreign keys: PostgreSQL checks one with a locking lookup per inserted row,
+    # which was three quarters of a recompute. Django applies on_delete itself (CASCADE, SET_NULL)
+    # as before, and every writer takes its ids from rows it reads in the same statement.
+    # No single-column indexes on contact and rule: (contact, rule, -created_at) and the unique
+    # (rule, event) lead with them, and every index costs the recompute a write per entry.
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="score_entries", db_index=False,
+                                db_constraint=False)
+    rule = models.ForeignKey(ScoringRule, null=True, blank=True, on_delete=models.SET_NULL, related_name="entries",
+                             db_index=False, db_constraint=False)
     rule_name = models.CharField(max_length=150, help_text="Kept when the rule is deleted")
-    event = models.ForeignKey(Event, null=True, blank=True, on_delete=models.SET_NULL, related_name="score_entries")
+    event = models.ForeignKey(Event, null=True, blank=True, on_delete=models.SET_NULL, related_name="score_entries",
+                              db_constraint=False)  # indexed: SET_NULL when an erasure deletes events
     points = models.IntegerField()
     half_life_days = models.PositiveIntegerField(null=True, blank=True)
     reason = models.CharField(max_length=300, blank=True)
@@ -59,16 +68,15 @@ class ScoreEntry(models.Model):
         ordering = ["-created_at", "-id"]
         permissions = [("view_leads", "Can see the sales lead view")]
         indexes = [
-            # Score breakdown and caps: one contact's entries per rule over time.
+            # Score breakdown, caps, fit holdings, score_events' "already holds an entry", and the
+            # cached-score UPDATE per contact: one contact's entries per rule over time.
             models.Index(fields=["contact", "rule", "-created_at"], name="scoreentry_contact_rule_idx"),
-            # scores_decay daily job: only contacts holding decaying points are recomputed.
-            models.Index(fields=["contact"], name="scoreentry_decaying_idx",
-                         condition=models.Q(half_life_days__isnull=False)),
         ]
         constraints = [
-            # One event scores once per rule, however often it is processed.
-            models.UniqueConstraint(fields=["rule", "event"], name="scoreentry_rule_event_unique",
-                                    condition=models.Q(event__isnull=False)),
+            # One event scores once per rule, however often it is processed. Not partial: NULL events
+            # (fit entries) never conflict anyway, and so it also serves the recompute's
+            # `DELETE ... WHERE rule_id = %s` (fit entries included) in place of a rule index.
+            models.UniqueConstraint(fields=["rule", "event"], name="scoreentry_rule_event_unique"),
         ]
 
     def __str__(self) -> str:

@@ -18,8 +18,9 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.db import connection, transaction
-from django.db.models import Case, CharField, Min, OuterRef, QuerySet, Subquery, Sum, Value, When
-from django.db.models.functions import Coalesce
+from django.db.models import Case, CharField, F, Min, OuterRef, QuerySet, Subquery, Sum, Value, When, Window
+from django.db.models.expressions import RawSQL
+from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
 
 from contacts.models import Contact, Event, LifecycleStage
@@ -324,41 +325,43 @@ def _queryset_sql(qs: QuerySet[Any]) -> tuple[str, tuple[Any, ...]]:
 
 
 def _rebuild_behaviour(rule: ScoringRule) -> None:
-    """INSERT ... SELECT the rule's entries from all matching events.
+    """INSERT ... SELECT the rule's entries from all matching events, in one statement.
 
     Non-repeatable: the first event per contact. Caps are approximate here: windows are fixed
     buckets of cap_window_days counted from 1970 (live scoring uses exact rolling windows), and a
-    bucket keeps its first abs(cap_points) // abs(points) events.
+    bucket keeps its first abs(cap_points) // abs(points) events. The events are read once (the
+    type and property filters and the ROW_NUMBER() in one SELECT, served by event_type_time_contact_idx);
+    every entry keeps its event, so the ledger still says which event earned which points.
     """
     matching = Event.objects.filter(event_type=rule.event_type)
     for key, value in (rule.property_filters or {}).items():
         matching = matching.filter(**{f"properties__{key}": value})
-    match_sql, match_params = _queryset_sql(matching.values("id"))
     limit: int | None = None if rule.repeatable else 1
-    partition, partition_params = "ev.contact_id", []
+    partition: list[Any] = [F("contact_id")]
     if rule.cap_points is not None and rule.cap_window_days:
         per_window = abs(rule.cap_points) // abs(rule.points) if rule.points else 0
         limit = per_window if limit is None else min(limit, per_window)
         if rule.repeatable:
-            partition = f"ev.contact_id, {epoch_bucket_sql('ev.occurred_at')}"
-            partition_params = [rule.cap_window_days * 86400]
+            column = f"{connection.ops.quote_name(EVENT_TABLE)}.{connection.ops.quote_name('occurred_at')}"
+            partition.append(RawSQL(epoch_bucket_sql(column), (rule.cap_window_days * 86400,)))  # noqa: S611 (constant SQL)
     if limit == 0:
         return
-    rank = "0"
+    rows: QuerySet[Any, Any] = matching.order_by().values("id", "contact_id", "occurred_at")
     if limit is not None:
-        rank = f"ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY ev.occurred_at, ev.id)"
+        rows = rows.annotate(rn=Window(RowNumber(), partition_by=partition, order_by=[F("occurred_at"), F("id")]))
+    rows_sql, rows_params = _queryset_sql(rows)
     sql = (  # table names are model constants; values are parameters
         f"INSERT INTO {ENTRY_TABLE} (contact_id, rule_id, rule_name, event_id, points, half_life_days, reason,"  # noqa: S608
-        f" created_at) SELECT t.contact_id, %s, %s, t.id, %s, %s, t.reason, t.occurred_at FROM ("
-        f" SELECT ev.id, ev.contact_id, ev.occurred_at, {rank} AS rn,"
-        f" ev.event_type || ' event #' || CAST(ev.id AS VARCHAR(20)) AS reason"
-        f" FROM {EVENT_TABLE} ev WHERE ev.id IN ({match_sql})) t"
-        + (" WHERE t.rn <= %s" if limit is not None else "")
+        f" created_at) SELECT t.contact_id, %s, %s, t.id, %s, %s, %s || CAST(t.id AS VARCHAR(20)), t.occurred_at"
+        f" FROM ({rows_sql}) t" + (" WHERE t.rn <= %s" if limit is not None else "")
     )
-    params: list[Any] = [rule.pk, rule.name, rule.points, rule.half_life_days, *partition_params, *match_params]
+    params: list[Any] = [rule.pk, rule.name, rule.points, rule.half_life_days, f"{rule.event_type} event #",
+                         *rows_params]
     if limit is not None:
         params.append(limit)
     with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL work_mem = '256MB'")  # the ROW_NUMBER() sort stays in memory
         cursor.execute(sql, params)
 
 
@@ -414,6 +417,11 @@ def scores_recompute_all(
             crossing = Contact.objects.filter(mql_at__isnull=True, score__gte=threshold).values_list("id", flat=True)
             for chunk in chunked(list(crossing), CHUNK):
                 _mql_update(chunk, now)
+    if connection.vendor == "postgresql":
+        # Scores changed wholesale: refresh the planner's statistics now rather than at the next
+        # autovacuum, or segment counts filtering on score plan for the old distribution.
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {CONTACT_TABLE}")
     return changed
 
 

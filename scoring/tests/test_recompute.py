@@ -140,3 +140,20 @@ def test_a_new_mql_band_qualifies_contacts_whose_score_did_not_change() -> None:
     scores_recompute_all(rule_ids=[], now=NOW)
     ann.refresh_from_db()
     assert (ann.score, ann.grade, ann.lifecycle_stage, ann.mql_at) == (25, "B", "mql", NOW)
+
+
+def test_the_ledger_follows_deleted_contacts_events_and_rules_without_database_foreign_keys() -> None:
+    # Given entries for two contacts (the ledger has no DB-level foreign keys, for bulk writes)
+    rule = behaviour_rule("Visits", points=5)
+    ann, bob = contact(), contact()
+    ann_event, bob_event = event(ann), event(bob)
+    score_events(events=[ann_event, bob_event], now=NOW)
+    # When an event, a contact and the rule are deleted through the ORM
+    bob_event.delete()
+    ann.delete()
+    rule.delete()
+    # Then Django's on_delete keeps it consistent: ann's entries are gone, bob's keeps its points
+    # and its rule name, with the deleted event and rule set to NULL
+    assert list(ScoreEntry.objects.values_list("contact_id", "event_id", "rule_id", "rule_name", "points")) == [
+        (bob.pk, None, None, "Visits", 5),
+    ]
