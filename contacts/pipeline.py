@@ -8,7 +8,7 @@ that import contacts.models, and the pipeline is their only caller here.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from datetime import timedelta
 
 from django.db import connection, transaction
@@ -60,13 +60,12 @@ def _process_batch(event_ids: list[int]) -> int:
     # (one query per fit rule per batch; contacts already scored get no new entries).
     changed |= score_fit(contact_ids=contact_ids)
     segment_events = segments_update_contacts(contact_ids=contact_ids | changed)
-    if segment_events:
+    if segment_events:  # created processed: scored here, in this transaction
         score_events(events=segment_events)  # one level: segment changes caused by these scores wait
     own = [e.pk for e in events]
     now = timezone.now()
     if Event.objects.filter(pk__in=own, processed_at__isnull=True).update(processed_at=now) != len(own):
         raise BatchOverlap
-    _mark_processed([e.pk for e in segment_events])
     return len(own)
 
 
@@ -91,11 +90,6 @@ def _lock_unprocessed(event_ids: list[int]) -> list[Event]:
     return events
 
 
-def _mark_processed(event_ids: Sequence[int]) -> None:
-    if event_ids:
-        Event.objects.filter(pk__in=event_ids, processed_at__isnull=True).update(processed_at=timezone.now())
-
-
 def contacts_changed(*, contact_ids: Collection[int]) -> set[int]:
     """After contacts were edited (API upsert, admin): fit scoring, then segment membership.
 
@@ -109,9 +103,8 @@ def contacts_changed(*, contact_ids: Collection[int]) -> set[int]:
     with transaction.atomic():
         changed = set(score_fit(contact_ids=ids))
         segment_events = segments_update_contacts(contact_ids=ids | changed)
-        if segment_events:
+        if segment_events:  # created processed: scored here, in this transaction
             score_events(events=segment_events)
-        _mark_processed([e.pk for e in segment_events])
         from automation.crm.services import crm_contacts_changed  # CRM sync: queue changed payloads
         crm_contacts_changed(contact_ids=ids, reason="contact")
     return changed

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -17,11 +18,9 @@ from django.db import connection, transaction
 from django.db.models import (
     BooleanField,
     Case,
-    Exists,
     ExpressionWrapper,
     F,
     IntegerField,
-    OuterRef,
     Q,
     QuerySet,
     Value,
@@ -44,8 +43,10 @@ CONTACT_CHUNK = 1000  # contacts per incremental query (keeps IN lists under SQL
 SEGMENT_CHUNK = 40  # segments evaluated per incremental query (one boolean column each)
 ROW_CHUNK = 1000  # membership rows per INSERT/DELETE statement
 REFRESH_JOB = "contacts.segments.tasks.segment_refresh_job"
+MATCHING_TABLE = "segment_refresh_matching"  # temporary: one connection's refresh at a time
 
 MEMBERSHIP = SegmentMembership._meta.db_table
+EVENT = Event._meta.db_table
 
 
 # --- Full refresh ------------------------------------------------------------------------------------------
@@ -54,46 +55,86 @@ MEMBERSHIP = SegmentMembership._meta.db_table
 def segment_refresh(*, segment: Segment) -> tuple[int, int]:
     """Recompute the segment's membership from its definition: (entered, left).
 
-    Two statements do the work whatever the segment's size; member_count and refreshed_at are
-    updated and each change is recorded as an Event. ValueError if the definition is invalid.
+    The definition is evaluated once, into a temporary table of matching ids; membership is then
+    diffed against it with one INSERT and one DELETE, whatever the segment's size. member_count
+    and refreshed_at are updated and each change is recorded as an Event. ValueError if the
+    definition is invalid.
     """
     now = timezone.now()
     matching = segment_queryset(segment, context=FilterContext(now=now)).order_by()
-    with transaction.atomic():
-        entered = _insert_matching(segment, matching, now)
-        left = _delete_unmatched(segment, matching)
+    matching_ids = matching.annotate(matching_id=F("pk")).values("matching_id")
+    with transaction.atomic(), _matching_ids(matching_ids) as table:
+        entered = _insert_matching(segment, table, now)
+        left = _delete_unmatched(segment, table)
         count = SegmentMembership.objects.filter(segment_id=segment.pk).count()
         Segment.objects.filter(pk=segment.pk).update(member_count=count, refreshed_at=now)
-        _record_events([(segment, cid, SEGMENT_ENTERED) for cid in entered]
-                       + [(segment, cid, SEGMENT_LEFT) for cid in left], now)
+        _record_refresh_events(segment, left, now)
     segment.member_count, segment.refreshed_at = count, now
     return len(entered), len(left)
 
 
-def _insert_matching(segment: Segment, matching: QuerySet[Contact], now: Any) -> list[int]:
+@contextmanager
+def _matching_ids(matching: QuerySet[Contact, dict[str, Any]]) -> Iterator[str]:
+    """A temporary table (id primary key) holding the ids the query matches; dropped afterwards.
+
+    Diffing membership against a materialised set is a plain (hash or index) join both ways; a
+    NOT EXISTS over the definition itself re-evaluated the definition for every member."""
+    table = MATCHING_TABLE
+    select_sql, params = matching.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {table}")
+        cursor.execute(f"CREATE TEMPORARY TABLE {table} (id bigint PRIMARY KEY)")
+        # "WHERE true": SQLite needs a WHERE before ON CONFLICT in INSERT ... SELECT (parsing ambiguity).
+        cursor.execute(f"INSERT INTO {table} (id) SELECT m.matching_id FROM ({select_sql}) m WHERE true "  # noqa: S608
+                       "ON CONFLICT (id) DO NOTHING", params)
+        if connection.vendor == "postgresql":
+            cursor.execute(f"ANALYZE {table}")  # autovacuum never analyses temporary tables
+    try:
+        yield table
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def _insert_matching(segment: Segment, table: str, now: Any) -> list[int]:
     """INSERT ... SELECT the matching contacts that are not members yet; their ids."""
-    already = SegmentMembership.objects.filter(segment_id=segment.pk, contact_id=OuterRef("pk"))
-    candidates = matching.exclude(Exists(already)).annotate(candidate_id=F("pk")).values("candidate_id")
-    select_sql, params = candidates.query.sql_with_params()
     entered_at = SegmentMembership._meta.get_field("entered_at").get_db_prep_value(now, connection)
-    # "WHERE true": SQLite needs a WHERE before ON CONFLICT in INSERT ... SELECT (parsing ambiguity).
-    sql = (f"INSERT INTO {MEMBERSHIP} (segment_id, contact_id, entered_at) "  # noqa: S608 (table name from the model)
-           f"SELECT %s, candidate.candidate_id, %s FROM ({select_sql}) candidate WHERE true "
+    sql = (f"INSERT INTO {MEMBERSHIP} (segment_id, contact_id, entered_at) "  # noqa: S608 (table names are constants)
+           f"SELECT %s, t.id, %s FROM {table} t WHERE NOT EXISTS ("
+           f"SELECT 1 FROM {MEMBERSHIP} m WHERE m.segment_id = %s AND m.contact_id = t.id) "
            f"ON CONFLICT (segment_id, contact_id) DO NOTHING RETURNING contact_id")
     with connection.cursor() as cursor:
-        cursor.execute(sql, [segment.pk, entered_at, *params])
+        cursor.execute(sql, [segment.pk, entered_at, segment.pk])
         return [row[0] for row in cursor.fetchall()]
 
 
-def _delete_unmatched(segment: Segment, matching: QuerySet[Contact]) -> list[int]:
-    """DELETE the members the definition no longer matches; their contact ids."""
-    # NOT EXISTS (an anti-join), not NOT IN: PostgreSQL plans NOT IN over a big subquery badly.
-    still = matching.filter(pk=OuterRef("contact_id"))
-    stale = SegmentMembership.objects.filter(segment_id=segment.pk).exclude(Exists(still))
-    select_sql, params = stale.order_by().values("pk").query.sql_with_params()
-    sql = f"DELETE FROM {MEMBERSHIP} WHERE id IN ({select_sql}) RETURNING contact_id"  # noqa: S608
+def _record_refresh_events(segment: Segment, left: Sequence[int], now: Any) -> None:
+    """The refresh's segment_entered / segment_left events, without building model instances:
+    entered from the memberships this refresh inserted (their entered_at is its `now`) in one
+    INSERT ... SELECT, left from the deleted ids in multi-row INSERTs."""
+    properties = Event._meta.get_field("properties").get_db_prep_value(
+        {"segment_id": segment.pk, "segment": segment.name}, connection)
+    stamp = SegmentMembership._meta.get_field("entered_at").get_db_prep_value(now, connection)
+    columns = "contact_id, event_type, properties, occurred_at, received_at, source"
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(
+            f"INSERT INTO {EVENT} ({columns}) SELECT m.contact_id, %s, %s, %s, %s, %s FROM {MEMBERSHIP} m "  # noqa: S608
+            f"WHERE m.segment_id = %s AND m.entered_at = %s ORDER BY m.contact_id",
+            [SEGMENT_ENTERED, properties, stamp, stamp, EVENT_SOURCE, segment.pk, stamp],
+        )
+        for chunk in chunked(sorted(left), ROW_CHUNK):
+            rows = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(chunk))
+            cursor.execute(f"INSERT INTO {EVENT} ({columns}) VALUES {rows}",  # noqa: S608
+                           [value for cid in chunk for value in (cid, SEGMENT_LEFT, properties, stamp, stamp,
+                                                                 EVENT_SOURCE)])
+
+
+def _delete_unmatched(segment: Segment, table: str) -> list[int]:
+    """DELETE the members the definition no longer matches; their contact ids."""
+    sql = (f"DELETE FROM {MEMBERSHIP} WHERE segment_id = %s AND NOT EXISTS ("  # noqa: S608
+           f"SELECT 1 FROM {table} t WHERE t.id = {MEMBERSHIP}.contact_id) RETURNING contact_id")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [segment.pk])
         return [row[0] for row in cursor.fetchall()]
 
 
@@ -117,7 +158,8 @@ def segments_refresh_all() -> dict[int, tuple[int, int] | str]:
 def segments_update_contacts(*, contact_ids: Iterable[int]) -> list[Event]:
     """Bring these contacts' memberships of every active segment up to date; the created events.
 
-    Called by the event pipeline after each batch and after contact edits. The number of queries
+    Called by the event pipeline after each batch and after contact edits, which score the
+    returned events in the same transaction: they are created processed. The number of queries
     depends on the number of active segments (one boolean column each, SEGMENT_CHUNK per query),
     not on the number of contacts (up to CONTACT_CHUNK per round).
     """
@@ -236,9 +278,11 @@ def segment_preview(*, definition_text: str, segment_id: int | None = None, samp
 
 
 def _record_events(changes: list[tuple[Segment, int, str]], now: Any) -> list[Event]:
+    """The incremental update's events, created processed: its callers (the event pipeline,
+    contacts_changed) score them in the same transaction, so no later UPDATE has to mark them."""
     events = [
         Event(contact_id=contact_id, event_type=event_type, occurred_at=now, source=EVENT_SOURCE,
-              properties={"segment_id": segment.pk, "segment": segment.name})
+              properties={"segment_id": segment.pk, "segment": segment.name}, processed_at=now)
         for segment, contact_id, event_type in changes
     ]
     return Event.objects.bulk_create(events, batch_size=500) if events else []
