@@ -53,11 +53,17 @@ _CRM_MARKETER: list[str] = ["crm.sync_crmconnection", *(f"crm.view_{m}" for m in
 _CRM_SALES: list[str] = ["crm.view_crmsyncitem", "crm.view_crmsynclog"]
 _CRM_OPS: list[str] = [*_crud("crm.crmconnection"), *(p for p in _CRM_MARKETER if p != "crm.view_crmconnection")]
 
+# Workflows (automation): marketers build drafts and stage them; approvers also promote.
+_AUTOMATION_MARKETER: list[str] = []
+_AUTOMATION_APPROVER: list[str] = []
+_AUTOMATION_OPS: list[str] = []
+
 ROLE_PERMISSIONS: dict[str, list[str]] = {
     # Builds and edits: contacts, segments, scoring rules, templates, workflow drafts.
-    MARKETER: [*_MARKETER_PERMS, *_CAMPAIGNS_MARKETER, *_CRM_MARKETER],
+    MARKETER: [*_MARKETER_PERMS, *_CAMPAIGNS_MARKETER, *_CRM_MARKETER, *_AUTOMATION_MARKETER],
     # A marketer who may also promote workflow versions to production (added with workflows).
-    APPROVER: [*_MARKETER_PERMS, *_CAMPAIGNS_MARKETER, *_CRM_MARKETER],
+    APPROVER: [*_MARKETER_PERMS, *_CAMPAIGNS_MARKETER, *_CRM_MARKETER, *_AUTOMATION_MARKETER,
+               *_AUTOMATION_APPROVER],
     # Read-only: ranked leads and why they score.
     SALES: ["contacts.view_contact", "contacts.view_tag", "contacts.view_contactlist", "contacts.view_event",
             "contacts.view_segment", "scoring.view_scoreentry", "scoring.view_leads",
@@ -66,7 +72,8 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
     OPS: ["contacts.view_contact", "contacts.view_importjob", "core.view_heartbeat", "core.view_auditentry",
           "contacts.view_event", "contacts.view_segment", "scoring.view_recomputejob",
           # Integrations are ops' to run: API keys for the event API.
-          *_crud("contacts.apikey"), "django_rq.admin", *_CAMPAIGNS_OPS, *_CRM_OPS],
+          *_crud("contacts.apikey"), "django_rq.admin", *_CAMPAIGNS_OPS, *_CRM_OPS,
+          *_AUTOMATION_OPS],
 }
 
 
