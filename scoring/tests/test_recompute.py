@@ -157,3 +157,23 @@ def test_the_ledger_follows_deleted_contacts_events_and_rules_without_database_f
     assert list(ScoreEntry.objects.values_list("contact_id", "event_id", "rule_id", "rule_name", "points")) == [
         (bob.pk, None, None, "Visits", 5),
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_recompute_outside_a_transaction_rebuilds_every_rule() -> None:
+    # Given three rules and events (committed: on PostgreSQL the rules are rebuilt on their own connections)
+    visits, demo, fit = behaviour_rule("Visits", points=5), behaviour_rule("Demo", "demo_request", points=50), \
+        fit_rule("Gmail", {"field": "email", "op": "contains", "value": "@"}, points=3)
+    ann, bob = contact(), contact()
+    event(ann), event(ann), event(bob, "demo_request")
+    # When every score is recomputed
+    changed = scores_recompute_all(now=NOW)
+    # Then each rule's entries are there and every score adds them up
+    assert changed == 2
+    assert sorted(ScoreEntry.objects.values_list("rule__name", "contact_id", "points")) == sorted([
+        ("Demo", bob.pk, 50), ("Gmail", ann.pk, 3), ("Gmail", bob.pk, 3), ("Visits", ann.pk, 5), ("Visits", ann.pk, 5),
+    ])
+    ann.refresh_from_db()
+    bob.refresh_from_db()
+    assert (ann.score, bob.score) == (13, 53)
+    assert visits.pk and demo.pk and fit.pk
