@@ -3,11 +3,33 @@ from typing import Any
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import close_old_connections
+from rq.job import Job
+from rq.queue import Queue
+from rq.worker import SimpleWorker
 
 from core.queues import ensure_redis
 
 # Latency-sensitive queues first: an RQ worker takes work from its queues in this order.
 QUEUE_PRIORITY = ("events", "delivery", "default", "crm", "imports")
+# Queues of many short jobs, run without a fork per job: an event job is one small batch (P99
+# event-to-score target 1 s), and RQ's default worker pays a fork and a new database connection
+# for each, about as much as the work of a small batch.
+IN_PROCESS_QUEUES = frozenset({"events"})
+IN_PROCESS_WORKER = "core.management.commands.worker.InProcessWorker"
+
+
+class InProcessWorker(SimpleWorker):
+    """RQ's SimpleWorker (jobs run in the worker process, timeouts still enforced) that keeps
+    Django's database connection between jobs and checks it the way Django does between requests
+    (CONN_MAX_AGE, CONN_HEALTH_CHECKS): a broken or expired connection is replaced."""
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        close_old_connections()
+        try:
+            super().execute_job(job, queue)
+        finally:
+            close_old_connections()
 
 
 class Command(BaseCommand):
@@ -17,7 +39,9 @@ class Command(BaseCommand):
         parser.add_argument("queues", nargs="*", help=f"queues to serve (default: {' '.join(QUEUE_PRIORITY)})")
         parser.add_argument("--burst", action="store_true", help="exit when the queues are empty")
         parser.add_argument("--name", default=None, help="worker name (default: host.pid)")
-        parser.add_argument("--worker-class", default=None, help="RQ worker class, e.g. rq.worker.SimpleWorker")
+        parser.add_argument("--worker-class", default=None,
+                            help="RQ worker class (default: rq.Worker, which forks per job; for only "
+                                 f"{', '.join(sorted(IN_PROCESS_QUEUES))}: {IN_PROCESS_WORKER})")
 
     def handle(self, *args: Any, **options: Any) -> None:
         queues = options["queues"] or list(QUEUE_PRIORITY)
@@ -26,12 +50,15 @@ class Command(BaseCommand):
             known = ", ".join(settings.QUEUE_NAMES)
             raise CommandError(f"unknown queue(s): {', '.join(sorted(unknown))}; known: {known}")
         ensure_redis()
+        worker_class = options["worker_class"]
+        if worker_class is None and set(queues) <= IN_PROCESS_QUEUES:
+            worker_class = IN_PROCESS_WORKER
         call_command(
             "rqworker",
             *queues,
             with_scheduler=True,
             burst=options["burst"],
             name=options["name"],
-            worker_class=options["worker_class"],
+            worker_class=worker_class,
             verbosity=options["verbosity"],
         )
