@@ -12,6 +12,7 @@ is appended (campaigns/tracking.py).
 
 from __future__ import annotations
 
+import functools
 import html as html_lib
 import re
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ class TemplateInvalid(ValueError):
         self.part = part
 
 
+@functools.lru_cache(maxsize=256)  # a batch renders one template for hundreds of contacts
 def _compile(part: str, source: str) -> Template:
     try:
         template = _ENGINE.from_string(source)

@@ -6,6 +6,8 @@ only a message id (and a link index), so a click can only lead to a URL stored w
 
 from __future__ import annotations
 
+import functools
+
 from django.conf import settings
 from django.core import signing
 from django.urls import reverse
@@ -19,20 +21,29 @@ class BadToken(ValueError):
     pass
 
 
-def _absolute(path: str) -> str:
-    return settings.SITE_URL.rstrip("/") + path
+_PLACEHOLDER = "TOKEN"
+
+
+@functools.lru_cache(maxsize=8)
+def _url_template(name: str, site_url: str) -> str:
+    # reverse() once per URL name, not once per link of every email (it showed in profiles).
+    return site_url.rstrip("/") + reverse(name, args=[_PLACEHOLDER])
+
+
+def _url(name: str, token: str) -> str:
+    return _url_template(name, settings.SITE_URL).replace(_PLACEHOLDER, token, 1)
 
 
 def open_url(message_id: int) -> str:
-    return _absolute(reverse("campaigns:open", args=[_OPEN.sign(str(message_id))]))
+    return _url("campaigns:open", _OPEN.sign(str(message_id)))
 
 
 def click_url(message_id: int, index: int) -> str:
-    return _absolute(reverse("campaigns:click", args=[_CLICK.sign(f"{message_id}.{index}")]))
+    return _url("campaigns:click", _CLICK.sign(f"{message_id}.{index}"))
 
 
 def unsubscribe_url(message_id: int) -> str:
-    return _absolute(reverse("campaigns:unsubscribe", args=[_UNSUBSCRIBE.sign(str(message_id))]))
+    return _url("campaigns:unsubscribe", _UNSUBSCRIBE.sign(str(message_id)))
 
 
 def _unsign(signer: signing.Signer, token: str) -> str:

@@ -144,6 +144,8 @@ DELIVERY_JOB_SECONDS = env_int("DELIVERY_JOB_SECONDS", 60, minimum=1)
 DELIVERY_STALE_SECONDS = env_int("DELIVERY_STALE_SECONDS", 300, minimum=10)
 DELIVERY_MAX_ATTEMPTS = env_int("DELIVERY_MAX_ATTEMPTS", 8, minimum=1)
 DELIVERY_BACKOFF_SECONDS = env_int("DELIVERY_BACKOFF_SECONDS", 30, minimum=1)
+# Postgres: record each send without waiting for the WAL flush (see campaigns/delivery.py _async_commit).
+DELIVERY_ASYNC_COMMIT = env_bool("DELIVERY_ASYNC_COMMIT", True)
 # Marketing email only to contacts whose consent is "granted" (GDPR/CASL); false: anyone not withdrawn.
 EMAIL_REQUIRE_CONSENT = env_bool("EMAIL_REQUIRE_CONSENT", True)
 
