@@ -146,6 +146,13 @@ DELIVERY_MAX_ATTEMPTS = env_int("DELIVERY_MAX_ATTEMPTS", 8, minimum=1)
 DELIVERY_BACKOFF_SECONDS = env_int("DELIVERY_BACKOFF_SECONDS", 30, minimum=1)
 # Postgres: record each send without waiting for the WAL flush (see campaigns/delivery.py _async_commit).
 DELIVERY_ASYNC_COMMIT = env_bool("DELIVERY_ASYNC_COMMIT", True)
+if DELIVERY_STALE_SECONDS <= DELIVERY_BATCH_SECONDS + EMAIL_TIMEOUT:
+    # A live batch holds its claims up to DELIVERY_BATCH_SECONDS plus one send; a shorter stale
+    # limit would let the sweeper hand them to a second worker and send them twice.
+    raise ImproperlyConfigured(
+        f"DELIVERY_STALE_SECONDS ({DELIVERY_STALE_SECONDS}) must exceed DELIVERY_BATCH_SECONDS + EMAIL_TIMEOUT "
+        f"({DELIVERY_BATCH_SECONDS + EMAIL_TIMEOUT})"
+    )
 # Marketing email only to contacts whose consent is "granted" (GDPR/CASL); false: anyone not withdrawn.
 EMAIL_REQUIRE_CONSENT = env_bool("EMAIL_REQUIRE_CONSENT", True)
 

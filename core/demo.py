@@ -169,3 +169,28 @@ def seed_scoring() -> int:
         events_process(event_ids=fresh[start:start + 500])
     contacts_rescan_all()  # fit rules and segments for contacts without events too
     return len(fresh)
+
+
+DEMO_TEMPLATES = [
+    ("webinar-welcome", "transactional", "See you at the webinar, {{ contact.first_name|default:'there' }}",
+     "<p>Hi {{ contact.first_name|default:'there' }},</p><p>You are registered. "
+     "<a href=\"https://example.com/webinar/agenda\">See the agenda</a>.</p>"),
+    ("monthly-newsletter", "marketing", "What's new at {{ contact.company|default:'your team' }}'s favourite tool",
+     "<h1>This month</h1><p>Three new features. <a href=\"https://example.com/blog\">Read the blog</a>.</p>"),
+]
+
+
+def seed_delivery() -> int:
+    """A default sender (the EMAIL_URL backend: the console in development) and two templates."""
+    from campaigns.models import EmailTemplate, SenderProfile
+
+    SenderProfile.objects.get_or_create(name="Default", defaults={
+        "from_email": "hello@leadflow.example", "from_name": "Leadflow demo", "rate": "20/s", "burst": 10,
+        "postal_address": "Leadflow Inc., 1 Example Street, Springfield", "is_default": True,
+        "staging_recipient": "staging@leadflow.example",
+    })
+    created = 0
+    for key, kind, subject, html in DEMO_TEMPLATES:
+        created += EmailTemplate.objects.get_or_create(key=key, defaults={
+            "name": key.replace("-", " ").capitalize(), "kind": kind, "subject": subject, "html": html})[1]
+    return created

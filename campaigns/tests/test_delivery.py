@@ -238,3 +238,29 @@ def test_a_staging_message_goes_to_the_redirect_address_marked(sender, template,
     assert received.header("Subject").startswith("[STAGING]")
     assert "Staging email for real@example.com" in received.data.decode()
     assert Contact.objects.get().email == "real@example.com"
+
+
+def test_a_recipient_domain_limit_defers_what_is_over_it(sender, template, sink):
+    SenderProfile.objects.filter(pk=sender.pk).update(domain_limits={"slow.example": "1/h"})
+    sender.refresh_from_db()
+    queue(template, [make_contact("a@slow.example"), make_contact("b@slow.example"), make_contact("c@fast.example")])
+    delivery_run_batch(sender=sender)
+    assert statuses() == {"a@slow.example": (MessageStatus.SENT, ""),
+                          "b@slow.example": (MessageStatus.DEFERRED, "domain_rate"),
+                          "c@fast.example": (MessageStatus.SENT, "")}
+
+
+@pytest.mark.parametrize(("field", "value", "error_field"), [
+    ("rate", "fast", "rate"),
+    ("domain_limits", {"gmail.com": "lots"}, "domain_limits"),
+    ("warmup_schedule", [100, -5], "warmup_schedule"),
+    ("time_zone", "Mars/Olympus", "time_zone"),
+    ("email_url", "carrier-pigeon://coop", "email_url"),
+])
+def test_a_sender_profile_with_bad_settings_names_the_field(field, value, error_field):
+    from django.core.exceptions import ValidationError
+
+    profile = SenderProfile(name="x", from_email="a@b.example", **{field: value})
+    with pytest.raises(ValidationError) as info:
+        profile.full_clean()
+    assert error_field in info.value.message_dict

@@ -117,6 +117,19 @@ def openapi_schema() -> dict[str, Any]:
                 "responses": {"200": {"description": "The contact.",
                                       "content": {"application/json": {"schema": _ref("ContactSummary")}}},
                               "404": _error("No contact with this email."), **_common_errors()}}},
+            "/bounces": {"post": {
+                "summary": "Report bounces and complaints (own format, or Amazon SES through SNS as text/plain)",
+                "description": "See docs/delivery.md. HTTP Basic with the key as the password is accepted too.",
+                "requestBody": {**json_body, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["bounces"], "additionalProperties": False,
+                    "properties": {"bounces": {"type": "array", "maxItems": ingest.MAX_EVENTS, "items": {
+                        "type": "object", "required": ["email", "type"],
+                        "properties": {"email": {"type": "string", "format": "email"},
+                                       "type": {"enum": ["hard", "soft", "complaint"]},
+                                       "message_id": {"type": "string", "description": "Message-ID header"},
+                                       "reason": {"type": "string"}}}}}}}}},
+                "responses": {"202": {"description": "recorded, suppressed, unknown and per-item errors"},
+                              **_body_errors(), **_common_errors()}}},
             "/openapi.json": {"get": {"summary": "This document", "security": [],
                                       "responses": {"200": {"description": "OpenAPI 3.1"}}}},
         },

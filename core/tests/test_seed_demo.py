@@ -25,6 +25,14 @@ def test_seed_demo_creates_contacts_and_one_login_per_role(capsys: pytest.Captur
         assert Client().login(username=username, password=password)
     assert User.objects.get(username="sales").groups.get().name == "Sales"
     assert User.objects.get(username="admin").is_superuser
+    # delivery works out of the box: a default sender and templates that render
+    from campaigns.models import EmailTemplate, SenderProfile
+    from campaigns.services import message_preview
+
+    assert SenderProfile.objects.get(is_default=True).name == "Default"
+    for template in EmailTemplate.objects.all():
+        template.full_clean()
+        assert message_preview(template=template, contact=Contact.objects.first()).subject
 
 
 @override_settings(DEBUG=True)
@@ -34,6 +42,9 @@ def test_seed_demo_twice_adds_nothing_and_keeps_passwords() -> None:
     call_command("seed_demo")
     assert Contact.objects.count() == 300
     assert read_credentials() == first
+    from campaigns.models import EmailTemplate, SenderProfile
+
+    assert (SenderProfile.objects.count(), EmailTemplate.objects.count()) == (1, 2)
 
 
 @override_settings(DEBUG=False)

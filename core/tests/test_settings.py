@@ -52,6 +52,8 @@ def test_debug_defaults_to_off(tmp_path: Path) -> None:
         ("SITE_URL", "ftp://example.com"),
         ("LOG_LEVEL", "LOUD"),
         ("RQ_DEFAULT_TIMEOUT", "ten"),
+        ("DELIVERY_STALE_SECONDS", "40"),  # shorter than a batch may hold its claims
+        ("EMAIL_REQUIRE_CONSENT", "sometimes"),
     ],
 )
 def test_bad_values_name_the_variable(tmp_path: Path, name: str, value: str) -> None:

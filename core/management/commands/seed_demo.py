@@ -4,7 +4,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from core.demo import credentials_path, seed_contacts, seed_scoring, seed_users
+from core.demo import credentials_path, seed_contacts, seed_delivery, seed_scoring, seed_users
 
 
 class Command(BaseCommand):
@@ -25,8 +25,9 @@ class Command(BaseCommand):
             created = seed_contacts(options["contacts"])
             logins = seed_users()
             events = seed_scoring()
+            templates = seed_delivery()
         self.stdout.write(f"Demo contacts: {created} new ({options['contacts']} in the demo set); "
-                          f"{events} new demo events scored")
+                          f"{events} new demo events scored; {templates} new email templates")
         self.stdout.write(f"Demo logins (kept in {credentials_path()}):")
         for username, password in logins.items():
             self.stdout.write(f"  {username:<9} {password}")
