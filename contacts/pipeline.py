@@ -16,13 +16,14 @@ from django.utils import timezone
 from rq.job import JobStatus
 
 from contacts.models import Event
+from contacts.segments.sql import id_set
 from core.queues import get_queue
 
 log = logging.getLogger(__name__)
 
 SWEEP_AFTER = timedelta(minutes=2)  # an event still unprocessed this long after arrival lost its job
 SWEEP_BATCH = 500
-CLAIM_LIMIT = 2000  # events one job may take on (its own ids first)
+CLAIM_LIMIT = 4000  # events one job may take on (its own ids first)
 SWEEP_MAX_BATCHES = 20  # per run (every minute): 10,000 events; the next run takes the rest
 PENDING = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
 
@@ -64,7 +65,7 @@ def _process_batch(event_ids: list[int]) -> int:
         score_events(events=segment_events)  # one level: segment changes caused by these scores wait
     own = [e.pk for e in events]
     now = timezone.now()
-    if Event.objects.filter(pk__in=own, processed_at__isnull=True).update(processed_at=now) != len(own):
+    if Event.objects.filter(pk__in=id_set(own), processed_at__isnull=True).update(processed_at=now) != len(own):
         raise BatchOverlap
     return len(own)
 
@@ -76,13 +77,13 @@ def _lock_unprocessed(event_ids: list[int]) -> list[Event]:
     nothing left to do. On PostgreSQL rows another worker is processing are skipped (SKIP LOCKED)."""
     skip_locked = connection.features.has_select_for_update_skip_locked
     unprocessed = Event.objects.filter(processed_at__isnull=True)
-    own = unprocessed.filter(pk__in=event_ids)
+    own = unprocessed.filter(pk__in=id_set(event_ids))
     if skip_locked:
         own = own.select_for_update(skip_locked=True)
     events = list(own)
     if events and len(events) < CLAIM_LIMIT:
         # Oldest first, served by the partial index on received_at where processed_at is null.
-        others = unprocessed.exclude(pk__in=event_ids).order_by("received_at", "id")
+        others = unprocessed.exclude(pk__in=id_set(event_ids)).order_by("received_at", "id")
         if skip_locked:
             others = others.select_for_update(skip_locked=True)
         events += list(others[: CLAIM_LIMIT - len(events)])

@@ -25,6 +25,7 @@ from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
 
 from contacts.models import Contact, Event, LifecycleStage
+from contacts.segments.sql import id_set, id_set_sql
 from core.audit import audit_record
 from core.queues import get_queue
 from core.utils import chunked
@@ -82,7 +83,7 @@ def _held_windows(rule: ScoringRule, candidates: Sequence[Event]) -> dict[int, _
         return windows
     since = min(ev.occurred_at for ev in candidates) - dt.timedelta(days=rule.cap_window_days)
     rows = ScoreEntry.objects.filter(
-        rule=rule, contact_id__in={ev.contact_id for ev in candidates}, created_at__gt=since,
+        rule=rule, contact_id__in=id_set({ev.contact_id for ev in candidates}), created_at__gt=since,
     ).values_list("contact_id", "created_at", "points")
     for contact_id, created, points in rows:
         windows[contact_id].entries.append((created, points))
@@ -100,7 +101,7 @@ def _behaviour_entries(rule: ScoringRule, events: Sequence[Event], scored: set[t
     done: set[int] = set()
     if not rule.repeatable:  # once per contact, ever
         done = set(ScoreEntry.objects.filter(
-            rule=rule, contact_id__in={ev.contact_id for ev in candidates},
+            rule=rule, contact_id__in=id_set({ev.contact_id for ev in candidates}),
         ).values_list("contact_id", flat=True).distinct())
     windows = _held_windows(rule, candidates)
     entries = []
@@ -131,9 +132,12 @@ def score_events(*, events: Sequence[Event], now: dt.datetime | None = None) -> 
     if not rules:
         return set()
     scored = set(ScoreEntry.objects.filter(
-        rule__in=rules, event_id__in=[ev.pk for ev in events],
+        rule__in=rules, event_id__in=id_set([ev.pk for ev in events]),
     ).values_list("rule_id", "event_id"))
-    entries = [entry for rule in rules for entry in _behaviour_entries(rule, events, scored)]
+    by_type: dict[str, list[Event]] = defaultdict(list)  # each rule looks only at its own type's events
+    for ev in events:
+        by_type[ev.event_type].append(ev)
+    entries = [entry for rule in rules for entry in _behaviour_entries(rule, by_type[rule.event_type], scored)]
     if not entries:
         return set()
     with transaction.atomic():
@@ -266,7 +270,7 @@ def _mql_update(contact_ids: list[int], now: dt.datetime) -> set[int]:
     threshold = _mql_threshold()
     if threshold is None:
         return set()
-    crossing = Contact.objects.filter(id__in=contact_ids, mql_at__isnull=True, score__gte=threshold)
+    crossing = Contact.objects.filter(id__in=id_set(contact_ids), mql_at__isnull=True, score__gte=threshold)
     candidates = list(crossing.values_list("id", flat=True))
     if not candidates:
         return set()
@@ -290,15 +294,15 @@ def scores_refresh(*, contact_ids: Collection[int], now: dt.datetime | None = No
     now = now or timezone.now()
     changed: set[int] = set()
     for chunk in chunked(sorted(set(contact_ids)), CHUNK):
-        placeholders = ", ".join(["%s"] * len(chunk))
-        changed |= _score_update(f"c.id IN ({placeholders})", chunk, now)
+        ids_sql, ids_params = id_set_sql(chunk)
+        changed |= _score_update(f"c.id IN ({ids_sql})", ids_params, now)
     _after_score_change(changed, now)
     return changed
 
 
 def _after_score_change(changed: Collection[int], now: dt.datetime) -> None:
     for chunk in chunked(sorted(changed), CHUNK):
-        _grades_update(Contact.objects.filter(id__in=chunk))
+        _grades_update(Contact.objects.filter(id__in=id_set(chunk)))
         _mql_update(chunk, now)
     from automation.crm.services import crm_contacts_changed  # CRM sync: score step, grade or MQL changed
     crm_contacts_changed(contact_ids=changed, reason="score")

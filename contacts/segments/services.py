@@ -31,6 +31,7 @@ from django.utils import timezone
 
 from contacts.models import Contact, Event, Segment, SegmentMembership
 from contacts.segments.compiler import FilterContext, compile_with, segment_queryset, validate_filter
+from contacts.segments.sql import id_set
 from core.queues import get_queue
 from core.utils import chunked
 
@@ -39,7 +40,7 @@ logger = logging.getLogger(__name__)
 SEGMENT_ENTERED = "segment_entered"
 SEGMENT_LEFT = "segment_left"
 EVENT_SOURCE = "system"
-CONTACT_CHUNK = 1000  # contacts per incremental query (keeps IN lists under SQLite's variable limit)
+CONTACT_CHUNK = 5000  # contacts per incremental query (an event batch has at most 4,000 contacts)
 SEGMENT_CHUNK = 40  # segments evaluated per incremental query (one boolean column each)
 ROW_CHUNK = 1000  # membership rows per INSERT/DELETE statement
 REFRESH_JOB = "contacts.segments.tasks.segment_refresh_job"
@@ -183,7 +184,8 @@ def segments_update_contacts(*, contact_ids: Iterable[int]) -> list[Event]:
         for chunk in chunked(ids, CONTACT_CHUNK):
             wanted = _matching_pairs(chunk, conditions)
             current = dict(((s, c), pk) for pk, s, c in SegmentMembership.objects.filter(
-                contact_id__in=chunk, segment_id__in=list(conditions)).values_list("pk", "segment_id", "contact_id"))
+                contact_id__in=id_set(chunk), segment_id__in=list(conditions),
+            ).values_list("pk", "segment_id", "contact_id"))
             entered += _insert_pairs(sorted(wanted - current.keys()), now)
             left += _delete_memberships(sorted(pk for pair, pk in current.items() if pair not in wanted))
         _adjust_counts(entered, left)
@@ -196,7 +198,7 @@ def _matching_pairs(contact_ids: Sequence[int], conditions: dict[int, Q]) -> set
     pairs: set[tuple[int, int]] = set()
     for group in chunked(list(conditions), SEGMENT_CHUNK):
         columns = {f"s{pk}": ExpressionWrapper(conditions[pk], output_field=BooleanField()) for pk in group}
-        rows = Contact.objects.filter(pk__in=contact_ids).order_by().annotate(**columns).values_list(
+        rows = Contact.objects.filter(pk__in=id_set(contact_ids)).order_by().annotate(**columns).values_list(
             "pk", *columns)
         for contact_id, *flags in rows:
             pairs.update((pk, contact_id) for pk, flag in zip(group, flags, strict=True) if flag)
