@@ -53,6 +53,25 @@ def role_users(db: None) -> dict[str, User]:
     }
 
 
+@pytest.fixture
+def sink() -> Iterator[Any]:
+    """A real SMTP server on loopback that keeps what it receives (core/testing/smtpsink.py)."""
+    from core.testing.smtpsink import SmtpSink
+
+    with SmtpSink() as smtp:
+        yield smtp
+
+
+@pytest.fixture
+def sender(db: None, sink: Any) -> Any:
+    """The default sender profile, delivering to `sink` (fast enough that tests never wait on it)."""
+    from campaigns.models import SenderProfile
+
+    return SenderProfile.objects.create(name="Main", from_email="news@leadflow.test", from_name="Leadflow",
+                                        email_url=sink.url, rate="1000/s", burst=100, is_default=True,
+                                        postal_address="1 Example Street, Springfield")
+
+
 def chromium_path() -> str | None:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         found = shutil.which(name)

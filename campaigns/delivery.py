@@ -51,6 +51,7 @@ from campaigns.models import (
 from contacts.models import ConsentStatus
 from core.queues import get_connection as redis_connection
 from core.queues import get_queue
+from core.services import switch_paused
 
 log = logging.getLogger(__name__)
 
@@ -591,7 +592,8 @@ def delivery_run(*, sender_id: int, slot: int | None = None, max_seconds: float 
     over to a fresh job if work remains (so one job never runs past RQ's timeout)."""
     totals: Counter[str] = Counter()
     sender = SenderProfile.objects.filter(pk=sender_id).first()
-    if sender is None or sender.is_paused:
+    if sender is None or sender.is_paused or switch_paused("sending"):
+        # Held, not lost: the rows stay queued and the sweeper offers them again every minute.
         _release_kick(sender_id, slot)
         return totals
     budget = max_seconds if max_seconds is not None else settings.DELIVERY_JOB_SECONDS
@@ -607,7 +609,6 @@ def delivery_run(*, sender_id: int, slot: int | None = None, max_seconds: float 
     # kick free (and kicks) or is seen here.
     if _due(sender_id, timezone.now()).exists():
         delivery_kick(sender_id)
-    db_connection.close_if_unusable_or_obsolete()
     return totals
 
 

@@ -228,6 +228,10 @@ IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 1024 * 1024 * 1024, minimum=1024)
 IMPORT_STALE_SECONDS = env_int("IMPORT_STALE_SECONDS", 600, minimum=30)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024  # larger uploads stream to a temp file, not RAM
 
+# --- Operations -------------------------------------------------------------------------
+# /metrics answers only with `Authorization: Bearer <METRICS_TOKEN>`; empty: /metrics is off.
+METRICS_TOKEN = env_str("METRICS_TOKEN", "") or ""
+
 # --- CRM sync -------------------------------------------------------------------------
 # Fernet key for CRM tokens and signing secrets stored in the database; empty: derived from SECRET_KEY.
 CRM_SECRETS_KEY = env_str("CRM_SECRETS_KEY", "") or ""

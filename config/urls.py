@@ -5,7 +5,8 @@ from django.urls import URLPattern, URLResolver, include, path
 from django.views.generic import RedirectView
 from django_rq import urls as rq_urls
 
-from core.views import healthz, staff_permission_required
+from core.views import healthz, metrics, readyz, staff_permission_required
+from core.views_ops import operations, switch_toggle
 
 admin.site.site_header = "Leadflow"
 admin.site.site_title = "Leadflow"
@@ -24,6 +25,10 @@ def _guarded(patterns: Sequence[URLPattern | URLResolver], perm: str) -> list[UR
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
     path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
+    path("metrics", metrics, name="metrics"),
+    path("admin/operations/", operations, name="operations"),
+    path("admin/operations/switch/<str:name>", switch_toggle, name="operations-switch"),
     path("api/v1/", include("contacts.api.urls")),
     path("api/v1/", include("campaigns.api_urls")),
     path("api/v1/crm/", include("automation.crm.urls")),

@@ -45,3 +45,27 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.actor_label} {self.action} {self.target_type}#{self.target_id}"
+
+
+class Switch(models.Model):
+    """A global kill switch ops can throw: work is held where it is (rows stay queued), not lost.
+
+    Checked by the delivery and CRM sync jobs before they claim anything; the sweepers keep
+    offering the work every minute, so resuming needs no replay."""
+
+    class Name(models.TextChoices):
+        SENDING = "sending", "All email sending"
+        CRM_SYNC = "crm_sync", "All CRM sync"
+
+    name = models.CharField(max_length=30, choices=Name.choices, unique=True)
+    paused = models.BooleanField(default=False)
+    reason = models.CharField(max_length=300, blank=True)
+    changed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    changed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        permissions = [("view_operations", "Can see the operations page")]
+
+    def __str__(self) -> str:
+        return f"{self.get_name_display()}: {'paused' if self.paused else 'running'}"

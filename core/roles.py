@@ -73,6 +73,8 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
           "contacts.view_event", "contacts.view_segment", "scoring.view_recomputejob",
           # Integrations are ops' to run: API keys for the event API.
           *_crud("contacts.apikey"), "django_rq.admin", *_CAMPAIGNS_OPS, *_CRM_OPS,
+          # The operations page and the global kill switches.
+          "core.view_operations", "core.view_switch", "core.change_switch",
           *_AUTOMATION_OPS],
 }
 

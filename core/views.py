@@ -31,3 +31,35 @@ def staff_permission_required(perm: str) -> Callable[[Callable[..., HttpResponse
         return wrapped
 
     return decorator
+
+
+def readyz(request: HttpRequest) -> JsonResponse:
+    """Readiness: the database and Redis answer and a worker is registered (503 otherwise)."""
+    from core.ops import readiness
+
+    state = readiness()
+    return JsonResponse({"ready": state.ready, "database": state.database, "redis": state.redis,
+                         "workers": state.workers}, status=200 if state.ready else 503)
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus text format, read at scrape time. Needs `Authorization: Bearer <METRICS_TOKEN>`;
+    with no token configured the endpoint is off (it would otherwise publish queue and failure counts)."""
+    import hmac
+
+    from django.conf import settings
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+    from core.metrics import LeadflowCollector
+
+    token = settings.METRICS_TOKEN
+    if not token:
+        return HttpResponse("metrics are disabled: set METRICS_TOKEN\n", status=404, content_type="text/plain")
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        response = HttpResponse("send Authorization: Bearer <METRICS_TOKEN>\n", status=401, content_type="text/plain")
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    registry = CollectorRegistry()
+    registry.register(LeadflowCollector())
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

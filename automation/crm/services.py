@@ -35,6 +35,7 @@ from automation.crm.vault import SecretUnavailable
 from contacts.models import Contact, Event
 from core.audit import audit_record
 from core.queues import get_connection, get_queue
+from core.services import switch_paused
 from core.throttle import Rate, Throttle, parse_rate
 from core.utils import chunked
 
@@ -503,6 +504,8 @@ def _write_outcomes(token: str, rows: list[CrmSyncItem]) -> int:
 def crm_sync_run(*, connection_id: int, env: SyncEnv | None = None, budget: float = RUN_SECONDS) -> int:
     """The `crm` job: send batches until nothing is due or the time budget is spent, then make sure
     a job comes back for what is left (now, or when the earliest retry is due). Returns contacts sent."""
+    if switch_paused("crm_sync"):
+        return 0  # held by ops' kill switch: rows stay pending; resuming (or the sweeper) re-offers them
     sync_job_started(connection_id=connection_id)
     deadline = time.monotonic() + budget
     sent = 0

@@ -1,35 +1,20 @@
-"""Fixtures for delivery tests: a real SMTP sink on loopback, a sender pointed at it, templates
-and contacts (factories), and an empty Redis so throttles and kicks start fresh."""
+"""Factories for delivery tests (templates, consenting contacts) and an empty Redis so throttles
+and kicks start fresh. The SMTP sink and the sender pointed at it are in the root conftest."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from campaigns.models import EmailTemplate, MessageKind, SenderProfile
+from campaigns.models import EmailTemplate, MessageKind
 from contacts.models import ConsentStatus, Contact
 from core.queues import get_connection
-from core.testing.smtpsink import SmtpSink
 
 
 @pytest.fixture(autouse=True)
 def empty_redis() -> None:
     get_connection().flushdb()
-
-
-@pytest.fixture
-def sink() -> Iterator[SmtpSink]:
-    with SmtpSink() as smtp:
-        yield smtp
-
-
-@pytest.fixture
-def sender(db: None, sink: SmtpSink) -> SenderProfile:
-    return SenderProfile.objects.create(name="Main", from_email="news@leadflow.test", from_name="Leadflow",
-                                        email_url=sink.url, rate="1000/s", burst=100, is_default=True,
-                                        postal_address="1 Example Street, Springfield")
 
 
 def make_template(key: str = "welcome", **fields: Any) -> EmailTemplate:

@@ -101,16 +101,14 @@ def test_one_click_unsubscribe_from_a_mailbox_provider_works_without_cookies(sen
 
 def test_public_endpoints_are_rate_limited_per_client(client: Client, sent: Message):
     url = path_of(tracking.open_url(sent.pk))
-    codes = [client.get(url).status_code]
+    responses = [client.get(url)]
     # far faster than 20/s for long: the burst runs out (no timing assumption beyond "faster than 20/s")
-    while codes[-1] != 429 and len(codes) < 2000:
-        codes.append(client.get(url).status_code)
-    assert codes[0] == 200
-    assert codes[-1] == 429
-    assert len(codes) > 100  # the burst of 100 was allowed first
-    limited = client.get(url)
-    assert limited.status_code == 429
-    assert limited["Retry-After"] == "1"
+    while responses[-1].status_code != 429 and len(responses) < 2000:
+        responses.append(client.get(url))
+    assert responses[0].status_code == 200
+    assert responses[-1].status_code == 429
+    assert responses[-1]["Retry-After"] == "1"
+    assert len(responses) > 100  # the burst of 100 was allowed first
 
 
 def test_an_oversized_unsubscribe_body_is_refused(client: Client, sent: Message):

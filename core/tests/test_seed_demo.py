@@ -32,7 +32,7 @@ def test_seed_demo_creates_contacts_and_one_login_per_role(capsys: pytest.Captur
     assert SenderProfile.objects.get(is_default=True).name == "Default"
     for template in EmailTemplate.objects.all():
         template.full_clean()
-        assert message_preview(template=template, contact=Contact.objects.first()).subject
+        assert message_preview(template=template, contact=Contact.objects.all()[0]).subject
 
 
 @override_settings(DEBUG=True)
