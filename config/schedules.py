@@ -12,12 +12,16 @@ from campaigns.tasks import delivery_sweeper
 from contacts.segments.tasks import segments_refresh_all_job
 from contacts.tasks import import_sweeper
 from contacts.tasks_events import events_sweeper
-from core.tasks import heartbeat
+from core.tasks import alerts_check, heartbeat
 from scoring.tasks import scores_decay
 
 # Liveness of the whole background path (scheduler -> Redis -> worker -> database):
 # ops and the readiness probe read core.Heartbeat; a stale row means work is stalled.
 cron.register(heartbeat, "default", interval=60, kwargs={"name": "scheduler"}, result_ttl=300)
+
+# Alert rules (core/alerts.py): queue age, dead letters, delivery failure rate, stuck messages and
+# CRM rows, no sends while due; an incident is notified once and resolved when its condition clears.
+cron.register(alerts_check, "default", interval=60, result_ttl=300)
 
 # Imports whose worker died (SIGKILL, OOM) or whose RQ job Redis lost are re-queued; after
 # three interrupted attempts they fail visibly. Nothing is half-imported either way.

@@ -11,6 +11,7 @@ from config.env import (
     env_bool,
     env_database,
     env_email,
+    env_fraction,
     env_int,
     env_list,
     env_str,
@@ -231,6 +232,13 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024  # larger uploads stream to a temp
 # --- Operations -------------------------------------------------------------------------
 # /metrics answers only with `Authorization: Bearer <METRICS_TOKEN>`; empty: /metrics is off.
 METRICS_TOKEN = env_str("METRICS_TOKEN", "") or ""
+# Alerts (core/alerts.py, checked every minute): who hears, and when a condition is an incident.
+ALERT_EMAILS = env_list("ALERT_EMAILS", [])
+ALERT_WEBHOOK_URL = env_str("ALERT_WEBHOOK_URL", "") or ""
+ALERT_FAILURE_RATE = env_fraction("ALERT_FAILURE_RATE", 0.1)
+ALERT_MIN_ATTEMPTS = env_int("ALERT_MIN_ATTEMPTS", 20, minimum=1)
+ALERT_QUEUE_AGE_SECONDS = env_int("ALERT_QUEUE_AGE_SECONDS", 300, minimum=10)
+ALERT_NO_SENDS_MINUTES = env_int("ALERT_NO_SENDS_MINUTES", 10, minimum=1)
 
 # --- CRM sync -------------------------------------------------------------------------
 # Fernet key for CRM tokens and signing secrets stored in the database; empty: derived from SECRET_KEY.

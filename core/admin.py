@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.http import HttpRequest
 
-from core.models import Heartbeat
+from core.models import Heartbeat, Incident
 
 
 @admin.register(Heartbeat)
@@ -13,4 +13,20 @@ class HeartbeatAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Heartbeat | None = None) -> bool:
+        return False
+
+
+@admin.register(Incident)
+class IncidentAdmin(admin.ModelAdmin):
+    """Alert history (core/alerts.py): read-only; incidents open and close themselves."""
+
+    list_display = ["key", "summary", "opened_at", "notified_at", "resolved_at"]
+    list_filter = ["resolved_at"]
+    search_fields = ["key", "summary"]
+    readonly_fields = ["key", "summary", "detail", "opened_at", "notified_at", "notify_error", "resolved_at"]
+
+    def has_add_permission(self, request: HttpRequest, obj: Incident | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Incident | None = None) -> bool:
         return False

@@ -69,3 +69,26 @@ class Switch(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_name_display()}: {'paused' if self.paused else 'running'}"
+
+
+class Incident(models.Model):
+    """An alert rule that fired (core/alerts.py): open until its condition clears. Notified once."""
+
+    key = models.CharField(max_length=100, help_text="Rule and subject, e.g. queue_age:delivery")
+    summary = models.CharField(max_length=300)
+    detail = models.JSONField(default=dict, blank=True)
+    opened_at = models.DateTimeField()
+    notified_at = models.DateTimeField(null=True, blank=True)
+    notify_error = models.TextField(blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-opened_at"]
+        constraints = [
+            # At most one open incident per rule and subject: "at most once per incident" is this row.
+            models.UniqueConstraint(fields=["key"], condition=models.Q(resolved_at__isnull=True),
+                                    name="incident_one_open_per_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({'open' if self.resolved_at is None else 'resolved'})"

@@ -74,7 +74,7 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
           # Integrations are ops' to run: API keys for the event API.
           *_crud("contacts.apikey"), "django_rq.admin", *_CAMPAIGNS_OPS, *_CRM_OPS,
           # The operations page and the global kill switches.
-          "core.view_operations", "core.view_switch", "core.change_switch",
+          "core.view_operations", "core.view_switch", "core.change_switch", "core.view_incident",
           *_AUTOMATION_OPS],
 }
 

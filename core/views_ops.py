@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from core import ops
-from core.models import Switch
+from core.models import Incident, Switch
 from core.services import switch_set
 from core.views import staff_permission_required
 
@@ -54,6 +54,7 @@ def operations(request: HttpRequest) -> HttpResponse:
         "heartbeats": sorted(ops.heartbeats().items()),
         "switches": [(name, label, ops.switches()[name]) for name, label in Switch.Name.choices],
         "can_switch": request.user.has_perm("core.change_switch"),
+        "incidents": Incident.objects.filter(resolved_at__isnull=True).order_by("opened_at"),
     }
     return TemplateResponse(request, "admin/operations.html", context)
 

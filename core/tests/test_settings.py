@@ -54,6 +54,7 @@ def test_debug_defaults_to_off(tmp_path: Path) -> None:
         ("RQ_DEFAULT_TIMEOUT", "ten"),
         ("DELIVERY_STALE_SECONDS", "40"),  # shorter than a batch may hold its claims
         ("EMAIL_REQUIRE_CONSENT", "sometimes"),
+        ("ALERT_FAILURE_RATE", "lots"),
     ],
 )
 def test_bad_values_name_the_variable(tmp_path: Path, name: str, value: str) -> None:

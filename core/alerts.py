@@ -1,0 +1,120 @@
+"""Alert rules: conditions an ops engineer must hear about within a minute, each notified once per
+incident (by email and/or webhook), resolved when the condition clears.
+
+Run every minute by the scheduler (config/schedules.py). Thresholds are settings (README). Email
+goes straight through Django's mail backend, not the outbox: the outbox may be what is failing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from core import ops
+from core.models import Incident
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Firing:
+    key: str
+    summary: str
+    detail: dict[str, Any]
+
+
+def evaluate(now: dt.datetime | None = None) -> list[Firing]:
+    """Every rule's current state: what is wrong right now."""
+    now = now or timezone.now()
+    firing: list[Firing] = []
+    for queue in ops.queue_stats():
+        if queue.oldest_age is not None and queue.oldest_age > settings.ALERT_QUEUE_AGE_SECONDS:
+            firing.append(Firing(f"queue_age:{queue.name}",
+                                 f"queue {queue.name}: the oldest job has waited {queue.oldest_age:.0f} s",
+                                 {"queue": queue.name, "oldest_age": round(queue.oldest_age), "depth": queue.depth}))
+        if queue.failed:
+            firing.append(Firing(f"dead_letters:{queue.name}", f"queue {queue.name}: {queue.failed} failed job(s)",
+                                 {"queue": queue.name, "failed": queue.failed}))
+    delivery = ops.delivery_stats(now)
+    attempts = delivery.sent_last_hour + delivery.failed_last_hour
+    if attempts >= settings.ALERT_MIN_ATTEMPTS and delivery.failure_rate > settings.ALERT_FAILURE_RATE:
+        firing.append(Firing("delivery_failure_rate",
+                             f"email: {delivery.failure_rate:.0%} of sends failed in the last hour",
+                             {"failed": delivery.failed_last_hour, "sent": delivery.sent_last_hour}))
+    if delivery.stuck:
+        firing.append(Firing("messages_stuck", f"email: {delivery.stuck} message(s) stuck past their deadline",
+                             {"stuck": delivery.stuck}))
+    if _no_sends_while_queued(now):
+        firing.append(Firing("no_sends", f"email: nothing sent for {settings.ALERT_NO_SENDS_MINUTES} min while "
+                                         "messages are due", {"minutes": settings.ALERT_NO_SENDS_MINUTES}))
+    crm = ops.crm_stats(now)
+    if crm["stuck"]:
+        firing.append(Firing("crm_stuck", f"CRM sync: {crm['stuck']} row(s) stuck past their deadline",
+                             {"stuck": crm["stuck"]}))
+    return firing
+
+
+def _no_sends_while_queued(now: dt.datetime) -> bool:
+    from campaigns.models import PENDING_STATUSES, Message, MessageStatus
+    from core.services import switch_paused
+
+    if switch_paused("sending"):
+        return False  # held on purpose
+    since = now - dt.timedelta(minutes=settings.ALERT_NO_SENDS_MINUTES)
+    waiting = Message.objects.filter(status__in=PENDING_STATUSES, created_at__lt=since).exclude(
+        next_attempt_at__gt=now).exists()
+    return waiting and not Message.objects.filter(status=MessageStatus.SENT, sent_at__gte=since).exists()
+
+
+def alerts_check(*, now: dt.datetime | None = None) -> dict[str, int]:
+    """Open an incident (and notify, once) for each new firing rule; resolve the ones that cleared."""
+    now = now or timezone.now()
+    firing = {f.key: f for f in evaluate(now)}
+    opened = notified = 0
+    open_keys = set(Incident.objects.filter(resolved_at__isnull=True).values_list("key", flat=True))
+    for key, fire in firing.items():
+        if key in open_keys:
+            continue
+        try:
+            with transaction.atomic():
+                incident = Incident.objects.create(key=key, summary=fire.summary[:300], detail=fire.detail,
+                                                   opened_at=now)
+        except IntegrityError:
+            continue  # another checker opened it a moment ago: it notifies, not us
+        opened += 1
+        notified += _notify(incident)
+    resolved = Incident.objects.filter(resolved_at__isnull=True).exclude(key__in=list(firing)).update(resolved_at=now)
+    return {"firing": len(firing), "opened": opened, "notified": notified, "resolved": resolved}
+
+
+def _notify(incident: Incident) -> int:
+    errors = []
+    subject = f"[Leadflow alert] {incident.summary}"
+    body = f"{incident.summary}\n\nOpened at {incident.opened_at:%Y-%m-%d %H:%M:%S %Z}.\n" \
+           f"Details: {json.dumps(incident.detail)}\nSee {settings.SITE_URL.rstrip('/')}/admin/operations/\n"
+    if settings.ALERT_EMAILS:
+        try:
+            send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, settings.ALERT_EMAILS)
+        except Exception as exc:  # noqa: BLE001  a failed notification is recorded on the incident
+            errors.append(f"email: {type(exc).__name__}: {exc}")
+    if settings.ALERT_WEBHOOK_URL:
+        try:
+            response = requests.post(settings.ALERT_WEBHOOK_URL, timeout=5, json={
+                "key": incident.key, "summary": incident.summary, "detail": incident.detail,
+                "opened_at": incident.opened_at.isoformat(), "text": subject})
+            response.raise_for_status()
+        except requests.RequestException as exc:
+            errors.append(f"webhook: {exc}")
+    if not settings.ALERT_EMAILS and not settings.ALERT_WEBHOOK_URL:
+        log.warning("alert (no ALERT_EMAILS or ALERT_WEBHOOK_URL configured): %s", incident.summary)
+    Incident.objects.filter(pk=incident.pk).update(notified_at=timezone.now(), notify_error="\n".join(errors))
+    return 0 if errors else 1
