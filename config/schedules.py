@@ -8,6 +8,7 @@ because a restarted scheduler runs interval jobs at once. Run exactly one schedu
 from rq import cron
 
 from automation.crm.tasks import crm_sweeper
+from automation.tasks import enrollments_wake
 from campaigns.tasks import delivery_sweeper
 from contacts.segments.tasks import segments_refresh_all_job
 from contacts.tasks import import_sweeper
@@ -34,6 +35,11 @@ cron.register(events_sweeper, "events", interval=60, result_ttl=300)
 # CRM sync rows whose worker died mid-send (5 minutes silent) go back to pending, and every
 # connection with due rows gets a sync job (Redis may have lost it). Claims make repeats harmless.
 cron.register(crm_sweeper, "crm", interval=60, result_ttl=300)
+
+# Workflows: enrollments whose wait is over (or whose step retry is due, or whose job Redis lost)
+# are claimed in batches (SKIP LOCKED) and get advance jobs; due webhook retries too. Waits are
+# scheduled per row, so this is one indexed query per tick; claims make overlapping ticks harmless.
+cron.register(enrollments_wake, "default", interval=5, result_ttl=60)
 
 # Email delivery: messages claimed by a worker that died go back to the queue after
 # DELIVERY_STALE_SECONDS, and senders with due work (deferred retries, quiet hours over, a kick

@@ -63,6 +63,8 @@ def _process_batch(event_ids: list[int]) -> int:
     segment_events = segments_update_contacts(contact_ids=contact_ids | changed)
     if segment_events:  # created processed: scored here, in this transaction
         score_events(events=segment_events)  # one level: segment changes caused by these scores wait
+    from automation.services import workflows_on_events  # goals, then triggers; first steps run after COMMIT
+    workflows_on_events(events=[*events, *segment_events])
     own = [e.pk for e in events]
     now = timezone.now()
     if Event.objects.filter(pk__in=id_set(own), processed_at__isnull=True).update(processed_at=now) != len(own):

@@ -54,9 +54,9 @@ _CRM_SALES: list[str] = ["crm.view_crmsyncitem", "crm.view_crmsynclog"]
 _CRM_OPS: list[str] = [*_crud("crm.crmconnection"), *(p for p in _CRM_MARKETER if p != "crm.view_crmconnection")]
 
 # Workflows (automation): marketers build drafts and stage them; approvers also promote.
-_AUTOMATION_MARKETER: list[str] = []
-_AUTOMATION_APPROVER: list[str] = []
-_AUTOMATION_OPS: list[str] = []
+_AUTOMATION_MARKETER: list[str] = ["automation.view_workflow", "automation.add_workflow", "automation.change_workflow", "automation.view_workflowversion", "automation.add_workflowversion", "automation.view_enrollment", "automation.view_steprun", "automation.view_webhookdelivery"]  # noqa: E501
+_AUTOMATION_APPROVER: list[str] = ["automation.promote_workflow"]
+_AUTOMATION_OPS: list[str] = [*(f"automation.view_{m}" for m in ("workflow", "workflowversion", "enrollment", "steprun", "webhookdelivery")), "automation.change_webhookdelivery"]  # noqa: E501
 
 ROLE_PERMISSIONS: dict[str, list[str]] = {
     # Builds and edits: contacts, segments, scoring rules, templates, workflow drafts.

@@ -1,0 +1,588 @@
+"""The step runner ("Advance" in DESIGN.md): runs enrollments' steps, wakes due ones, sends webhooks.
+
+- enrollments_advance(ids): each enrollment runs its steps until a wait, the end, an exit or a
+  failure, in one transaction per enrollment; effects are rows in that transaction (Message,
+  CRM sync row, WebhookDelivery), so a killed worker leaves nothing half done.
+- A step runs once per visit: its StepRun key `enrollment:step:seq` is unique; a repeated job
+  finds the row succeeded and moves on. Retries of a failed attempt reuse the row and its key.
+- enrollments_wake(): the scheduler's tick. Claims due waiting enrollments (and active ones whose
+  lease ran out) in batches with SKIP LOCKED and enqueues advance jobs with ids.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from automation import definition as d
+from automation.models import (
+    LIVE_STATUSES,
+    DeliveryStatus,
+    Enrollment,
+    EnrollmentStatus,
+    StepRun,
+    StepRunStatus,
+    WebhookDelivery,
+)
+from contacts.models import Contact, Event, SegmentMembership
+from core.queues import get_queue
+
+log = logging.getLogger(__name__)
+
+QUEUE = "default"
+ADVANCE_JOB = "automation.tasks.enrollments_advance"
+WEBHOOK_JOB = "automation.tasks.webhook_deliver"
+LEASE = dt.timedelta(seconds=120)  # an active enrollment untouched this long lost its job
+JOB_CHUNK = 200  # enrollment ids per advance job
+JOB_SECONDS = 20.0  # an advance job re-enqueues what it has not reached after this long
+WAKE_BATCH = 1000  # rows claimed per statement by the scheduler tick
+WAKE_LIMIT = 50_000  # per tick (every 5 s); the next tick takes the rest
+MAX_STEPS_PER_RUN = 200  # validation forbids cycles without a wait; this guards old data anyway
+MAX_ATTEMPTS = 3
+RETRY_BASE = dt.timedelta(seconds=60)
+WEBHOOK_MAX_ATTEMPTS = 6
+WEBHOOK_TIMEOUT = 10
+
+
+class StepError(Exception):
+    """A step cannot succeed as defined (template gone, no staging recipient): no retry."""
+
+
+@dataclass
+class StepResult:
+    data: dict[str, Any] = field(default_factory=dict)
+    next: str | None = None  # None: the step's default next
+    wait_until: dt.datetime | None = None
+    exit: bool = False
+
+
+@dataclass
+class Ctx:
+    enrollment: Enrollment
+    step: dict[str, Any]
+    key: str  # the StepRun's idempotency key; effects derive their keys from it
+    now: dt.datetime
+    run: StepRun | None = None
+
+    @property
+    def contact(self) -> Contact:
+        return self.enrollment.contact
+
+
+# --- Enqueueing -----------------------------------------------------------------------------------
+
+
+def enqueue_advance(*, enrollment_ids: Sequence[int]) -> None:
+    """One job per chunk; inside a transaction the jobs leave after COMMIT (django-rq)."""
+    queue = get_queue(QUEUE)
+    ids = list(enrollment_ids)
+    for start in range(0, len(ids), JOB_CHUNK):
+        chunk = ids[start:start + JOB_CHUNK]
+        queue.enqueue(ADVANCE_JOB, chunk, job_id=f"wf-advance-{chunk[0]}-{uuid.uuid4().hex[:12]}")
+
+
+# --- Advancing --------------------------------------------------------------------------------------
+
+
+def enrollments_advance(*, enrollment_ids: Sequence[int], now: dt.datetime | None = None,
+                        budget: float = JOB_SECONDS) -> int:
+    """Advance each enrollment as far as it can go now; re-enqueue the rest after `budget` seconds."""
+    started = time.monotonic()
+    ids = list(enrollment_ids)
+    for done, enrollment_id in enumerate(ids):
+        if time.monotonic() - started > budget:
+            enqueue_advance(enrollment_ids=ids[done:])
+            return done
+        enrollment_advance(enrollment_id=enrollment_id, now=now)
+    return len(ids)
+
+
+def enrollment_advance(*, enrollment_id: int, now: dt.datetime | None = None) -> str | None:
+    """Run one enrollment's steps from where it stands; returns its status afterwards (None if it
+    is not live or another worker holds it)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        qs = Enrollment.objects.select_related("version", "workflow", "contact").filter(
+            pk=enrollment_id, status__in=LIVE_STATUSES)
+        if connection.features.has_select_for_update_skip_locked:
+            qs = qs.select_for_update(skip_locked=True, of=("self",))
+        enrollment = qs.first()
+        if enrollment is None:
+            return None
+        if enrollment.status == EnrollmentStatus.WAITING and enrollment.next_run_at and enrollment.next_run_at > now:
+            return enrollment.status  # not due: a duplicate job
+        before = (enrollment.status, enrollment.seq, enrollment.step_id)
+        if enrollment.workflow.paused:
+            _set_state(enrollment, EnrollmentStatus.WAITING, next_run_at=now)  # held; the wake skips paused
+        else:
+            _run_steps(enrollment, now)
+        claimed = Enrollment.objects.filter(pk=enrollment.pk, status=before[0], seq=before[1],
+                                            step_id=before[2]).update(
+            status=enrollment.status, step_id=enrollment.step_id, seq=enrollment.seq,
+            next_run_at=enrollment.next_run_at, finished_at=enrollment.finished_at, updated_at=now)
+        if claimed != 1:  # another runner moved it first (SQLite has no row locks): undo ours
+            transaction.set_rollback(True)
+            return None
+        return enrollment.status
+
+
+def _set_state(e: Enrollment, status: str, *, next_run_at: dt.datetime | None = None,
+               finished_at: dt.datetime | None = None) -> None:
+    e.status, e.next_run_at, e.finished_at = status, next_run_at, finished_at
+
+
+def _run_steps(e: Enrollment, now: dt.datetime) -> None:
+    steps = e.version.steps
+    index = d.step_map(steps)
+    for _ in range(MAX_STEPS_PER_RUN):
+        if e.step_id not in index:  # "end", or a step the version does not have
+            _set_state(e, EnrollmentStatus.COMPLETED, finished_at=now)
+            return
+        step = steps[index[e.step_id]]
+        outcome, value = _run_step(e, step, d.default_next(steps, index[e.step_id]), now)
+        if outcome == "next":
+            e.step_id, e.seq = str(value), e.seq + 1
+            e.status = EnrollmentStatus.ACTIVE
+        elif outcome == "wait":
+            _set_state(e, EnrollmentStatus.WAITING, next_run_at=value)
+            return
+        elif outcome == "exit":
+            _set_state(e, EnrollmentStatus.EXITED, finished_at=now)
+            return
+        else:
+            _set_state(e, EnrollmentStatus.FAILED, finished_at=now)
+            return
+    _set_state(e, EnrollmentStatus.WAITING, next_run_at=now)  # a very long run yields; the wake continues it
+
+
+def _run_step(e: Enrollment, step: dict[str, Any], default_next: str, now: dt.datetime) -> tuple[str, Any]:
+    key = f"{e.pk}:{e.step_id}:{e.seq}"
+    run = StepRun.objects.filter(idempotency_key=key).first()
+    if run is None:
+        try:
+            with transaction.atomic():
+                run = StepRun.objects.create(enrollment=e, version=e.version, step_id=e.step_id,
+                                             step_type=str(step.get("type")), idempotency_key=key, started_at=now)
+        except IntegrityError:
+            run = StepRun.objects.get(idempotency_key=key)
+    if run.status == StepRunStatus.SUCCEEDED:  # done by an earlier run of this job
+        return ("exit", None) if run.result.get("exit") else ("next", run.result.get("next") or default_next)
+    if run.status == StepRunStatus.FAILED:
+        return "failed", None
+    if run.status == StepRunStatus.WAITING:
+        until = dt.datetime.fromisoformat(run.result["until"])
+        if until > now:
+            return "wait", until
+        # The current version's next, not the stored one: a migrated enrollment follows its new version.
+        _finish(run, StepRunStatus.SUCCEEDED, now, data={**run.result, "next": default_next})
+        return "next", default_next
+    if run.status == StepRunStatus.RETRYING:
+        run.attempt += 1
+    return _execute(Ctx(e, step, key, now, run), run, default_next)
+
+
+def _execute(ctx: Ctx, run: StepRun, default_next: str) -> tuple[str, Any]:
+    handler = HANDLERS.get(str(ctx.step.get("type")))
+    try:
+        with transaction.atomic():  # a savepoint: a failing step leaves none of its effects
+            if handler is None:
+                raise StepError(f"unknown step type {ctx.step.get('type')!r}")
+            result = handler(ctx)
+    except (StepError, ValidationError) as exc:
+        _finish(run, StepRunStatus.FAILED, ctx.now, error=_message(exc))
+        return "failed", None
+    except Exception as exc:  # noqa: BLE001  any other error is retried, then fails visibly
+        log.warning("workflow step %s failed (attempt %s): %s", run.idempotency_key, run.attempt, exc)
+        if run.attempt >= MAX_ATTEMPTS:
+            _finish(run, StepRunStatus.FAILED, ctx.now, error=_message(exc))
+            return "failed", None
+        _finish(run, StepRunStatus.RETRYING, ctx.now, error=_message(exc), done=False)
+        return "wait", ctx.now + retry_delay(run.attempt)
+    target = result.next or default_next
+    if result.wait_until is not None and result.wait_until > ctx.now:
+        _finish(run, StepRunStatus.WAITING, ctx.now, done=False,
+                data={**result.data, "until": result.wait_until.isoformat(), "next": target})
+        return "wait", result.wait_until
+    _finish(run, StepRunStatus.SUCCEEDED, ctx.now, data={**result.data, "next": target, "exit": result.exit})
+    return ("exit", None) if result.exit else ("next", target)
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(exc.messages)[:2000]
+    return f"{type(exc).__name__}: {exc}"[:2000]
+
+
+def _finish(run: StepRun, status: str, now: dt.datetime, *, error: str = "", done: bool = True,
+            data: dict[str, Any] | None = None) -> None:
+    run.status, run.error = status, error
+    if data:
+        run.result = data
+    run.finished_at = now if done else None
+    run.save(update_fields=["status", "error", "result", "finished_at", "attempt"])
+
+
+def retry_delay(attempt: int, *, base: dt.timedelta = RETRY_BASE) -> dt.timedelta:
+    """Bounded exponential backoff with full jitter on the upper half."""
+    ceiling = base.total_seconds() * 2 ** min(attempt - 1, 8)
+    return dt.timedelta(seconds=ceiling / 2 + random.random() * ceiling / 2)  # noqa: S311  jitter, not crypto
+
+
+# --- Step handlers (each runs inside the step's savepoint) --------------------------------------------
+
+
+def _send_email(ctx: Ctx) -> StepResult:
+    from campaigns.models import EmailTemplate
+    from campaigns.services import NoSender, QueueItem, messages_queue, sender_default
+
+    template = EmailTemplate.objects.filter(key=ctx.step.get("template")).first()
+    if template is None:
+        raise StepError(f"template {ctx.step.get('template')!r} does not exist")
+    try:
+        sender = sender_default()
+    except NoSender as exc:
+        raise StepError(str(exc)) from exc
+    redirect = staging_recipient(sender) if ctx.enrollment.is_staging else ""
+    if ctx.enrollment.is_staging and not redirect:
+        # Never fall back to the contact's own address: staging mail must not reach real inboxes.
+        raise StepError("staging email needs a staging recipient (sender profile or WORKFLOW_STAGING_RECIPIENT)")
+    wf = ctx.enrollment.workflow
+    ids = messages_queue(template=template, sender=sender, source=f"workflow:{wf.key}"[:100], items=[
+        QueueItem(ctx.contact.pk, f"wf:{ctx.key}", {"workflow": wf.key, "step": ctx.step["id"]}, redirect)])
+    return StepResult({"message_id": ids[0] if ids else None, "redirect_to": redirect})
+
+
+def staging_recipient(sender: Any) -> str:
+    return str(sender.staging_recipient or getattr(settings, "WORKFLOW_STAGING_RECIPIENT", "") or "")
+
+
+def _wait(ctx: Ctx) -> StepResult:
+    return StepResult(wait_until=wait_until(ctx.step, contact=ctx.contact,
+                                            workflow_tz=ctx.enrollment.workflow.timezone, now=ctx.now))
+
+
+def wait_until(step: dict[str, Any], *, contact: Contact | None, workflow_tz: str, now: dt.datetime) -> dt.datetime:
+    if "duration" in step:
+        return now + d.parse_duration(step["duration"])
+    if "until" in step:
+        return d.parse_until(step["until"])
+    tz_name = step.get("timezone", "contact")
+    if tz_name == "contact":
+        tz_name = str((contact.attributes or {}).get("timezone") or workflow_tz) if contact else workflow_tz
+    elif tz_name == "workflow":
+        tz_name = workflow_tz
+    try:
+        tz = d.zone(str(tz_name))
+    except ValueError:
+        tz = d.zone(workflow_tz)
+    return d.window_next(step["window"], after=now, tz=tz)
+
+
+def _branch(ctx: Ctx) -> StepResult:
+    matched = condition_holds(ctx.step["if"], contact=ctx.contact, now=ctx.now, enrollment=ctx.enrollment)
+    return StepResult({"matched": matched}, next=str(ctx.step["then" if matched else "else"]))
+
+
+def condition_holds(cond: dict[str, Any], *, contact: Contact, now: dt.datetime,
+                    enrollment: Enrollment | None = None) -> bool:
+    """Evaluate a branch condition; read-only (the simulation uses it too)."""
+    if "segment" in cond:
+        seg = cond["segment"]
+        memberships = SegmentMembership.objects.filter(contact=contact)
+        by_id = isinstance(seg, int) or str(seg).isdigit()
+        return memberships.filter(**({"segment_id": int(seg)} if by_id else {"segment__name": seg})).exists()
+    if "field" in cond:
+        return _compare(_field_value(contact, str(cond["field"])), cond.get("op", "eq"), cond.get("value"))
+    if "event" in cond:
+        events = Event.objects.filter(contact=contact, event_type=cond["event"])
+        if "within" in cond:
+            events = events.filter(occurred_at__gte=now - d.parse_duration(cond["within"]))
+        for prop, value in (cond.get("where") or {}).items():
+            events = events.filter(**{f"properties__{prop}": value})
+        return events.exists()
+    if "email" in cond:
+        return _email_condition(cond, contact, now, enrollment)
+    if "score_above" in cond:
+        return contact.score > int(cond["score_above"])
+    raise StepError(f"unknown condition {cond!r}")
+
+
+def _field_value(contact: Contact, name: str) -> Any:
+    if name.startswith("attributes."):
+        return (contact.attributes or {}).get(name.split(".", 1)[1])
+    return getattr(contact, name, None)
+
+
+def _compare(actual: Any, op: str, expected: Any) -> bool:
+    if op == "exists":
+        return actual not in (None, "")
+    if op == "empty":
+        return actual in (None, "")
+    if op == "eq":
+        return bool(actual == expected)
+    if op == "ne":
+        return bool(actual != expected)
+    if op == "in":
+        return actual in (expected or [])
+    if op == "contains":
+        return isinstance(actual, str | list) and expected in actual
+    try:
+        return bool({"gt": actual > expected, "gte": actual >= expected, "lt": actual < expected,
+                     "lte": actual <= expected}[op])
+    except TypeError:
+        return False
+
+
+def _email_condition(cond: dict[str, Any], contact: Contact, now: dt.datetime, e: Enrollment | None) -> bool:
+    from campaigns.models import Message
+
+    column = "opened_at" if cond["email"] == "opened" else "clicked_at"
+    if e is not None:  # this enrollment's emails (of one step, when named)
+        runs = StepRun.objects.filter(enrollment=e, step_type="send_email")
+        if cond.get("step"):
+            runs = runs.filter(step_id=cond["step"])
+        ids = [r["message_id"] for r in runs.values_list("result", flat=True) if r.get("message_id")]
+        messages = Message.objects.filter(pk__in=ids)
+    else:
+        messages = Message.objects.filter(contact=contact)
+    messages = messages.filter(**{f"{column}__isnull": False})
+    if "within" in cond:
+        messages = messages.filter(**{f"{column}__gte": now - d.parse_duration(cond["within"])})
+    return messages.exists()
+
+
+def _update_contact(ctx: Ctx) -> StepResult:
+    from contacts.models import ContactList, Tag
+    from contacts.pipeline import contacts_changed
+    from contacts.services import contact_upsert
+
+    contact, step = ctx.contact, ctx.step
+    fields: dict[str, Any] = {}
+    attributes = dict(contact.attributes or {})
+    for name, value in (step.get("set") or {}).items():
+        if name.startswith("attributes."):
+            attributes[name.split(".", 1)[1]] = value
+        else:
+            fields[name] = value
+    if attributes != (contact.attributes or {}):
+        fields["attributes"] = attributes
+    if fields:
+        contact, _ = contact_upsert(email=contact.email, **fields)
+    for name in step.get("add_tags") or []:
+        contact.tags.add(Tag.objects.get_or_create(name=name)[0])
+    contact.tags.remove(*Tag.objects.filter(name__in=step.get("remove_tags") or []))
+    for name in step.get("add_lists") or []:
+        contact.lists.add(ContactList.objects.get_or_create(name=name)[0])
+    contact.lists.remove(*ContactList.objects.filter(name__in=step.get("remove_lists") or []))
+    contacts_changed(contact_ids=[contact.pk])  # fit scoring, segments, CRM, as for any contact edit
+    return StepResult({"set": sorted(fields)})
+
+
+def _adjust_score(ctx: Ctx) -> StepResult:
+    from scoring.models import ScoreEntry
+    from scoring.services import scores_refresh
+
+    wf = ctx.enrollment.workflow
+    points = int(ctx.step["points"])
+    reason = str(ctx.step.get("reason") or f"workflow {wf.key}, step {ctx.step['id']}")
+    # A ledger row without a rule: the score stays explainable, and recomputes keep it (they
+    # rebuild rule entries only).
+    ScoreEntry.objects.create(contact=ctx.contact, rule=None, rule_name=f"workflow:{wf.key}"[:150], points=points,
+                              reason=reason[:300], created_at=ctx.now)
+    scores_refresh(contact_ids=[ctx.contact.pk], now=ctx.now)
+    return StepResult({"points": points})
+
+
+def _contact_payload(contact: Contact) -> dict[str, Any]:
+    return {"id": contact.pk, "email": contact.email, "first_name": contact.first_name,
+            "last_name": contact.last_name, "company": contact.company, "score": contact.score,
+            "grade": contact.grade, "lifecycle_stage": contact.lifecycle_stage}
+
+
+def _delivery(ctx: Ctx, channel: str, target: str, payload: dict[str, Any], suffix: str) -> WebhookDelivery:
+    """An outbox row for a webhook/email call; staging never calls real endpoints (dry run)."""
+    staging = ctx.enrollment.is_staging
+    status = DeliveryStatus.PENDING
+    if staging and channel == WebhookDelivery.Channel.WEBHOOK:
+        status = DeliveryStatus.DRY_RUN
+    elif staging:
+        target = staging_recipient_any()
+        status = DeliveryStatus.PENDING if target else DeliveryStatus.DRY_RUN
+    row, created = WebhookDelivery.objects.get_or_create(
+        idempotency_key=f"wf:{ctx.key}:{suffix}",
+        defaults={"step_run": ctx.run, "contact": ctx.contact, "channel": channel, "target": target[:500],
+                  "payload": payload, "status": status, "next_attempt_at": ctx.now})
+    if created and status == DeliveryStatus.PENDING:
+        get_queue(QUEUE).enqueue(WEBHOOK_JOB, row.pk, job_id=f"wf-webhook-{row.pk}-1")
+    return row
+
+
+def staging_recipient_any() -> str:
+    from campaigns.models import SenderProfile
+
+    sender = SenderProfile.objects.filter(is_default=True).first() or SenderProfile.objects.order_by("id").first()
+    return staging_recipient(sender) if sender else str(getattr(settings, "WORKFLOW_STAGING_RECIPIENT", "") or "")
+
+
+def _notify_sales(ctx: Ctx) -> StepResult:
+    wf, contact = ctx.enrollment.workflow, ctx.contact
+    payload = {"event": "workflow.notify_sales", "workflow": wf.key, "step": ctx.step["id"],
+               "message": str(ctx.step.get("message") or f"{contact.email} reached {ctx.step['id']} in {wf.name}"),
+               "contact": _contact_payload(contact)}
+    made: dict[str, Any] = {}
+    email = ctx.step.get("email")
+    if email == "owner":
+        email = contact.owner.email if contact.owner_id and contact.owner else ""
+    if email:
+        made["email"] = _delivery(ctx, WebhookDelivery.Channel.EMAIL, str(email), payload, "email").pk
+    if ctx.step.get("webhook"):
+        made["webhook"] = _delivery(ctx, WebhookDelivery.Channel.WEBHOOK, str(ctx.step["webhook"]), payload,
+                                    "webhook").pk
+    return StepResult({"deliveries": made})
+
+
+def _webhook(ctx: Ctx) -> StepResult:
+    wf = ctx.enrollment.workflow
+    payload = {**(ctx.step.get("payload") or {}), "event": "workflow.webhook", "workflow": wf.key,
+               "step": ctx.step["id"], "contact": _contact_payload(ctx.contact)}
+    row = _delivery(ctx, WebhookDelivery.Channel.WEBHOOK, str(ctx.step["url"]), payload, "webhook")
+    return StepResult({"delivery": row.pk, "status": row.status})
+
+
+def _crm_sync(ctx: Ctx) -> StepResult:
+    from automation.crm.services import crm_sync_request
+
+    res = crm_sync_request(contact_id=ctx.contact.pk, sandbox=ctx.enrollment.is_staging,
+                           reason=f"workflow:{ctx.enrollment.workflow.key}")
+    return StepResult({"connection": res.connection_id, "item": res.item_id, "dry_run": res.dry_run,
+                       "message": res.message})
+
+
+def _exit(ctx: Ctx) -> StepResult:
+    return StepResult({"reason": str(ctx.step.get("reason") or "")}, exit=True)
+
+
+HANDLERS: dict[str, Callable[[Ctx], StepResult]] = {
+    "send_email": _send_email, "wait": _wait, "branch": _branch, "update_contact": _update_contact,
+    "adjust_score": _adjust_score, "notify_sales": _notify_sales, "crm_sync": _crm_sync, "webhook": _webhook,
+    "exit": _exit,
+}
+
+
+# --- The scheduler's tick ---------------------------------------------------------------------------
+
+
+def enrollments_wake(*, now: dt.datetime | None = None, limit: int = WAKE_LIMIT) -> int:
+    """Claim due enrollments (waiting past next_run_at, or active past their lease) of unpaused
+    workflows and enqueue advance jobs for them; returns how many. Safe to run concurrently."""
+    now = now or timezone.now()
+    total = 0
+    for status in (EnrollmentStatus.WAITING, EnrollmentStatus.ACTIVE):
+        while total < limit:
+            claimed = _wake_batch(status, now, min(WAKE_BATCH, limit - total))
+            total += claimed
+            if claimed < WAKE_BATCH:
+                break
+    if total:
+        log.info("woke %s workflow enrollments", total)
+    return total
+
+
+def _wake_batch(status: str, now: dt.datetime, size: int) -> int:
+    with transaction.atomic():
+        # Served by enrollment_due_idx / enrollment_lease_idx (partial on status).
+        due = Enrollment.objects.filter(status=status, next_run_at__lte=now, workflow__paused=False) \
+            .order_by("next_run_at")
+        if connection.features.has_select_for_update_skip_locked:
+            due = due.select_for_update(skip_locked=True, of=("self",))
+        ids = list(due.values_list("pk", flat=True)[:size])
+        if not ids:
+            return 0
+        claimed = list(Enrollment.objects.filter(pk__in=ids, status=status, next_run_at__lte=now)
+                       .values_list("pk", flat=True))
+        Enrollment.objects.filter(pk__in=claimed).update(status=EnrollmentStatus.ACTIVE, next_run_at=now + LEASE,
+                                                         updated_at=now)
+        enqueue_advance(enrollment_ids=claimed)
+    return len(ids)
+
+
+# --- Webhook and sales-email deliveries -------------------------------------------------------------
+
+
+def webhook_deliver(*, delivery_id: int, now: dt.datetime | None = None) -> str:
+    """Send one pending delivery (claimed with a conditional UPDATE); retry later on 429/5xx/timeouts
+    with backoff, fail on other 4xx. Returns the status afterwards."""
+    now = now or timezone.now()
+    claimed = WebhookDelivery.objects.filter(pk=delivery_id, status=DeliveryStatus.PENDING,
+                                             next_attempt_at__lte=now).update(status=DeliveryStatus.SENDING)
+    row = WebhookDelivery.objects.get(pk=delivery_id)
+    if not claimed:
+        return row.status
+    row.attempts += 1
+    try:
+        retry_after = _send(row)
+    except Exception as exc:  # noqa: BLE001  transport errors are retryable
+        retry_after, row.last_error = None, f"{type(exc).__name__}: {exc}"[:2000]
+        retryable = True
+    else:
+        retryable = retry_after is not None
+    if row.last_error.startswith("permanent:"):
+        row.status = DeliveryStatus.FAILED
+    elif not retryable:
+        row.status, row.sent_at = DeliveryStatus.SENT, now
+    elif row.attempts >= WEBHOOK_MAX_ATTEMPTS:
+        row.status = DeliveryStatus.FAILED
+    else:
+        delay = max(retry_after or 0.0, retry_delay(row.attempts, base=dt.timedelta(seconds=10)).total_seconds())
+        row.status, row.next_attempt_at = DeliveryStatus.PENDING, now + dt.timedelta(seconds=delay)
+    row.save(update_fields=["status", "attempts", "last_error", "next_attempt_at", "sent_at"])
+    return row.status
+
+
+def _send(row: WebhookDelivery) -> float | None:
+    """Send; None when done (or permanently failed, noted in last_error), else seconds to wait."""
+    row.last_error = ""
+    if row.channel == WebhookDelivery.Channel.EMAIL:
+        from django.core.mail import send_mail
+
+        body = f"{row.payload.get('message', '')}\n\n{row.payload.get('contact')}"
+        send_mail(subject=f"[Leadflow] {row.payload.get('message', 'Lead update')}"[:200], message=body,
+                  from_email=None, recipient_list=[row.target])
+        return None
+    import requests
+
+    response = requests.post(row.target, json=row.payload, timeout=WEBHOOK_TIMEOUT,
+                             headers={"Idempotency-Key": row.idempotency_key})
+    if response.status_code < 300:
+        return None
+    row.last_error = f"HTTP {response.status_code}: {response.text[:500]}"
+    if response.status_code == 429 or response.status_code >= 500:
+        header = response.headers.get("Retry-After", "")
+        return float(header) if header.isdigit() else 0.0
+    row.last_error = f"permanent: {row.last_error}"
+    return None
+
+
+def webhooks_wake(*, now: dt.datetime | None = None, limit: int = 1000) -> int:
+    """Enqueue due pending deliveries (retries, or a job Redis lost); the claim makes repeats harmless."""
+    now = now or timezone.now()
+    ids = list(WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
+               .order_by("next_attempt_at").values_list("pk", flat=True)[:limit])
+    # Deliveries stuck in "sending" (worker killed mid-call) go back to pending after the lease.
+    WebhookDelivery.objects.filter(status=DeliveryStatus.SENDING, next_attempt_at__lte=now - LEASE) \
+        .update(status=DeliveryStatus.PENDING)
+    queue = get_queue(QUEUE)
+    for pk in ids:
+        queue.enqueue(WEBHOOK_JOB, pk, job_id=f"wf-webhook-{pk}-{uuid.uuid4().hex[:8]}")
+    return len(ids)
