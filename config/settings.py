@@ -39,6 +39,8 @@ if not SECRET_KEY:
             "(for example: python -c 'import secrets; print(secrets.token_urlsafe(50))')"
         )
     SECRET_KEY = "insecure-dev-only-key-do-not-use-in-production-0123456789abcdefghij"  # noqa: S105  DEBUG only
+# Old keys still accepted for signatures (sessions, links in emails already sent) while rotating.
+SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", [])
 
 SITE_URL = env_url("SITE_URL", "http://localhost:8000", schemes=("http", "https")).rstrip("/")
 _site_host = urlsplit(SITE_URL).hostname or "localhost"
