@@ -561,6 +561,9 @@ def _send_one(sender: SenderProfile, smtp: _Sender, message: Message, result: Ba
 def _record_failure(message: Message, token: Any, *, status: str, reason: str, error: str, attempts: int) -> None:
     if status == MessageStatus.DEFERRED and attempts >= settings.DELIVERY_MAX_ATTEMPTS:
         status, error = MessageStatus.FAILED, f"gave up after {attempts} attempts; last error: {error}"
+    log.warning("delivery failure", extra={"message_id": message.pk, "contact_id": message.contact_id,
+                                           "status": status, "reason": reason, "error": error[:300],
+                                           "attempts": attempts})
     next_at = timezone.now() + backoff(attempts) if status == MessageStatus.DEFERRED else None
     _record(message, token, status=status, reason=reason, last_error=error[:2000], attempts=attempts,
             next_attempt_at=next_at)
@@ -584,6 +587,8 @@ def delivery_run_batch(*, sender: SenderProfile, now: dt.datetime | None = None,
         return result
     sendable = _apply_rules(sender, messages, result, now)
     _send_all(sender, sendable, result, deadline or time.monotonic() + settings.DELIVERY_BATCH_SECONDS)
+    log.info("delivery batch", extra={"sender_id": sender.pk, "claimed": result.claimed,
+                                      **{f"n_{status}": n for status, n in result.outcomes.items()}})
     return result
 
 

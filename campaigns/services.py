@@ -4,6 +4,7 @@ recipients did (opens, clicks, unsubscribes) and what providers report (bounces,
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from contacts.emails import normalize_email
 from contacts.ingest import enqueue_processing
 from contacts.models import ConsentStatus, Contact, Event
 from core.audit import audit_record
+
+log = logging.getLogger(__name__)
 
 TRACKING_SOURCE = "email"
 
@@ -69,6 +72,8 @@ def messages_queue(*, template: Any, items: Sequence[QueueItem], sender: SenderP
         ids = list(Message.objects.filter(idempotency_key__in=[i.idempotency_key for i in items])
                    .values_list("id", flat=True))
         delivery_kick(sender.pk)  # deferred to after COMMIT
+    log.info("messages queued", extra={"sender_id": sender.pk, "source": source, "count": len(ids),
+                                       "message_ids": ",".join(map(str, ids[:20]))})
     return ids
 
 
