@@ -1,0 +1,226 @@
+"""Workflow admin: the versioning screen (versions, staging vs production diff and graphs,
+validation, simulation, promote/rollback with a migration preview, dashboard) and an import form.
+Views check access, call one service and report with message_user."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.safestring import mark_safe
+
+from automation import selectors, services
+from automation.definition import DefinitionError
+from automation.models import Enrollment, StepRun, VersionState, WebhookDelivery, Workflow, WorkflowVersion
+from core.admin_utils import EstimatedCountPaginator
+
+
+class ImportForm(forms.Form):
+    file = forms.FileField(required=False, help_text="A YAML or JSON workflow file")
+    text = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 16, "cols": 100}),
+                           help_text="...or paste the file here")
+    to = forms.ChoiceField(choices=[("draft", "New drafts"), ("staging", "Straight to staging")], initial="draft",
+                           required=False)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        upload = data.get("file")
+        data["content"] = upload.read().decode("utf-8") if upload else data.get("text", "")
+        if not data["content"].strip():
+            raise forms.ValidationError("Choose a file or paste one.")
+        return data
+
+
+@admin.register(Workflow)
+class WorkflowAdmin(admin.ModelAdmin):
+    list_display = ["key", "name", "paused", "production", "staging", "updated_at"]
+    search_fields = ["key", "name"]
+    fields = ["key", "name", "test_segment", "timezone", "paused"]
+    readonly_fields = ["key", "name", "timezone", "paused"]  # definitions change through versions
+    change_form_template = "admin/automation/workflow/change_form.html"
+    change_list_template = "admin/automation/workflow/change_list.html"
+
+    @admin.display(description="Production")
+    def production(self, obj: Workflow) -> str:
+        v = obj.versions.filter(state=VersionState.PRODUCTION).first()
+        return f"v{v.number}" if v else "—"
+
+    @admin.display(description="Staging")
+    def staging(self, obj: Workflow) -> str:
+        v = obj.versions.filter(state=VersionState.STAGING).first()
+        return f"v{v.number}" if v else "—"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # workflows arrive by import (file or pasted), so they always have a version
+
+    def get_urls(self) -> list[URLPattern]:
+        def view(route: str, func: Any, name: str) -> URLPattern:
+            return path(route, self.admin_site.admin_view(func), name=f"automation_workflow_{name}")
+
+        return [
+            view("import/", self.import_view, "import"),
+            view("<int:pk>/versions/", self.versions_view, "versions"),
+            view("<int:pk>/act/", self.act_view, "act"),
+            view("<int:pk>/export/", self.export_view, "export"),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        extra = {**(extra_context or {}),
+                 "versions_url": reverse("admin:automation_workflow_versions", args=[object_id])}
+        return super().change_view(request, object_id, form_url, extra)
+
+    def import_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_change_permission(request) or not request.user.has_perm("automation.add_workflowversion"):
+            raise PermissionDenied
+        form = ImportForm(request.POST or None, request.FILES or None)
+        errors: list[str] = []
+        if request.method == "POST" and form.is_valid():
+            try:
+                result = services.workflow_import(text=form.cleaned_data["content"], actor=request.user,
+                                                  to=form.cleaned_data.get("to") or "draft")
+            except (ValidationError, DefinitionError) as exc:
+                errors = exc.messages if isinstance(exc, ValidationError) else [str(exc)]
+            else:
+                done = [str(v) for v in result.versions] or ["nothing new"]
+                self.message_user(request, f"Imported: {', '.join(done)}", messages.SUCCESS)
+                first = (result.versions or result.unchanged)
+                target = reverse("admin:automation_workflow_versions", args=[first[0].workflow_id]) if first else \
+                    reverse("admin:automation_workflow_changelist")
+                return HttpResponseRedirect(target)
+        return TemplateResponse(request, "admin/automation/workflow/import.html", {
+            **self.admin_site.each_context(request), "form": form, "errors": errors, "opts": self.model._meta,
+            "title": "Import workflows"})
+
+    def versions_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        workflow = get_object_or_404(Workflow, pk=pk)
+        if not self.has_view_permission(request, workflow):
+            raise PermissionDenied
+        versions = list(workflow.versions.select_related("author", "promoted_by").order_by("-number"))
+        staging = next((v for v in versions if v.state == VersionState.STAGING), None)
+        production = next((v for v in versions if v.state == VersionState.PRODUCTION), None)
+        sim_version = next((v for v in versions if str(v.pk) == request.GET.get("simulate")), None)
+        simulations = []
+        if sim_version is not None:
+            contacts = selectors.simulation_contacts(emails=request.GET.get("contacts", "").split(","),
+                                                     random_count=int(request.GET.get("random") or 0))
+            simulations = selectors.simulate(version=sim_version, contacts=contacts)
+        rollback_to = services.rollback_target(workflow=workflow)
+        user = request.user
+        return TemplateResponse(request, "admin/automation/workflow/versions.html", {
+            **self.admin_site.each_context(request), "opts": self.model._meta, "original": workflow,
+            "title": f"Versions of {workflow.name}", "workflow": workflow, "versions": versions,
+            "staging": staging, "production": production,
+            "diff": selectors.step_diff(production, staging),
+            "workflow_diff": selectors.workflow_level_diff(production, staging),
+            "staging_svg": mark_safe(selectors.graph_svg(staging)),  # noqa: S308  built with escape()
+            "production_svg": mark_safe(selectors.graph_svg(production)),  # noqa: S308
+            "issues": {v.number: services.version_issues(version=v) for v in (staging, production) if v},
+            "preview": services.migration_preview(source=production, target=staging) if staging else None,
+            "rollback_preview": services.migration_preview(source=production, target=rollback_to)
+            if rollback_to else None,
+            "rollback_to": rollback_to, "sim_version": sim_version, "simulations": simulations,
+            "can_change": self.has_change_permission(request, workflow),
+            "can_promote": user.has_perm("automation.promote_workflow"),
+            "promote_blocked": services.can_promote(actor=user, version=staging) if staging else "",
+            "dashboard": selectors.workflow_dashboard(workflow=workflow),
+        })
+
+    def act_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        workflow = get_object_or_404(Workflow, pk=pk)
+        back = HttpResponseRedirect(reverse("admin:automation_workflow_versions", args=[pk]))
+        if request.method != "POST" or not self.has_change_permission(request, workflow):
+            raise PermissionDenied
+        action, migrate = request.POST.get("action", ""), request.POST.get("migrate") == "1"
+        try:
+            if action == "stage":
+                version = get_object_or_404(WorkflowVersion, pk=request.POST.get("version"), workflow=workflow)
+                services.workflow_stage(version=version, actor=request.user)
+            elif action == "promote":
+                services.workflow_promote(workflow=workflow, actor=request.user, migrate=migrate)
+            elif action == "rollback":
+                services.workflow_rollback(workflow=workflow, actor=request.user, migrate=migrate)
+            elif action in ("pause", "resume"):
+                services.workflow_set_paused(workflow=workflow, paused=action == "pause", actor=request.user)
+            else:
+                raise ValidationError(f"unknown action {action!r}")
+        except PermissionDenied as exc:
+            self.message_user(request, str(exc) or "Not allowed.", messages.ERROR)
+            return back
+        except ValidationError as exc:
+            self.message_user(request, "; ".join(exc.messages), messages.ERROR)
+            return back
+        self.message_user(request, f"{action.title()}: done.", messages.SUCCESS)
+        return back
+
+    def export_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        workflow = get_object_or_404(Workflow, pk=pk)
+        if not self.has_view_permission(request, workflow):
+            raise PermissionDenied
+        version = get_object_or_404(WorkflowVersion, pk=request.GET.get("version"), workflow=workflow)
+        text = services.version_export(version=version)
+        response = HttpResponse(text, content_type="text/yaml; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{workflow.key}-v{version.number}.yaml"'
+        return response
+
+
+class _ReadOnly(admin.ModelAdmin):
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(WorkflowVersion)
+class WorkflowVersionAdmin(_ReadOnly):
+    list_display = ["workflow", "number", "state", "author", "created_at", "promoted_by", "promoted_at"]
+    list_filter = ["state"]
+    list_select_related = ["workflow", "author", "promoted_by"]
+
+
+@admin.register(Enrollment)
+class EnrollmentAdmin(_ReadOnly):
+    list_display = ["id", "contact", "workflow", "version", "status", "step_id", "is_staging", "next_run_at",
+                    "entered_at"]
+    list_filter = ["status", "is_staging", "workflow"]
+    list_select_related = ["contact", "workflow", "version"]
+    raw_id_fields = ["contact", "trigger_event"]
+
+
+@admin.register(StepRun)
+class StepRunAdmin(_ReadOnly):
+    list_display = ["idempotency_key", "step_type", "status", "attempt", "started_at", "finished_at", "error"]
+    list_filter = ["status", "step_type"]
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(_ReadOnly):
+    list_display = ["id", "channel", "target", "status", "attempts", "last_error", "created_at", "sent_at"]
+    list_filter = ["status", "channel"]
+    actions = ["retry"]
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.has_perm("automation.change_webhookdelivery"))
+
+    @admin.action(description="Retry now", permissions=["change"])
+    def retry(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
+        from django.utils import timezone
+
+        count = queryset.filter(status=WebhookDelivery.Status.FAILED).update(
+            status=WebhookDelivery.Status.PENDING, next_attempt_at=timezone.now(), attempts=0)
+        self.message_user(request, f"{count} deliveries queued again (the next tick sends them).")

@@ -477,6 +477,15 @@ def workflows_export(*, keys: Sequence[str] = (), state: str | None = None, fmt:
     return d.dump_text({"templates": templates, "workflows": definitions}, fmt=fmt)
 
 
+def version_export(*, version: WorkflowVersion) -> str:
+    """One version (any state) as a file, with the templates it uses."""
+    from campaigns.models import EmailTemplate
+
+    templates = [_template_spec(t) for t in EmailTemplate.objects.filter(
+        key__in=d.template_keys(version.definition)).order_by("key")]
+    return d.dump_text({"templates": templates, "workflows": [version.definition]})
+
+
 def _template_spec(template: Any) -> dict[str, Any]:
     spec = {"key": template.key}
     for name in ("name", "kind", "subject", "html", "text"):

@@ -1,0 +1,210 @@
+"""Reads for the versioning screen: step diff, the SVG graph, simulation, dashboard counts."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db.models import Count
+from django.utils import timezone
+from django.utils.html import escape
+
+from automation import definition as d
+from automation.engine import condition_holds
+from automation.models import Enrollment, StepRun, Workflow, WorkflowVersion
+from contacts.models import Contact
+
+# --- Step diff ------------------------------------------------------------------------------------
+
+
+@dataclass
+class StepChange:
+    step_id: str
+    change: str  # added | removed | changed | same
+    old: dict[str, Any] | None
+    new: dict[str, Any] | None
+    fields: list[str] = field(default_factory=list)
+
+
+def step_diff(old: WorkflowVersion | None, new: WorkflowVersion | None) -> list[StepChange]:
+    """Steps of both versions matched by id, in the new version's order, removed ones after."""
+    old_steps = {str(s["id"]): s for s in (old.steps if old else [])}
+    new_steps = {str(s["id"]): s for s in (new.steps if new else [])}
+    changes = []
+    for sid, step in new_steps.items():
+        before = old_steps.get(sid)
+        if before is None:
+            changes.append(StepChange(sid, "added", None, step))
+            continue
+        fields = sorted(k for k in set(before) | set(step) if before.get(k) != step.get(k))
+        changes.append(StepChange(sid, "changed" if fields else "same", before, step, fields))
+    changes += [StepChange(sid, "removed", step, None) for sid, step in old_steps.items() if sid not in new_steps]
+    return changes
+
+
+def workflow_level_diff(old: WorkflowVersion | None, new: WorkflowVersion | None) -> list[str]:
+    keys = ("name", "timezone", "test_segment", "trigger", "reentry", "goal")
+    a, b = (old.definition if old else {}), (new.definition if new else {})
+    return [k for k in keys if a.get(k) != b.get(k)]
+
+
+# --- Graph (server-rendered SVG, no JS) ----------------------------------------------------------
+
+_W, _H, _GAP, _X = 220, 44, 26, 40
+_COLOURS = {"send_email": "#e3f2fd", "wait": "#fff8e1", "branch": "#f3e5f5", "exit": "#ffebee"}
+
+
+def graph_svg(version: WorkflowVersion | None, *, highlight: Sequence[str] = ()) -> str:
+    """The steps top to bottom; default edges straight down, other edges as arcs on the right."""
+    if version is None:
+        return ""
+    steps = version.steps
+    index = d.step_map(steps)
+    end_y = len(steps) * (_H + _GAP) + 10
+    parts = []
+    arcs = 0
+    for source, target, label in d.edges(steps):
+        i = index[source]
+        j = index.get(target, len(steps)) if target != d.END else len(steps)
+        y1 = 10 + i * (_H + _GAP) + _H
+        y2 = 10 + j * (_H + _GAP) if j < len(steps) else end_y
+        x = _X + _W / 2
+        if j == i + 1 and label != "then":
+            parts.append(f'<line x1="{x}" y1="{y1}" x2="{x}" y2="{y2}" class="edge"/>')
+            if label:
+                parts.append(f'<text x="{x + 4}" y="{y1 + 14}" class="lbl">{label}</text>')
+            continue
+        arcs += 1
+        bend = _X + _W + 16 + 14 * arcs
+        ya, yb = y1 - _H / 2, y2 + (_H / 2 if j < len(steps) else 0)
+        parts.append(f'<path d="M{_X + _W} {ya} C{bend} {ya} {bend} {yb} {_X + _W} {yb}" class="edge"/>')
+        parts.append(f'<text x="{bend - 10}" y="{(ya + yb) / 2}" class="lbl">{escape(label or "next")}</text>')
+    for i, step in enumerate(steps):
+        y = 10 + i * (_H + _GAP)
+        kind = str(step.get("type"))
+        fill = "#c8e6c9" if str(step.get("id")) in highlight else _COLOURS.get(kind, "#f5f5f5")
+        parts.append(f'<g class="step" data-step="{escape(step.get("id"))}">'
+                     f'<rect x="{_X}" y="{y}" width="{_W}" height="{_H}" rx="6" fill="{fill}" stroke="#555"/>'
+                     f'<text x="{_X + 8}" y="{y + 18}" class="sid">{escape(step.get("id"))}</text>'
+                     f'<text x="{_X + 8}" y="{y + 34}" class="kind">{escape(_summary(step))}</text></g>')
+    parts.append(f'<circle cx="{_X + _W / 2}" cy="{end_y + 8}" r="8" fill="#333"/>'
+                 f'<text x="{_X + _W / 2 + 14}" y="{end_y + 12}" class="lbl">end</text>')
+    width, height = _X + _W + 40 + 14 * arcs + 20, end_y + 30
+    style = ("<style>.edge{stroke:#555;fill:none;stroke-width:1.5}.lbl{font:11px sans-serif;fill:#555}"
+             ".sid{font:bold 12px sans-serif}.kind{font:11px sans-serif;fill:#333}</style>")
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+            f'aria-label="steps of v{version.number}">{style}{"".join(parts)}</svg>')
+
+
+def _summary(step: dict[str, Any]) -> str:
+    kind = str(step.get("type"))
+    detail = {"send_email": step.get("template"), "wait": step.get("duration") or step.get("until")
+              or ("window" if "window" in step else ""), "adjust_score": step.get("points"),
+              "webhook": "POST"}.get(kind)
+    text = f"{kind}: {detail}" if detail not in (None, "") else kind
+    return text[:34]
+
+
+# --- Simulation --------------------------------------------------------------------------------
+
+
+@dataclass
+class SimStep:
+    step_id: str
+    kind: str
+    note: str
+
+
+@dataclass
+class Simulation:
+    contact: Contact
+    path: list[SimStep]
+    outcome: str
+
+
+def simulate(*, version: WorkflowVersion, contacts: Sequence[Contact], now: dt.datetime | None = None,
+             max_steps: int = 100) -> list[Simulation]:
+    """Walk each contact through the version with today's data and no side effects: effects are
+    described, waits assumed over, branches evaluated as they would be now."""
+    now = now or timezone.now()
+    steps = version.steps
+    index = d.step_map(steps)
+    results = []
+    for contact in contacts:
+        path: list[SimStep] = []
+        current = str(steps[0]["id"]) if steps else d.END
+        outcome = "completed"
+        for _ in range(max_steps):
+            if current not in index:
+                break
+            step = steps[index[current]]
+            kind = str(step.get("type"))
+            nxt = d.default_next(steps, index[current])
+            note = _describe(step, version)
+            if kind == "branch":
+                held = condition_holds(step["if"], contact=contact, now=now)
+                nxt, note = str(step["then" if held else "else"]), f"condition {'true' if held else 'false'}"
+            path.append(SimStep(current, kind, note))
+            if kind == "exit":
+                outcome = "exited"
+                break
+            current = nxt
+        else:
+            outcome = "stopped after {max_steps} steps"
+        results.append(Simulation(contact, path, outcome))
+    return results
+
+
+def _describe(step: dict[str, Any], version: WorkflowVersion) -> str:
+    kind = step.get("type")
+    staging = version.state == "staging"
+    if kind == "send_email":
+        return f"would send {step.get('template')}" + (" to the staging recipient" if staging else "")
+    if kind == "wait":
+        return f"would wait {step.get('duration') or step.get('until') or step.get('window')}"
+    if kind == "crm_sync":
+        return "would sync to the CRM" + (" sandbox (or dry run)" if staging else "")
+    if kind in ("webhook", "notify_sales"):
+        return "would call " + str(step.get("url") or step.get("webhook") or step.get("email")) + \
+            (" (dry run in staging)" if staging else "")
+    return f"would {kind}"
+
+
+def simulation_contacts(*, emails: Sequence[str] = (), random_count: int = 0) -> list[Contact]:
+    chosen = list(Contact.objects.filter(email__in=[e.strip().lower() for e in emails if e.strip()]))
+    if random_count:
+        chosen += list(Contact.objects.exclude(pk__in=[c.pk for c in chosen]).order_by("?")[:random_count])
+    return chosen
+
+
+# --- Dashboard ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Dashboard:
+    statuses: dict[str, int]
+    steps: dict[str, dict[str, int]]  # step id -> passed / waiting / failed / opened / clicked
+
+
+def workflow_dashboard(*, workflow: Workflow) -> Dashboard:
+    """Enrollment counts by status; per step (all versions) how many passed, wait there, failed,
+    and for send steps how many emails were opened and clicked."""
+    from campaigns.models import Message
+
+    statuses = dict(Enrollment.objects.filter(workflow=workflow).values_list("status").annotate(n=Count("id")))
+    statuses["enrolled"] = sum(statuses.values())
+    steps: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    runs = StepRun.objects.filter(version__workflow=workflow).values_list("step_id", "status").annotate(n=Count("id"))
+    names = {"succeeded": "passed", "failed": "failed", "waiting": "waiting", "retrying": "retrying"}
+    for step_id, status, n in runs:
+        steps[step_id][names.get(status, status)] += n
+    sends = Message.objects.filter(source=f"workflow:{workflow.key}"[:100])
+    for key, opened, clicked in sends.values_list("idempotency_key", "opened_at", "clicked_at"):
+        parts = key.split(":")  # wf:<enrollment>:<step>:<seq>
+        if len(parts) >= 4:
+            steps[parts[2]]["opened"] += opened is not None
+            steps[parts[2]]["clicked"] += clicked is not None
+    return Dashboard(statuses, {k: dict(v) for k, v in steps.items()})
