@@ -129,9 +129,12 @@ class Message(models.Model):
     """One email to one contact: the outbox row. Never deleted by delivery; erased with the contact."""
 
     contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="messages")
+    # No single-column indexes on template and sender: every status change of a message would
+    # update them (3 writes per email), and the partial indexes below serve the per-sender queries.
+    # Deleting a template or sender that has messages is refused (PROTECT) via a rare full scan.
     template = models.ForeignKey(EmailTemplate, null=True, blank=True, on_delete=models.PROTECT,
-                                 related_name="messages")
-    sender = models.ForeignKey(SenderProfile, on_delete=models.PROTECT, related_name="messages")
+                                 related_name="messages", db_index=False)
+    sender = models.ForeignKey(SenderProfile, on_delete=models.PROTECT, related_name="messages", db_index=False)
     kind = models.CharField(max_length=20, choices=MessageKind.choices, default=MessageKind.MARKETING)
     idempotency_key = models.CharField(max_length=200, unique=True,
                                        help_text="The cause: e.g. enrollment + step, or test:<uuid>")
