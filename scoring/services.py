@@ -12,8 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import defaultdict
-from collections.abc import Collection, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +33,6 @@ from scoring.sql import effective_points_sql, epoch_bucket_sql, now_param, round
 
 logger = logging.getLogger(__name__)
 
-REBUILD_WORKERS = 2  # rules a recompute rebuilds at once on PostgreSQL (one connection each)
 CHUNK = 2000  # ids per statement: far under SQLite's variable limit, small enough for quick UPDATEs
 MQL_EVENT = "became_mql"
 MQL_STAGES_FROM = (LifecycleStage.SUBSCRIBER, LifecycleStage.LEAD)
@@ -398,28 +396,6 @@ def scoring_rule_rebuild(*, rule: ScoringRule, now: dt.datetime | None = None) -
             _rebuild_fit(rule, now)
 
 
-def _rules_rebuilt(rules: Sequence[ScoringRule], now: dt.datetime) -> Iterator[ScoringRule]:
-    """Rebuild each rule (its own transaction), yielding it when done. On PostgreSQL, outside a
-    transaction, REBUILD_WORKERS rules are rebuilt at once, each on its own connection: a rebuild
-    is one INSERT ... SELECT, which uses a single server process (one core) however big it is."""
-    if connection.vendor != "postgresql" or connection.in_atomic_block or REBUILD_WORKERS < 2 or len(rules) < 2:
-        for rule in rules:
-            scoring_rule_rebuild(rule=rule, now=now)
-            yield rule
-        return
-
-    def rebuild(rule: ScoringRule) -> ScoringRule:
-        try:
-            scoring_rule_rebuild(rule=rule, now=now)
-            return rule
-        finally:
-            connection.close()  # this thread's own connection
-
-    with ThreadPoolExecutor(max_workers=REBUILD_WORKERS) as pool:
-        for future in as_completed([pool.submit(rebuild, rule) for rule in rules]):
-            yield future.result()
-
-
 def _job_progress(job: RecomputeJob | None, progress: int, message: str = "") -> None:
     if job is not None:
         RecomputeJob.objects.filter(pk=job.pk).update(progress=progress, message=message)
@@ -433,7 +409,8 @@ def scores_recompute_all(
     now = now or timezone.now()
     rules = ScoringRule.objects.all() if rule_ids is None else ScoringRule.objects.filter(pk__in=rule_ids)
     rule_list = list(rules.order_by("pk"))
-    for done, rule in enumerate(_rules_rebuilt(rule_list, now), start=1):
+    for done, rule in enumerate(rule_list, start=1):
+        scoring_rule_rebuild(rule=rule, now=now)
         _job_progress(job, int(80 * done / (len(rule_list) + 1)), f"rebuilt rule {rule.name!r}")
     with transaction.atomic():
         changed = _score_update_all(now)
