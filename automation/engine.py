@@ -1,8 +1,10 @@
 """The step runner ("Advance" in DESIGN.md): runs enrollments' steps, wakes due ones, sends webhooks.
 
-- enrollments_advance(ids): each enrollment runs its steps until a wait, the end, an exit or a
-  failure, in one transaction per enrollment; effects are rows in that transaction (Message,
-  CRM sync row, WebhookDelivery), so a killed worker leaves nothing half done.
+- enrollments_advance(ids): batches of ADVANCE_BATCH enrollments, one transaction each. Those at
+  the same version and step move together, set-based, where the step allows it (a wait that is
+  over, send_email, the end); the rest run one by one (enrollment_advance) until a wait, the
+  end, an exit or a failure. Effects are rows in that transaction (Message, CRM sync row,
+  WebhookDelivery), so a killed worker leaves nothing half done.
 - A step runs once per visit: its StepRun key `enrollment:step:seq` is unique; a repeated job
   finds the row succeeded and moves on. Retries of a failed attempt reuse the row and its key.
 - enrollments_wake(): the scheduler's tick. Claims due waiting enrollments (and active ones whose
@@ -12,6 +14,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import random
 import time
@@ -23,7 +26,10 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Func, JSONField, Value
+from django.db.models.functions import Cast
 from django.utils import timezone
+from rq import get_current_job
 
 from automation import definition as d
 from automation.models import (
@@ -44,7 +50,9 @@ QUEUE = "default"
 ADVANCE_JOB = "automation.tasks.enrollments_advance"
 WEBHOOK_JOB = "automation.tasks.webhook_deliver"
 LEASE = dt.timedelta(seconds=120)  # an active enrollment untouched this long lost its job
-JOB_CHUNK = 200  # enrollment ids per advance job
+JOB_CHUNK = 200  # enrollment ids per advance job (triggers: small batches start at once)
+WAKE_JOB_CHUNK = 1000  # per advance job from the wake tick (many due at once: fewer, bigger jobs)
+ADVANCE_BATCH = 1000  # enrollments per transaction of an advance job
 JOB_SECONDS = 20.0  # an advance job re-enqueues what it has not reached after this long
 WAKE_BATCH = 1000  # rows claimed per statement by the scheduler tick
 WAKE_LIMIT = 50_000  # per tick (every 5 s); the next tick takes the rest
@@ -83,13 +91,36 @@ class Ctx:
 # --- Enqueueing -----------------------------------------------------------------------------------
 
 
-def enqueue_advance(*, enrollment_ids: Sequence[int]) -> None:
+def enqueue_advance(*, enrollment_ids: Sequence[int], chunk: int = JOB_CHUNK) -> None:
     """One job per chunk; inside a transaction the jobs leave after COMMIT (django-rq)."""
     queue = get_queue(QUEUE)
     ids = list(enrollment_ids)
-    for start in range(0, len(ids), JOB_CHUNK):
-        chunk = ids[start:start + JOB_CHUNK]
-        queue.enqueue(ADVANCE_JOB, chunk, job_id=f"wf-advance-{chunk[0]}-{uuid.uuid4().hex[:12]}")
+    for start in range(0, len(ids), chunk):
+        part = ids[start:start + chunk]
+        queue.enqueue(ADVANCE_JOB, part, job_id=f"wf-advance-{part[0]}-{uuid.uuid4().hex[:12]}")
+
+
+def advance_after_commit(*, enrollment_ids: Sequence[int]) -> None:
+    """New enrollments' first steps. Inside a worker's job (the event pipeline) they run in this
+    process right after COMMIT: no second job to wait for behind the busier queues, and a burst
+    of events is one set-based batch. Elsewhere (a web request, an admin action) or for big
+    batches they go to advance jobs. Either way, a crash before they ran leaves them active with
+    a lease, and the wake tick re-queues them when it runs out (LEASE)."""
+    ids = list(enrollment_ids)
+    if not ids:
+        return
+    if get_current_job() is None or len(ids) > ADVANCE_BATCH:
+        enqueue_advance(enrollment_ids=ids)
+        return
+    transaction.on_commit(lambda: _advance_now(ids))
+
+
+def _advance_now(ids: list[int]) -> None:
+    try:
+        enrollments_advance(enrollment_ids=ids)
+    except Exception:  # noqa: BLE001  a job retries them now; the lease would, later
+        log.warning("advancing %s new enrollments failed; queued as a job", len(ids), exc_info=True)
+        enqueue_advance(enrollment_ids=ids)
 
 
 # --- Advancing --------------------------------------------------------------------------------------
@@ -97,15 +128,177 @@ def enqueue_advance(*, enrollment_ids: Sequence[int]) -> None:
 
 def enrollments_advance(*, enrollment_ids: Sequence[int], now: dt.datetime | None = None,
                         budget: float = JOB_SECONDS) -> int:
-    """Advance each enrollment as far as it can go now; re-enqueue the rest after `budget` seconds."""
+    """Advance the enrollments as far as they can go now, ADVANCE_BATCH per transaction (see
+    `_advance_batch`); re-enqueue what is left after `budget` seconds. Returns how many it took on."""
     started = time.monotonic()
-    ids = list(enrollment_ids)
-    for done, enrollment_id in enumerate(ids):
-        if time.monotonic() - started > budget:
-            enqueue_advance(enrollment_ids=ids[done:])
-            return done
-        enrollment_advance(enrollment_id=enrollment_id, now=now)
+    ids = list(dict.fromkeys(enrollment_ids))  # a repeated id is one enrollment
+    for start in range(0, len(ids), ADVANCE_BATCH):
+        if start and time.monotonic() - started > budget:
+            enqueue_advance(enrollment_ids=ids[start:], chunk=WAKE_JOB_CHUNK)
+            return start
+        _advance_batch(ids[start:start + ADVANCE_BATCH], now or timezone.now())
     return len(ids)
+
+
+def _advance_batch(ids: list[int], now: dt.datetime) -> None:
+    """One transaction for a batch: lock the live enrollments (SKIP LOCKED: another worker's are
+    its own), move those at the same step set-based as far as set-based steps go (a due wait's
+    end, send_email, the end), write them in one statement, and run whatever is left (other step
+    types, paused workflows) through `enrollment_advance`, one savepoint each."""
+    with transaction.atomic():
+        qs = Enrollment.objects.select_related("version", "workflow").filter(pk__in=ids, status__in=LIVE_STATUSES)
+        if connection.features.has_select_for_update_skip_locked:
+            qs = qs.select_for_update(skip_locked=True, of=("self",))
+        runnable: list[Enrollment] = []
+        slow: list[Enrollment] = []
+        for e in qs:
+            if e.status == EnrollmentStatus.WAITING and e.next_run_at and e.next_run_at > now:
+                continue  # not due: a duplicate job
+            (slow if e.workflow.paused else runnable).append(e)
+        seq_before = {e.pk: e.seq for e in runnable}
+        changed, leftovers = _run_set_based(runnable, now)
+        _write_moves(changed, seq_before, now)
+        for e in slow + leftovers:
+            enrollment_advance(enrollment_id=e.pk, now=now)
+
+
+def _write_moves(changed: list[Enrollment], seq_before: dict[int, int], now: dt.datetime) -> None:
+    """One UPDATE per distinct outcome (enrollments woken together mostly share one), not per row."""
+    outcomes: dict[tuple[Any, ...], list[int]] = {}
+    for e in changed:
+        outcome = (e.status, e.step_id, e.seq - seq_before[e.pk], e.next_run_at, e.finished_at)
+        outcomes.setdefault(outcome, []).append(e.pk)
+    for (status, step_id, steps, next_run_at, finished_at), pks in outcomes.items():
+        Enrollment.objects.filter(pk__in=pks).update(status=status, step_id=step_id, seq=F("seq") + steps,
+                                                     next_run_at=next_run_at, finished_at=finished_at,
+                                                     updated_at=now)
+
+
+def _run_set_based(enrollments: list[Enrollment], now: dt.datetime) -> tuple[list[Enrollment], list[Enrollment]]:
+    """Advance groups of enrollments at the same version and step with one query per step (not
+    per enrollment). Returns (the enrollments it moved, in memory; those it could not take
+    further: at a step without a set-based runner, or whose StepRun needs the one-by-one path)."""
+    changed: dict[int, Enrollment] = {}
+    leftovers: list[Enrollment] = []
+    pending = enrollments
+    for _ in range(MAX_STEPS_PER_RUN):
+        if not pending:
+            break
+        groups: dict[tuple[int, str], list[Enrollment]] = {}
+        for e in pending:
+            groups.setdefault((e.version_id, e.step_id), []).append(e)
+        pending = []
+        for (_, step_id), group in groups.items():
+            steps = group[0].version.steps
+            index = d.step_map(steps)
+            if step_id not in index:  # "end", or a step the version does not have
+                for e in group:
+                    _set_state(e, EnrollmentStatus.COMPLETED, finished_at=now)
+                    e.updated_at, changed[e.pk] = now, e
+                continue
+            step = steps[index[step_id]]
+            runner = SET_RUNNERS.get(str(step.get("type")))
+            moved, rest = runner(group, step, d.default_next(steps, index[step_id]), now) if runner else ([], group)
+            leftovers += rest
+            for e, target in moved:
+                e.step_id, e.seq, e.status = target, e.seq + 1, EnrollmentStatus.ACTIVE
+                e.next_run_at, e.updated_at, changed[e.pk] = now + LEASE, now, e
+                pending.append(e)
+    leftovers += pending  # a very long run: the one-by-one path yields it to the wake
+    return list(changed.values()), leftovers
+
+
+def _key(e: Enrollment) -> str:
+    return f"{e.pk}:{e.step_id}:{e.seq}"
+
+
+def _set_wait_over(group: list[Enrollment], step: dict[str, Any], default_next: str,
+                   now: dt.datetime) -> tuple[list[tuple[Enrollment, str]], list[Enrollment]]:
+    """Waits that are over: their StepRuns succeed in one statement. New waits (no StepRun yet)
+    and anything unusual go the one-by-one way."""
+    by_key = {_key(e): e for e in group}
+    runs = {r.idempotency_key: r for r in StepRun.objects.filter(idempotency_key__in=list(by_key),
+                                                                 status=StepRunStatus.WAITING)}
+    moved, rest, done = [], [], []
+    for key, e in by_key.items():
+        run = runs.get(key)
+        if run is None or dt.datetime.fromisoformat(run.result["until"]) > now:
+            rest.append(e)
+            continue
+        done.append(run.pk)
+        moved.append((e, default_next))
+    if done:
+        # The current version's next, not the stored one: a migrated enrollment follows its new version.
+        merged = _json_merge(F("result"), {"next": default_next})
+        claimed = StepRun.objects.filter(pk__in=done, status=StepRunStatus.WAITING).update(
+            status=StepRunStatus.SUCCEEDED, finished_at=now, result=merged)
+        if claimed != len(done):  # another runner finished some meanwhile (SQLite has no row locks)
+            raise IntegrityError("wait step runs changed under a locked batch")
+    return moved, rest
+
+
+def _json_merge(column: F, data: dict[str, Any]) -> Func:
+    """`column` with the keys of `data` set, in SQL (PostgreSQL `||`, SQLite `json_patch`)."""
+    value = Value(json.dumps(data))
+    if connection.vendor == "postgresql":
+        return Func(column, Cast(value, JSONField()), template="(%(expressions)s)", arg_joiner=" || ",
+                    output_field=JSONField())
+    return Func(column, value, function="json_patch", output_field=JSONField())
+
+
+def _set_send_email(group: list[Enrollment], step: dict[str, Any], default_next: str,
+                    now: dt.datetime) -> tuple[list[tuple[Enrollment, str]], list[Enrollment]]:
+    """send_email for many enrollments: their StepRuns in one INSERT (ignore_conflicts, then read
+    back: only rows this call created run), their messages in one `messages_queue` call, the
+    StepRuns' results in one UPDATE; all in a savepoint. Errors, missing templates or senders and
+    StepRuns that already exist go the one-by-one way (which fails, retries or skips them)."""
+    from campaigns.models import EmailTemplate, Message
+    from campaigns.services import NoSender, QueueItem, messages_queue, sender_default
+
+    template = EmailTemplate.objects.filter(key=step.get("template")).first()
+    try:
+        sender = sender_default()
+    except NoSender:
+        return [], group
+    if template is None:
+        return [], group
+    redirect = staging_recipient(sender)
+    by_key = {_key(e): e for e in group if redirect or not e.is_staging}
+    rest = [e for e in group if not (redirect or not e.is_staging)]
+    existing = set(StepRun.objects.filter(idempotency_key__in=list(by_key)).values_list("idempotency_key", flat=True))
+    rest += [e for k, e in by_key.items() if k in existing]
+    fresh = {k: e for k, e in by_key.items() if k not in existing}
+    if not fresh:
+        return [], rest
+    wf = group[0].workflow
+    try:
+        with transaction.atomic():
+            # The messages' keys derive from the step runs' keys, so they are known before the rows.
+            messages_queue(template=template, sender=sender, source=f"workflow:{wf.key}"[:100], items=[
+                QueueItem(e.contact_id, f"wf:{k}", {"workflow": wf.key, "step": step["id"]},
+                          redirect if e.is_staging else "") for k, e in fresh.items()])
+            message_ids = dict(Message.objects.filter(idempotency_key__in=[f"wf:{k}" for k in fresh])
+                               .values_list("idempotency_key", "id"))
+            StepRun.objects.bulk_create([
+                StepRun(enrollment=e, version_id=e.version_id, step_id=e.step_id, step_type="send_email",
+                        idempotency_key=k, started_at=now, finished_at=now, status=StepRunStatus.SUCCEEDED,
+                        result={"message_id": message_ids.get(f"wf:{k}"), "redirect_to": redirect if e.is_staging
+                                else "", "next": default_next, "exit": False})
+                for k, e in fresh.items()], ignore_conflicts=True, batch_size=ADVANCE_BATCH)
+            # Checked: only the rows this call inserted count (a conflicting row is someone else's
+            # visit; its message has the same key, so it was not queued twice).
+            ours = set(StepRun.objects.filter(idempotency_key__in=list(fresh), started_at=now,
+                                              status=StepRunStatus.SUCCEEDED).values_list("idempotency_key", flat=True))
+    except Exception:  # noqa: BLE001  the one-by-one path records, retries or fails each step
+        log.warning("set-based send_email of %s enrollments failed; running them one by one", len(fresh),
+                    exc_info=True)
+        return [], rest + list(fresh.values())
+    return [(fresh[k], default_next) for k in ours], rest + [e for k, e in fresh.items() if k not in ours]
+
+
+SetRunner = Callable[[list[Enrollment], dict[str, Any], str, dt.datetime],
+                     tuple[list[tuple[Enrollment, str]], list[Enrollment]]]
+SET_RUNNERS: dict[str, SetRunner] = {"wait": _set_wait_over, "send_email": _set_send_email}
 
 
 def enrollment_advance(*, enrollment_id: int, now: dt.datetime | None = None) -> str | None:
@@ -513,7 +706,7 @@ def _wake_batch(status: str, now: dt.datetime, size: int) -> int:
                        .values_list("pk", flat=True))
         Enrollment.objects.filter(pk__in=claimed).update(status=EnrollmentStatus.ACTIVE, next_run_at=now + LEASE,
                                                          updated_at=now)
-        enqueue_advance(enrollment_ids=claimed)
+        enqueue_advance(enrollment_ids=claimed, chunk=WAKE_JOB_CHUNK)
     return len(ids)
 
 

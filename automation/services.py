@@ -20,7 +20,7 @@ from django.db.models import Count, Max
 from django.utils import timezone
 
 from automation import definition as d
-from automation.engine import enqueue_advance
+from automation.engine import advance_after_commit, enqueue_advance
 from automation.models import (
     LIVE_STATUSES,
     Enrollment,
@@ -57,7 +57,7 @@ def _live_workflows() -> list[_Live]:
 def workflows_on_events(*, events: Sequence[Event], now: dt.datetime | None = None) -> list[int]:
     """Called by the event pipeline inside its batch transaction: goals exit the contacts who reached
     them, then triggers enroll contacts (re-entry rules apply). Returns the new enrollments' ids;
-    their first steps run in a job that leaves after COMMIT."""
+    their first steps run after COMMIT (`engine.advance_after_commit`)."""
     if not events:
         return []
     now = now or timezone.now()
@@ -66,8 +66,7 @@ def workflows_on_events(*, events: Sequence[Event], now: dt.datetime | None = No
     created: list[int] = []
     for live in _live_workflows():
         created += _enroll_from_events(live, events, now)
-    if created:
-        enqueue_advance(enrollment_ids=created)
+    advance_after_commit(enrollment_ids=created)
     return created
 
 

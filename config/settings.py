@@ -254,3 +254,10 @@ ALERT_NO_SENDS_MINUTES = env_int("ALERT_NO_SENDS_MINUTES", 10, minimum=1)
 # --- CRM sync -------------------------------------------------------------------------
 # Fernet key for CRM tokens and signing secrets stored in the database; empty: derived from SECRET_KEY.
 CRM_SECRETS_KEY = env_str("CRM_SECRETS_KEY", "") or ""
+
+# --- Workflows ----------------------------------------------------------------------------
+# Where staging versions' emails go when the sender profile names no staging recipient; empty:
+# such a staging send_email step fails (it never falls back to the contact's real address).
+WORKFLOW_STAGING_RECIPIENT = env_str("WORKFLOW_STAGING_RECIPIENT", "") or ""
+# True: the author of a version cannot promote it to production (a second person must).
+WORKFLOW_PROMOTE_SECOND_PERSON = env_bool("WORKFLOW_PROMOTE_SECOND_PERSON", False)

@@ -108,6 +108,9 @@ def contacts_changed(*, contact_ids: Collection[int]) -> set[int]:
         segment_events = segments_update_contacts(contact_ids=ids | changed)
         if segment_events:  # created processed: scored here, in this transaction
             score_events(events=segment_events)
+            from automation.services import workflows_on_events  # segment_entered triggers and goals
+
+            workflows_on_events(events=segment_events)
         from automation.crm.services import crm_contacts_changed  # CRM sync: queue changed payloads
         crm_contacts_changed(contact_ids=ids, reason="contact")
     return changed

@@ -440,3 +440,83 @@ def test_the_wake_tick_claims_due_enrollments_and_enqueues_jobs_with_ids(
     assert engine.enrollments_wake(now=later + engine.LEASE + dt.timedelta(seconds=1)) == 3
     advance(later + 3 * engine.LEASE)
     assert set(Enrollment.objects.values_list("status", flat=True)) == {"exited"}
+
+
+def test_enrollments_waking_together_advance_in_set_based_batches_exactly_once(
+        sender, django_assert_max_num_queries) -> None:
+    workflow = deploy(wf_file(trigger={"type": "manual"}, templates=["hi"], steps=[
+        {"id": "w", "type": "wait", "duration": "1h"}, {"id": "hi", "type": "send_email", "template": "hi"}]))
+    contacts = [make_contact(f"batch{i}@example.com") for i in range(40)]
+    ids = workflow_enroll(workflow=workflow, contact_ids=[c.pk for c in contacts], actor="test")
+    engine.enrollments_advance(enrollment_ids=ids)
+    assert set(Enrollment.objects.values_list("status", "step_id")) == {("waiting", "w")}
+    later = timezone.now() + dt.timedelta(hours=1, seconds=1)
+    engine.enrollments_wake(now=later)
+    # given 40 enrollments due at once, when one job advances them,
+    # then a constant number of queries does it (not one transaction per enrollment)
+    with django_assert_max_num_queries(30):
+        assert engine.enrollments_advance(enrollment_ids=ids, now=later) == 40
+    assert set(Enrollment.objects.values_list("status", flat=True)) == {"completed"}
+    assert Message.objects.count() == 40
+    waits = StepRun.objects.filter(step_id="w")
+    assert {(r.status, r.result["next"]) for r in waits} == {("succeeded", "hi")}
+    assert all("until" in r.result for r in waits)  # the merge kept what the wait recorded
+    sends = {r.enrollment_id: r for r in StepRun.objects.filter(step_id="hi")}
+    assert {r.status for r in sends.values()} == {"succeeded"}
+    by_key = dict(Message.objects.values_list("idempotency_key", "id"))
+    assert all(r.result["message_id"] == by_key[f"wf:{r.idempotency_key}"] for r in sends.values())
+    # a replayed job, and a crash replayed from before the send, queue nothing twice
+    engine.enrollments_advance(enrollment_ids=ids + ids, now=later)
+    Enrollment.objects.filter(pk__in=ids[:5]).update(status="active", step_id="hi", seq=1, next_run_at=later)
+    engine.enrollments_advance(enrollment_ids=ids, now=later)
+    assert Message.objects.count() == 40
+    assert StepRun.objects.count() == 80
+    assert set(Enrollment.objects.values_list("status", flat=True)) == {"completed"}
+
+
+def test_a_batch_mixes_set_based_and_one_by_one_steps(sender) -> None:
+    deploy(wf_file(templates=["hi"], steps=[
+        {"id": "hi", "type": "send_email", "template": "hi"},
+        {"id": "score", "type": "adjust_score", "points": 3},
+        {"id": "again", "type": "send_email", "template": "hi"}]))
+    real, tester = make_contact("real@example.com"), make_contact("qa-batch@example.com", is_test=True)
+    emit(real, "signed_up")
+    emit(tester, "signed_up")
+    advance()
+    assert set(Enrollment.objects.values_list("status", flat=True)) == {"completed"}
+    assert Message.objects.filter(contact=real).count() == 2
+    assert ScoreEntry.objects.filter(contact=real).count() == 1
+    # the test contact runs production here too (no staging version): its email is its own
+    assert set(Message.objects.filter(contact=tester).values_list("redirect_to", flat=True)) == {""}
+
+
+def test_event_triggered_first_steps_run_right_after_the_event_jobs_commit(
+        sender, monkeypatch, django_capture_on_commit_callbacks) -> None:
+    deploy(wf_file(templates=["hi"], steps=[{"id": "hi", "type": "send_email", "template": "hi"}]))
+    monkeypatch.setattr(engine, "get_current_job", lambda: object())  # as inside the event job
+    queue = get_queue("default")
+    queue.empty()
+    with django_capture_on_commit_callbacks() as after_commit:
+        emit(make_contact("fast@example.com"), "signed_up")
+    assert Enrollment.objects.get().status == "active"  # nothing ran inside the event's transaction
+    for callback in after_commit:  # COMMIT (run by hand: delivery's own kick would defer itself forever)
+        callback()
+    assert status(Contact.objects.get(email="fast@example.com"))[0] == "completed"
+    assert Message.objects.count() == 1
+    assert not [j for j in queue.get_jobs() if j.id.startswith("wf-advance-")]  # no second job, no tick
+
+
+def test_a_contact_edit_that_enters_a_segment_fires_segment_entered_triggers(sender) -> None:
+    hot = Segment.objects.create(name="Hot", definition={"field": "job_title", "op": "eq", "value": "CEO"})
+    deploy(wf_file("promote", steps=[{"id": "title", "type": "update_contact", "set": {"job_title": "CEO"}}]))
+    deploy(wf_file("on-seg", trigger={"type": "segment_entered", "segment": "Hot"},
+                   steps=[{"id": "t", "type": "update_contact", "add_tags": ["seg"]}]))
+    contact = make_contact("riser@example.com", job_title="Analyst")
+    emit(contact, "signed_up")  # not a member yet: no segment event from the event itself
+    assert list(Enrollment.objects.values_list("workflow__key", flat=True)) == ["promote"]
+    advance()  # the step edits the contact; contacts_changed updates segments, emitting segment_entered
+    advance()  # the new enrollment's first step (a worker runs it after COMMIT)
+    assert hot.memberships.filter(contact=contact).exists()
+    assert sorted(Enrollment.objects.values_list("workflow__key", "status")) == [
+        ("on-seg", "completed"), ("promote", "completed")]
+    assert contact.tags.filter(name="seg").exists()
