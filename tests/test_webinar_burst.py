@@ -298,7 +298,9 @@ def test_500_registrations_in_one_call_give_500_emails_at_the_rate_and_500_crm_s
     assert set(stack.crm.stats.upserts) == set(emails)
     assert set(stack.crm.stats.upserts.values()) == {1}
     # and the sender's limit held in every second, and the CRM never had to say 429
-    assert max_per_second([r.at for r in stack.sink.received]) <= RATE + BURST
+    busiest = max_per_second([r.at for r in stack.sink.received])
+    print(f"\nburst: busiest second {busiest} receipts (limit {RATE} + burst {BURST})")  # noqa: T201  reported (pytest -s)
+    assert busiest <= RATE + BURST
     assert stack.crm.stats.statuses[429] == 0
     # and every row is final: sent, synced, enrollments completed, events processed
     assert set(Message.objects.values_list("status", flat=True)) == {MessageStatus.SENT}
@@ -403,7 +405,7 @@ def test_a_mailbox_server_refusing_for_a_while_defers_and_then_delivers_every_em
     assert stats.by_status.get(MessageStatus.DEFERRED, 0) > 0
     reasons = set(Message.objects.filter(status=MessageStatus.DEFERRED).values_list("reason", flat=True))
     assert reasons <= {"temporary_failure", "connection"}, reasons
-    assert "deferred" in ops_page().lower()
+    assert "<td>deferred</td>" in ops_page()  # the messages-by-status table
     # when the server accepts again and the deferrals come due (timestamps moved, not slept through)
     stack.sink.state.refuse_until = 0
     wait_for(lambda: not Message.objects.filter(status__in=[MessageStatus.SENDING, MessageStatus.QUEUED]).exists(),
