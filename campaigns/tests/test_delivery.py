@@ -264,3 +264,22 @@ def test_a_sender_profile_with_bad_settings_names_the_field(field, value, error_
     with pytest.raises(ValidationError) as info:
         profile.full_clean()
     assert error_field in info.value.message_dict
+
+
+def test_a_delivery_job_that_fails_still_frees_its_slot(sender, template, monkeypatch):
+    from django.db import OperationalError
+
+    from campaigns import delivery
+    from core.queues import get_connection
+
+    queue(template, [make_contact("a@example.com")])
+    get_connection().set(delivery._kick_key(sender.pk, 0), "1")
+
+    def database_gone(**kwargs):  # noqa: ANN003, ANN202
+        raise OperationalError("the database system is starting up")
+
+    monkeypatch.setattr(delivery, "delivery_run_batch", database_gone)
+    with pytest.raises(OperationalError):
+        delivery.delivery_run(sender_id=sender.pk, slot=0)
+    # the sweeper's next kick can start a job at once, instead of after the kick expires
+    assert not get_connection().exists(delivery._kick_key(sender.pk, 0))
