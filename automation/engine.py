@@ -163,15 +163,19 @@ def _advance_batch(ids: list[int], now: dt.datetime) -> None:
 
 
 def _write_moves(changed: list[Enrollment], seq_before: dict[int, int], now: dt.datetime) -> None:
-    """One UPDATE per distinct outcome (enrollments woken together mostly share one), not per row."""
+    """One UPDATE per distinct (position before, outcome) (enrollments woken together mostly share
+    one), not per row. Each is a conditional claim: the rows must still be where this batch read
+    them (PostgreSQL's row locks make that certain; on SQLite a concurrent runner may have moved
+    them, and then the whole batch is undone)."""
     outcomes: dict[tuple[Any, ...], list[int]] = {}
     for e in changed:
-        outcome = (e.status, e.step_id, e.seq - seq_before[e.pk], e.next_run_at, e.finished_at)
+        outcome = (seq_before[e.pk], e.status, e.step_id, e.seq, e.next_run_at, e.finished_at)
         outcomes.setdefault(outcome, []).append(e.pk)
-    for (status, step_id, steps, next_run_at, finished_at), pks in outcomes.items():
-        Enrollment.objects.filter(pk__in=pks).update(status=status, step_id=step_id, seq=F("seq") + steps,
-                                                     next_run_at=next_run_at, finished_at=finished_at,
-                                                     updated_at=now)
+    for (before, status, step_id, seq, next_run_at, finished_at), pks in outcomes.items():
+        moved = Enrollment.objects.filter(pk__in=pks, seq=before, status__in=LIVE_STATUSES).update(
+            status=status, step_id=step_id, seq=seq, next_run_at=next_run_at, finished_at=finished_at, updated_at=now)
+        if moved != len(pks):
+            raise IntegrityError("enrollments moved under a locked advance batch")
 
 
 def _run_set_based(enrollments: list[Enrollment], now: dt.datetime) -> tuple[list[Enrollment], list[Enrollment]]:
