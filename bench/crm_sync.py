@@ -4,7 +4,7 @@
 
 Starts a throwaway PostgreSQL cluster (fsync on), an embedded Redis, a loopback fake HubSpot in this
 process (automation.crm.fakes: batch upsert shapes, 100 requests per sliding 10 s, 429 with
-Retry-After beyond that) and one RQ worker on the `crm` queue. Creates the contacts and a HubSpot
+Retry-After beyond that) and two RQ workers on the `crm` queue (--workers). Creates the contacts and a HubSpot
 connection (100/10s, 100 per batch), queues them through crm_contacts_changed, then measures until
 every row is synced:
 - sync_seconds: first to last request the fake admitted. 500 requests at 100 per 10 s cannot take
@@ -16,6 +16,7 @@ Prints one JSON object with the figures and whether each target is met.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -72,6 +73,9 @@ def not_synced(db_url: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--contacts", type=int, default=50_000)
+    parser.add_argument("--workers", type=int, default=2,
+                        help="crm workers; one worker's per-batch work (~100 ms under load) nears the 102 ms "
+                             "between requests the limit allows, so a second one keeps the limit the bottleneck")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="leadflow-bench-"))
@@ -84,6 +88,7 @@ def main() -> None:
                SECURE_SSL_REDIRECT="false", DATABASE_URL=cluster.url, LOG_LEVEL="WARNING",
                REDIS_URL=f"unix://{redis_server.socket_file}?db=0")
     result: dict[str, Any] = {"benchmark": "crm_sync", "db": "postgresql", "contacts": args.contacts,
+                              "workers": args.workers,
                               "crm_limit": "100 requests / 10 s (sliding)", "batch_size": 100}
     try:
         manage(env, "migrate", "--noinput", "-v0")
@@ -91,11 +96,14 @@ def main() -> None:
         _, queued, queue_seconds = next(line for line in out.splitlines() if line.startswith("QUEUED")).split()
         result["queued"] = {"rows": int(queued), "seconds": float(queue_seconds)}
         worker = [sys.executable, str(ROOT / "manage.py"), "worker", "crm"]
-        with process(worker, env, tmp / "worker.log"):
+        with contextlib.ExitStack() as workers:
+            for n in range(args.workers):
+                workers.enter_context(process(worker, env, tmp / f"worker-{n}.log"))
             started = time.perf_counter()
             while (left := not_synced(cluster.url)) > 0:
                 if time.perf_counter() - started > 600:
-                    raise SystemExit(f"{left} rows not synced after 600 s: " + (tmp / "worker.log").read_text()[-2000:])
+                    raise SystemExit(f"{left} rows not synced after 600 s: "
+                                     + (tmp / "worker-0.log").read_text()[-2000:])
                 time.sleep(0.5)
             wall = time.perf_counter() - started
     finally:

@@ -507,6 +507,7 @@ def crm_sync_run(*, connection_id: int, env: SyncEnv | None = None, budget: floa
     if switch_paused("crm_sync"):
         return 0  # held by ops' kill switch: rows stay pending; resuming (or the sweeper) re-offers them
     sync_job_started(connection_id=connection_id)
+    _offer_companion(connection_id)
     deadline = time.monotonic() + budget
     sent = 0
     while time.monotonic() < deadline:
@@ -516,6 +517,19 @@ def crm_sync_run(*, connection_id: int, env: SyncEnv | None = None, budget: floa
             break
     _schedule_next(connection_id)
     return sent
+
+
+def _offer_companion(connection_id: int) -> None:
+    """With a backlog, queue one more job for this connection: another worker (if there is one)
+    works on it at the same time, both paced by the shared limit, so the limit rather than one
+    worker's per-batch work sets the pace. With a single worker the extra job just waits its turn."""
+    conn = CrmConnection.objects.filter(pk=connection_id).only("batch_size").first()
+    if conn is None:
+        return
+    backlog = CrmSyncItem.objects.filter(connection_id=connection_id, status=SyncStatus.PENDING,
+                                         next_attempt_at__lte=timezone.now())[: conn.batch_size * 2 + 1].count()
+    if backlog > conn.batch_size * 2:
+        _enqueue_now(connection_id, 0)
 
 
 def _schedule_next(connection_id: int) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import time
 
+import pytest
+
 from automation.crm.connectors.hubspot import HubSpotConnector
 from automation.crm.models import CrmSyncItem, CrmSyncLog, LogOutcome, SyncStatus
 from automation.crm.services import (
@@ -280,3 +282,27 @@ def test_a_contact_changed_while_in_flight_is_sent_again(make_connection, make_c
     item = CrmSyncItem.objects.get(contact=contact)
     assert item.status == SyncStatus.PENDING
     assert item.dirty is False
+
+
+@pytest.mark.django_db(transaction=True)  # jobs leave after COMMIT
+def test_a_backlog_offers_a_companion_job_so_a_second_worker_shares_the_limit(make_connection, make_contacts):
+    from rq import Queue
+
+    from automation.crm.services import _offer_companion, _queued_flag, crm_contacts_changed
+    from core.queues import get_connection
+
+    conn = make_connection(batch_size=10)
+    crm_contacts_changed(contact_ids=[c.pk for c in make_contacts(25)], reason="test")
+    redis = get_connection()
+    redis.delete(_queued_flag(conn.pk))
+    crm = Queue("crm", connection=redis)
+    crm.empty()
+    _offer_companion(conn.pk)  # 25 due rows > 2 batches: one more job
+    assert crm.count == 1
+    _offer_companion(conn.pk)  # the queued flag dedupes: still one
+    assert crm.count == 1
+    redis.delete(_queued_flag(conn.pk))
+    crm.empty()
+    CrmSyncItem.objects.filter(connection=conn).update(status=SyncStatus.SYNCED)
+    _offer_companion(conn.pk)  # nothing due: no companion
+    assert crm.count == 0
