@@ -31,13 +31,14 @@ from typing import Any
 import psycopg
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
+from django.core.mail.backends.smtp import EmailBackend as SmtpBackend
 from django.db import connection as db_connection
 from django.db import transaction
 from django.db.models import Count, Field, Q
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from campaigns import delivery_rules, rendering, tracking
+from campaigns import delivery_rules, mime, rendering, tracking
 from campaigns.models import (
     PENDING_STATUSES,
     Message,
@@ -270,19 +271,23 @@ def message_render(message: Message, sender: SenderProfile) -> None:
     message.to_email = message.redirect_to or message.contact.email
 
 
+def _headers(message: Message) -> dict[str, str]:
+    return {
+        "Message-ID": message.provider_message_id,
+        "X-Leadflow-Message": str(message.pk),
+        # RFC 8058 one-click unsubscribe: mailbox providers POST to the URL.
+        "List-Unsubscribe": f"<{tracking.unsubscribe_url(message.pk)}>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+    }
+
+
 def _email_for(message: Message, sender: SenderProfile, conn: Any) -> EmailMultiAlternatives:
+    """Django's builder: for non-SMTP backends (console, file, locmem, anymail) and the odd
+    message the lean writer declines (campaigns/mime.py)."""
     from_email = formataddr((sender.from_name, sender.from_email)) if sender.from_name else sender.from_email
-    unsubscribe = tracking.unsubscribe_url(message.pk)
     email = EmailMultiAlternatives(
         subject=message.subject, body=message.text, from_email=from_email, to=[message.to_email],
-        reply_to=[sender.reply_to] if sender.reply_to else None, connection=conn,
-        headers={
-            "Message-ID": message.provider_message_id,
-            "X-Leadflow-Message": str(message.pk),
-            # RFC 8058 one-click unsubscribe: mailbox providers POST to the URL.
-            "List-Unsubscribe": f"<{unsubscribe}>",
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-        },
+        reply_to=[sender.reply_to] if sender.reply_to else None, connection=conn, headers=_headers(message),
     )
     email.attach_alternative(message.html, "text/html")
     return email
@@ -339,9 +344,16 @@ class _Sender:
                 log.debug("delivery: close failed", exc_info=True)
             self.opened = False
 
-    def send(self, email: EmailMultiAlternatives) -> None:
+    def send(self, message: Message) -> None:
         self.open()
-        self.conn.send_messages([email])
+        smtp = getattr(self.conn, "connection", None) if isinstance(self.conn, SmtpBackend) else None
+        data = mime.build(subject=message.subject, from_name=self.sender.from_name,
+                          from_email=self.sender.from_email, to=message.to_email, reply_to=self.sender.reply_to,
+                          text=message.text, html=message.html, headers=_headers(message)) if smtp else None
+        if smtp is not None and data is not None:
+            smtp.sendmail(self.sender.from_email, [message.to_email], data)  # raises like Django's backend
+        else:
+            self.conn.send_messages([_email_for(message, self.sender, self.conn)])
 
 
 def _record(message: Message, token: Any, **updates: Any) -> bool:
@@ -545,7 +557,7 @@ def _send_one(sender: SenderProfile, smtp: _Sender, message: Message, result: Ba
               marks: _SentMarks) -> None:
     attempts = message.attempts + 1
     try:
-        smtp.send(_email_for(message, sender, smtp.conn))
+        smtp.send(message)
     except Exception as exc:  # noqa: BLE001  classified below: every failure is recorded with its reason
         try:
             status, reason, error = _classify(exc)
