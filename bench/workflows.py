@@ -22,13 +22,9 @@ import argparse
 import json
 import os
 import random
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +35,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import manage  # noqa: E402
+from bench.common import django_env, manage, percentile, process, sql, wait_http  # noqa: E402
 from core.testing.pgcluster import PostgresCluster, free_port  # noqa: E402
 
 TARGETS = {"latency_p99_seconds": 2.0, "wake_seconds": 60.0}
@@ -107,42 +103,12 @@ ANALYZE;
 """
 
 
-@contextmanager
-def process(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
 
 
-def sql(db_url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    """Polled often: a plain connection, not `manage.py shell` (whose start-up takes a core)."""
-    with psycopg.connect(db_url.replace("postgres://", "postgresql://"), autocommit=True) as conn:
-        return conn.execute(query, params).fetchall()
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def wait_http(port: int, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
-            return
-        except requests.RequestException:  # refused while binding, slow while workers boot
-            if time.monotonic() > deadline:
-                raise SystemExit("gunicorn did not start: " + log.read_text()[-2000:]) from None
-            time.sleep(0.2)
 
 
 def latency_phase(args: argparse.Namespace, env: dict[str, str], db_url: str, tmp: Path, sink_log: Path,
@@ -237,11 +203,7 @@ def main() -> None:
     port, smtp_port = free_port(), free_port()
     sink_log = tmp / "sink.log"
     sink_log.touch()
-    env = {k: v for k, v in os.environ.items() if k not in {"DJANGO_ALLOW_ASYNC_UNSAFE"}}
-    env.update(DJANGO_SETTINGS_MODULE="config.settings", DEBUG="false", ENV_FILE="", VAR_DIR=str(tmp / "var"),
-               SECRET_KEY="bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",  # noqa: S106
-               ALLOWED_HOSTS="127.0.0.1", SECURE_SSL_REDIRECT="false", DATABASE_URL=cluster.url,
-               LOG_LEVEL="WARNING", REDIS_URL=f"unix://{redis_server.socket_file}?db=0")
+    env = django_env(tmp, database_url=cluster.url, redis_socket=redis_server.socket_file)
     result: dict[str, Any] = {"benchmark": "workflows", "db": "postgresql", "load_before": os.getloadavg()[0]}
     try:
         with process([sys.executable, str(ROOT / "bench" / "_smtp_sink.py"), str(smtp_port), str(sink_log)], env,
