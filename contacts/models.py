@@ -294,6 +294,9 @@ class Event(models.Model):
     source = models.CharField(max_length=100, help_text="api:<key>, tracking, crm, system, ...")
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     processed_at = models.DateTimeField(null=True, blank=True, help_text="When scoring, segments and triggers ran")
+    # The request (X-Request-ID) or job that created the event; enrollments, messages and CRM rows
+    # it causes carry the same id, so one event can be followed through logs and rows.
+    correlation_id = models.CharField(max_length=100, blank=True, default="", db_default="")
 
     class Meta:
         ordering = ["-occurred_at", "-id"]
@@ -327,6 +330,10 @@ class Segment(models.Model):
     is_active = models.BooleanField(default=True)
     member_count = models.PositiveIntegerField(default=0, editable=False)
     refreshed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The last full refresh that failed (cleared by the next one that succeeds): the operations
+    # page lists these, a silently stale segment is the failure it exists to catch.
+    refresh_failed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    refresh_error = models.TextField(blank=True, default="", db_default="", editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

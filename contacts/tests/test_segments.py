@@ -209,7 +209,9 @@ def test_update_contacts_skips_a_segment_whose_definition_no_longer_compiles() -
     assert members(vips) == {"ann@example.com"}
 
 
-def test_update_contacts_uses_the_same_number_of_queries_for_3_or_30_contacts() -> None:
+def test_update_contacts_uses_the_same_number_of_queries_for_3_or_24_contacts() -> None:
+    # 24 contacts x 4 segments = 96 events: one bulk INSERT on SQLite too (Django batches at 999
+    # parameters, 10 per event), so any per-contact query shows up as a difference.
     for i in range(3):
         Segment.objects.create(name=f"VIPs {i}", definition={"all": [VIP, {"event": "visit", "did": False}]})
     Segment.objects.create(name="High score", definition=HIGH_SCORE)
@@ -224,7 +226,7 @@ def test_update_contacts_uses_the_same_number_of_queries_for_3_or_30_contacts() 
         assert len(events) == 4 * count
         return len(captured.captured_queries)
 
-    assert queries_for(3, "few") == queries_for(30, "many")
+    assert queries_for(3, "few") == queries_for(24, "many")
 
 
 # --- Saving ------------------------------------------------------------------------------------------------
