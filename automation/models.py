@@ -107,6 +107,9 @@ class Enrollment(models.Model):
     entered_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # The triggering event's correlation id (a manual entry: the request's); its step runs,
+    # messages and CRM rows carry it on (core/logs.py).
+    correlation_id = models.CharField(max_length=100, blank=True, default="", db_default="")
 
     class Meta:
         ordering = ["-id"]
@@ -163,6 +166,7 @@ class StepRun(models.Model):
     error = models.TextField(blank=True)
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
+    correlation_id = models.CharField(max_length=100, blank=True, default="", db_default="")  # the enrollment's
 
     class Meta:
         ordering = ["enrollment", "id"]

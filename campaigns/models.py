@@ -143,6 +143,9 @@ class Message(models.Model):
     # Staging versions redirect to the sender's staging recipient and mark the subject.
     redirect_to = models.EmailField(blank=True)
     is_test = models.BooleanField(default=False)
+    # The cause's correlation id (a workflow step: its enrollment's; else the request or job that
+    # queued it), so a sent email is followed back to its event (core/logs.py).
+    correlation_id = models.CharField(max_length=100, blank=True, default="", db_default="")
 
     status = models.CharField(max_length=20, choices=MessageStatus.choices, default=MessageStatus.QUEUED)
     reason = models.CharField(max_length=50, blank=True,

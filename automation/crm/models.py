@@ -110,6 +110,10 @@ class CrmSyncItem(models.Model):
     crm_id = models.CharField(max_length=100, blank=True, help_text="The record's id in the CRM")
     queued_at = models.DateTimeField(null=True, blank=True)
     synced_at = models.DateTimeField(null=True, blank=True)
+    # The correlation id of the change that last queued the row (an event, an enrollment's step,
+    # a request or job). The row is coalesced per contact, so the latest change wins: earlier
+    # causes are in the logs, not here.
+    correlation_id = models.CharField(max_length=100, blank=True, default="", db_default="")
 
     class Meta:
         verbose_name = "CRM sync item"
