@@ -24,6 +24,14 @@ class LeadflowCollector(Collector):
             failed.add_metric([q.name], q.failed)
             running.add_metric([q.name], q.running)
         yield from (depth, age, failed, running)
+        done = GaugeMetricFamily("leadflow_queue_jobs_finished_last_hour", "Jobs finished in the last 60 minutes",
+                                 labels=["queue"])
+        lost = GaugeMetricFamily("leadflow_queue_jobs_failed_last_hour",
+                                 "Job attempts failed in the last 60 minutes (retried ones included)", labels=["queue"])
+        for t in ops.queue_throughput():
+            done.add_metric([t.name], t.finished)
+            lost.add_metric([t.name], t.failed)
+        yield from (done, lost)
         yield GaugeMetricFamily("leadflow_workers", "RQ workers registered", value=ops.workers_seen())
 
         delivery = ops.delivery_stats()

@@ -1,25 +1,31 @@
 """What ops needs to see, read from the database and Redis at request time: the operations page,
 /metrics and /readyz all use these selectors, so they never disagree.
 
-Every figure is one grouped query or one Redis call; nothing loops over rows."""
+Every figure is one grouped query or one Redis call (or pipeline); nothing loops over rows."""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Q
-from django.db.models.functions import TruncMinute
+from django.db.models.functions import Coalesce, TruncMinute
 from django.utils import timezone
+from redis import Redis
 from redis.exceptions import RedisError
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.worker import Worker
 
 from core.models import Heartbeat, Switch
 from core.queues import get_connection, get_queue
+
+log = logging.getLogger(__name__)
 
 STUCK_QUEUED = dt.timedelta(minutes=10)  # a due message or CRM row untouched this long is stuck
 
@@ -55,6 +61,72 @@ def queue_stats() -> list[QueueStats]:
 
 def workers_seen() -> int:
     return len(Worker.all(connection=get_connection()))
+
+
+# --- Job throughput per queue: per-minute counters in Redis, written by the workers ---------------------------
+# Finished jobs leave no row anywhere (RQ keeps results a while at most), so each worker counts its
+# jobs' outcomes as they happen (core/management/commands/worker.py, JobCounters): one hash per
+# queue and minute, {"finished": n, "failed": n}, expiring after two hours. Counters are only
+# observations: a Redis flush loses the chart, never work.
+JOB_COUNTERS_KEY = "leadflow:jobs:{queue}:{minute}"  # minute: Unix time // 60
+JOB_COUNTERS_TTL = 2 * 3600  # outlives the hour the operations page shows
+JOB_OUTCOMES = ("finished", "failed")
+
+
+def job_outcome_record(*, redis: Redis, queue: str, outcome: str, at: float | None = None) -> None:
+    """Count one job outcome ("finished" or "failed") in its queue's minute. Never raises: a
+    counter that cannot be written is logged and lost, the job it counts is not affected."""
+    if outcome not in JOB_OUTCOMES:
+        raise ValueError(f"unknown job outcome {outcome!r}; known: {', '.join(JOB_OUTCOMES)}")
+    key = JOB_COUNTERS_KEY.format(queue=queue, minute=int((time.time() if at is None else at) // 60))
+    try:
+        pipe = redis.pipeline(transaction=False)
+        pipe.hincrby(key, outcome, 1)
+        pipe.expire(key, JOB_COUNTERS_TTL)
+        pipe.execute()
+    except Exception:  # noqa: BLE001  counting must never fail a job; the log says why it was lost
+        log.warning("job %s counter not recorded for queue %s", outcome, queue, exc_info=True)
+
+
+@dataclass
+class QueueThroughput:
+    name: str
+    per_minute: list[tuple[dt.datetime, int, int]]  # (minute, finished, failed): the last 60 minutes, oldest first
+
+    @property
+    def finished(self) -> int:
+        return sum(f for _, f, _ in self.per_minute)
+
+    @property
+    def failed(self) -> int:
+        return sum(f for _, _, f in self.per_minute)
+
+    @property
+    def failure_rate(self) -> float:
+        done = self.finished + self.failed
+        return self.failed / done if done else 0.0
+
+
+def queue_throughput(now: dt.datetime | None = None) -> list[QueueThroughput]:
+    """Per RQ queue, jobs finished and failed in each of the last 60 minutes (the current one
+    included): one pipelined Redis round trip for every queue and minute."""
+    now = now or timezone.now()
+    last = int(now.timestamp() // 60)
+    minutes = range(last - 59, last + 1)
+    pipe = get_connection().pipeline(transaction=False)
+    for name in settings.QUEUE_NAMES:
+        for minute in minutes:
+            pipe.hmget(JOB_COUNTERS_KEY.format(queue=name, minute=minute), *JOB_OUTCOMES)
+    replies = iter(pipe.execute())
+    tz = timezone.get_current_timezone()
+    result = []
+    for name in settings.QUEUE_NAMES:
+        per_minute = []
+        for minute in minutes:
+            finished, failed = next(replies)
+            per_minute.append((dt.datetime.fromtimestamp(minute * 60, tz=tz), int(finished or 0), int(failed or 0)))
+        result.append(QueueThroughput(name=name, per_minute=per_minute))
+    return result
 
 
 @dataclass
@@ -114,6 +186,100 @@ def failures(now: dt.datetime | None = None) -> dict[str, int]:
         "imports": ImportJob.objects.filter(status=ImportJob.Status.FAILED, created_at__gte=since).count(),
         "recomputes": RecomputeJob.objects.filter(status="failed", created_at__gte=since).count(),
     }
+
+
+# --- Workflows whose step failure rate jumped ----------------------------------------------------------------
+# A step run counts once, when its outcome was last recorded: finished_at for one that succeeded or
+# failed for good, started_at for one failed and waiting to retry (its row keeps no later time).
+# Failures are "failed" and "retrying"; running and waiting runs have no outcome yet.
+# A workflow jumped when, in the last hour, it had at least JUMP_MIN_FAILURES failures, a failure
+# rate of at least JUMP_MIN_RATE, and at least JUMP_FACTOR times its rate over the 24 hours before.
+JUMP_MIN_FAILURES = 5
+JUMP_MIN_RATE = 0.10
+JUMP_FACTOR = 2.0
+JUMP_RECENT = dt.timedelta(hours=1)
+JUMP_BASELINE = dt.timedelta(hours=24)
+
+
+@dataclass
+class WorkflowJump:
+    workflow_id: int
+    name: str
+    recent_failed: int
+    recent_total: int
+    baseline_failed: int
+    baseline_total: int
+    version_ids: list[int] = field(default_factory=list)  # every version: the admin filters step runs by these
+
+    @property
+    def recent_rate(self) -> float:
+        return self.recent_failed / self.recent_total if self.recent_total else 0.0
+
+    @property
+    def baseline_rate(self) -> float:
+        return self.baseline_failed / self.baseline_total if self.baseline_total else 0.0
+
+    @property
+    def jumped(self) -> bool:
+        return (self.recent_failed >= JUMP_MIN_FAILURES and self.recent_rate >= JUMP_MIN_RATE
+                and self.recent_rate >= JUMP_FACTOR * self.baseline_rate)
+
+
+def workflow_failure_jumps(now: dt.datetime | None = None) -> list[WorkflowJump]:
+    """Workflows whose step runs fail much more in the last hour than over the day before, worst
+    first: one grouped query for the rates, one for the jumped workflows' version ids."""
+    from automation.models import StepRun, StepRunStatus, WorkflowVersion
+
+    now = now or timezone.now()
+    hour_ago, since = now - JUMP_RECENT, now - JUMP_RECENT - JUMP_BASELINE
+    failing = [StepRunStatus.FAILED, StepRunStatus.RETRYING]
+    recent, baseline = Q(at__gte=hour_ago), Q(at__lt=hour_ago)
+    rows = (StepRun.objects
+            .filter(status__in=[StepRunStatus.SUCCEEDED, *failing])
+            .annotate(at=Coalesce("finished_at", "started_at"))
+            .filter(at__gte=since, at__lte=now)
+            .values("version__workflow_id", "version__workflow__name")
+            .annotate(recent_total=Count("id", filter=recent),
+                      recent_failed=Count("id", filter=recent & Q(status__in=failing)),
+                      baseline_total=Count("id", filter=baseline),
+                      baseline_failed=Count("id", filter=baseline & Q(status__in=failing)))
+            .order_by())
+    jumps = [WorkflowJump(workflow_id=r["version__workflow_id"], name=r["version__workflow__name"],
+                          recent_failed=r["recent_failed"], recent_total=r["recent_total"],
+                          baseline_failed=r["baseline_failed"], baseline_total=r["baseline_total"])
+             for r in rows]
+    jumps = [j for j in jumps if j.jumped]
+    if jumps:
+        versions: dict[int, list[int]] = defaultdict(list)
+        for workflow_id, version_id in (WorkflowVersion.objects.filter(workflow_id__in=[j.workflow_id for j in jumps])
+                                        .order_by("pk").values_list("workflow_id", "pk")):
+            versions[workflow_id].append(version_id)
+        for jump in jumps:
+            jump.version_ids = versions[jump.workflow_id]
+    return sorted(jumps, key=lambda j: (-j.recent_rate, -j.recent_failed, j.name))
+
+
+# --- Segments and imports that failed -------------------------------------------------------------------------
+FAILED_LIST_LIMIT = 20  # rows listed on the page; the counts and links cover the rest
+
+
+def failed_segments(limit: int = FAILED_LIST_LIMIT) -> tuple[int, list[Any]]:
+    """Active segments whose last full refresh failed (cleared by the next that succeeds), newest
+    failure first: (how many, the first `limit`)."""
+    from contacts.models import Segment
+
+    failed = Segment.objects.filter(is_active=True, refresh_failed_at__isnull=False)
+    return failed.count(), list(failed.order_by("-refresh_failed_at", "pk")
+                                .only("pk", "name", "refresh_failed_at", "refresh_error", "refreshed_at")[:limit])
+
+
+def failed_imports(now: dt.datetime | None = None, limit: int = FAILED_LIST_LIMIT) -> list[Any]:
+    """Imports that failed in the last day, newest first (their message says why)."""
+    from contacts.models import ImportJob
+
+    since = (now or timezone.now()) - dt.timedelta(days=1)
+    return list(ImportJob.objects.filter(status=ImportJob.Status.FAILED, created_at__gte=since)
+                .order_by("-created_at", "-pk").only("pk", "original_name", "message", "created_at")[:limit])
 
 
 def unprocessed_events() -> int:

@@ -3,13 +3,16 @@ Every number links to the rows behind it."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from core import ops
@@ -18,41 +21,66 @@ from core.services import switch_set
 from core.views import staff_permission_required
 
 CHART_WIDTH, CHART_HEIGHT = 600, 60
+QUEUE_CHART_HEIGHT = 30  # one small chart per queue
 
 
-def _chart(per_minute: list[tuple[Any, int, int]]) -> dict[str, Any]:
-    """Bars per minute for the last hour (sent, with failures stacked on top), as SVG rectangles."""
-    if not per_minute:
-        return {"bars": [], "width": CHART_WIDTH, "height": CHART_HEIGHT, "peak": 0}
-    peak = max(s + f for _, s, f in per_minute) or 1
+def _chart(per_minute: list[tuple[Any, int, int]], *, end: dt.datetime | None = None,
+           ok: str = "sent", height: int = CHART_HEIGHT) -> dict[str, Any]:
+    """Bars per minute for the hour ending at `end`'s minute (default: the last bar's), `ok` counts
+    with failures stacked on top, as SVG rectangles. Empty minutes draw nothing."""
+    rows = [row for row in per_minute if row[1] or row[2]]
+    if not rows:
+        return {"bars": [], "width": CHART_WIDTH, "height": height, "peak": 0}
+    last = (end.replace(second=0, microsecond=0) if end is not None else rows[-1][0]).timestamp()
+    first = last - 59 * 60
+    rows = [row for row in rows if first <= row[0].timestamp() <= last]
+    peak = max((s + f for _, s, f in rows), default=0)
     step = CHART_WIDTH / 60
-    first = per_minute[-1][0].timestamp() - 59 * 60
     bars = []
-    for minute, sent, failed in per_minute:
+    for minute, sent, failed in rows:
         x = round((minute.timestamp() - first) / 60 * step, 1)
-        sent_h = round(sent / peak * CHART_HEIGHT, 1)
-        failed_h = round(failed / peak * CHART_HEIGHT, 1)
-        bars.append({"x": x, "w": round(step - 1, 1), "sent_y": CHART_HEIGHT - sent_h, "sent_h": sent_h,
-                     "failed_y": CHART_HEIGHT - sent_h - failed_h, "failed_h": failed_h,
-                     "label": f"{minute:%H:%M}: {sent} sent, {failed} failed"})
-    return {"bars": bars, "width": CHART_WIDTH, "height": CHART_HEIGHT, "peak": peak}
+        sent_h = round(sent / peak * height, 1)
+        failed_h = round(failed / peak * height, 1)
+        bars.append({"x": x, "w": round(step - 1, 1), "sent_y": round(height - sent_h, 1), "sent_h": sent_h,
+                     "failed_y": round(height - sent_h - failed_h, 1), "failed_h": failed_h,
+                     "label": f"{timezone.localtime(minute):%H:%M}: {sent} {ok}, {failed} failed"})
+    return {"bars": bars, "width": CHART_WIDTH, "height": height, "peak": peak}
+
+
+def _step_runs_link(jump: ops.WorkflowJump) -> str:
+    """The step runs admin: this workflow's failed and retrying runs (filtered by its versions, a
+    one-relation lookup the admin allows without a list filter)."""
+    query = urlencode({"status__in": "failed,retrying", "version__in": ",".join(map(str, jump.version_ids))},
+                      safe=",")
+    return f"{reverse('admin:automation_steprun_changelist')}?{query}"
 
 
 @staff_permission_required("core.view_operations")
 def operations(request: HttpRequest) -> HttpResponse:
-    delivery = ops.delivery_stats()
+    now = timezone.now()
+    delivery = ops.delivery_stats(now)
+    failed_segments, failed_segments_shown = ops.failed_segments()
+    paused = ops.switches()
     context = {
         **admin.site.each_context(request),
         "title": "Operations",
         "queues": ops.queue_stats(),
         "workers": ops.workers_seen(),
+        "throughput": [(t, _chart(t.per_minute, end=now, ok="finished", height=QUEUE_CHART_HEIGHT))
+                       for t in ops.queue_throughput(now)],
         "delivery": delivery,
-        "chart": _chart(delivery.per_minute),
-        "crm": ops.crm_stats(),
-        "failures": ops.failures(),
+        "chart": _chart(delivery.per_minute, end=now),
+        "crm": ops.crm_stats(now),
+        "failures": ops.failures(now),
+        "workflow_jumps": [(jump, _step_runs_link(jump)) for jump in ops.workflow_failure_jumps(now)],
+        "jump_rule": {"min_failures": ops.JUMP_MIN_FAILURES, "min_rate": ops.JUMP_MIN_RATE,
+                      "factor": ops.JUMP_FACTOR},
+        "failed_segments": failed_segments,
+        "failed_segments_shown": failed_segments_shown,
+        "failed_imports": ops.failed_imports(now),
         "unprocessed_events": ops.unprocessed_events(),
         "heartbeats": sorted(ops.heartbeats().items()),
-        "switches": [(name, label, ops.switches()[name]) for name, label in Switch.Name.choices],
+        "switches": [(name, label, paused[name]) for name, label in Switch.Name.choices],
         "can_switch": request.user.has_perm("core.change_switch"),
         "incidents": Incident.objects.filter(resolved_at__isnull=True).order_by("opened_at"),
     }

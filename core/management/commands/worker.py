@@ -1,4 +1,4 @@
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.management import call_command
@@ -6,8 +6,11 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import close_old_connections
 from rq.job import Job
 from rq.queue import Queue
-from rq.worker import SimpleWorker
+from rq.registry import StartedJobRegistry
+from rq.utils import import_attribute
+from rq.worker import BaseWorker, SimpleWorker
 
+from core import ops
 from core.queues import ensure_redis
 
 # Latency-sensitive queues first: an RQ worker takes work from its queues in this order.
@@ -21,7 +24,44 @@ IN_PROCESS_QUEUES = frozenset(QUEUE_PRIORITY)
 IN_PROCESS_WORKER = "core.management.commands.worker.InProcessWorker"
 
 
-class InProcessWorker(SimpleWorker):
+if TYPE_CHECKING:
+    _WorkerBase = BaseWorker
+else:
+    _WorkerBase = object
+
+
+class JobCounters(_WorkerBase):
+    """Mixed into every worker class `manage.py worker` runs: each job's outcome is counted per
+    queue and minute in Redis (core.ops.job_outcome_record), for the operations page's throughput
+    charts and /metrics. RQ calls these two methods for every job, whichever way it ran: in
+    process, in a forked work horse (success and exceptions are handled there), or in the parent
+    when the horse was killed or timed out (not rq's SpawnWorker, whose child rebuilds a plain
+    Worker). A failed attempt that RQ will retry counts as failed.
+    Counting never raises: a Redis error is logged and the job's own handling is unaffected."""
+
+    def handle_job_success(self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry) -> None:
+        super().handle_job_success(job, queue, started_job_registry)
+        ops.job_outcome_record(redis=self.connection, queue=queue.name, outcome="finished")
+
+    def handle_job_failure(self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry | None = None,
+                           exc_string: str = "") -> None:
+        try:
+            super().handle_job_failure(job, queue, started_job_registry=started_job_registry, exc_string=exc_string)
+        finally:
+            ops.job_outcome_record(redis=self.connection, queue=queue.name, outcome="failed")
+
+
+def counting_worker_class(worker_class: str | type[BaseWorker]) -> type[BaseWorker]:
+    """`worker_class` (a class or its dotted path, e.g. "rq.Worker") with JobCounters mixed in."""
+    cls: Any = import_attribute(worker_class) if isinstance(worker_class, str) else worker_class
+    if not (isinstance(cls, type) and issubclass(cls, BaseWorker)):
+        raise CommandError(f"--worker-class {worker_class}: not an RQ worker class")
+    if issubclass(cls, JobCounters):
+        return cls
+    return type(f"Counting{cls.__name__}", (JobCounters, cls), {"__module__": __name__})
+
+
+class InProcessWorker(JobCounters, SimpleWorker):
     """RQ's SimpleWorker (jobs run in the worker process, timeouts still enforced) that keeps
     Django's database connection between jobs and checks it the way Django does between requests
     (CONN_MAX_AGE, CONN_HEALTH_CHECKS): a broken or expired connection is replaced."""
@@ -43,7 +83,7 @@ class Command(BaseCommand):
         parser.add_argument("--name", default=None, help="worker name (default: host.pid)")
         parser.add_argument("--worker-class", default=None,
                             help=f"RQ worker class (default: {IN_PROCESS_WORKER}, jobs in-process; "
-                                 "rq.Worker forks per job)")
+                                 "rq.Worker forks per job); jobs are counted per queue whichever it is")
 
     def handle(self, *args: Any, **options: Any) -> None:
         queues = options["queues"] or list(QUEUE_PRIORITY)
@@ -53,14 +93,14 @@ class Command(BaseCommand):
             raise CommandError(f"unknown queue(s): {', '.join(sorted(unknown))}; known: {known}")
         ensure_redis()
         worker_class = options["worker_class"]
-        if worker_class is None and set(queues) <= IN_PROCESS_QUEUES:
-            worker_class = IN_PROCESS_WORKER
+        if worker_class is None:
+            worker_class = IN_PROCESS_WORKER if set(queues) <= IN_PROCESS_QUEUES else "rq.Worker"
         call_command(
             "rqworker",
             *queues,
             with_scheduler=True,
             burst=options["burst"],
             name=options["name"],
-            worker_class=worker_class,
+            worker_class=counting_worker_class(worker_class),
             verbosity=options["verbosity"],
         )
