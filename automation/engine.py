@@ -42,6 +42,7 @@ from automation.models import (
     WebhookDelivery,
 )
 from contacts.models import Contact, Event, SegmentMembership
+from core.logs import correlation_scope, rows_extra
 from core.queues import get_queue
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,9 @@ def _advance_batch(ids: list[int], now: dt.datetime) -> None:
         seq_before = {e.pk: e.seq for e in runnable}
         changed, leftovers = _run_set_based(runnable, now)
         _write_moves(changed, seq_before, now)
+        if changed:
+            log.info("enrollments advanced", extra=rows_extra("enrollment_ids",
+                                                              ((e.pk, e.correlation_id) for e in changed)))
         for e in slow + leftovers:
             enrollment_advance(enrollment_id=e.pk, now=now)
 
@@ -280,12 +284,13 @@ def _set_send_email(group: list[Enrollment], step: dict[str, Any], default_next:
             # The messages' keys derive from the step runs' keys, so they are known before the rows.
             messages_queue(template=template, sender=sender, source=f"workflow:{wf.key}"[:100], items=[
                 QueueItem(e.contact_id, f"wf:{k}", {"workflow": wf.key, "step": step["id"]},
-                          redirect if e.is_staging else "") for k, e in fresh.items()])
+                          redirect if e.is_staging else "", e.correlation_id) for k, e in fresh.items()])
             message_ids = dict(Message.objects.filter(idempotency_key__in=[f"wf:{k}" for k in fresh])
                                .values_list("idempotency_key", "id"))
             StepRun.objects.bulk_create([
                 StepRun(enrollment=e, version_id=e.version_id, step_id=e.step_id, step_type="send_email",
                         idempotency_key=k, started_at=now, finished_at=now, status=StepRunStatus.SUCCEEDED,
+                        correlation_id=e.correlation_id,
                         result={"message_id": message_ids.get(f"wf:{k}"), "redirect_to": redirect if e.is_staging
                                 else "", "next": default_next, "exit": False})
                 for k, e in fresh.items()], ignore_conflicts=True, batch_size=ADVANCE_BATCH)
@@ -295,7 +300,8 @@ def _set_send_email(group: list[Enrollment], step: dict[str, Any], default_next:
                                               status=StepRunStatus.SUCCEEDED).values_list("idempotency_key", flat=True))
     except Exception:  # noqa: BLE001  the one-by-one path records, retries or fails each step
         log.warning("set-based send_email of %s enrollments failed; running them one by one", len(fresh),
-                    exc_info=True)
+                    exc_info=True, extra=rows_extra("enrollment_ids", ((e.pk, e.correlation_id)
+                                                                        for e in fresh.values())))
         return [], rest + list(fresh.values())
     return [(fresh[k], default_next) for k in ours], rest + [e for k, e in fresh.items() if k not in ours]
 
@@ -323,7 +329,9 @@ def enrollment_advance(*, enrollment_id: int, now: dt.datetime | None = None) ->
         if enrollment.workflow.paused:
             _set_state(enrollment, EnrollmentStatus.WAITING, next_run_at=now)  # held; the wake skips paused
         else:
-            _run_steps(enrollment, now)
+            # Its lines, and rows its steps write for the contact (CRM rows, segment events), carry its id.
+            with correlation_scope(enrollment.correlation_id):
+                _run_steps(enrollment, now)
         claimed = Enrollment.objects.filter(pk=enrollment.pk, status=before[0], seq=before[1],
                                             step_id=before[2]).update(
             status=enrollment.status, step_id=enrollment.step_id, seq=enrollment.seq,
@@ -370,7 +378,8 @@ def _run_step(e: Enrollment, step: dict[str, Any], default_next: str, now: dt.da
         try:
             with transaction.atomic():
                 run = StepRun.objects.create(enrollment=e, version=e.version, step_id=e.step_id,
-                                             step_type=str(step.get("type")), idempotency_key=key, started_at=now)
+                                             step_type=str(step.get("type")), idempotency_key=key, started_at=now,
+                                             correlation_id=e.correlation_id)
         except IntegrityError:
             run = StepRun.objects.get(idempotency_key=key)
     if run.status == StepRunStatus.SUCCEEDED:  # done by an earlier run of this job
@@ -400,7 +409,8 @@ def _execute(ctx: Ctx, run: StepRun, default_next: str) -> tuple[str, Any]:
         _finish(run, StepRunStatus.FAILED, ctx.now, error=_message(exc))
         return "failed", None
     except Exception as exc:  # noqa: BLE001  any other error is retried, then fails visibly
-        log.warning("workflow step %s failed (attempt %s): %s", run.idempotency_key, run.attempt, exc)
+        log.warning("workflow step %s failed (attempt %s): %s", run.idempotency_key, run.attempt, exc,
+                    extra={"enrollment_id": ctx.enrollment.pk, "step_run_id": run.pk})
         if run.attempt >= MAX_ATTEMPTS:
             _finish(run, StepRunStatus.FAILED, ctx.now, error=_message(exc))
             return "failed", None
@@ -456,7 +466,8 @@ def _send_email(ctx: Ctx) -> StepResult:
         raise StepError("staging email needs a staging recipient (sender profile or WORKFLOW_STAGING_RECIPIENT)")
     wf = ctx.enrollment.workflow
     ids = messages_queue(template=template, sender=sender, source=f"workflow:{wf.key}"[:100], items=[
-        QueueItem(ctx.contact.pk, f"wf:{ctx.key}", {"workflow": wf.key, "step": ctx.step["id"]}, redirect)])
+        QueueItem(ctx.contact.pk, f"wf:{ctx.key}", {"workflow": wf.key, "step": ctx.step["id"]}, redirect,
+                  ctx.enrollment.correlation_id)])
     return StepResult({"message_id": ids[0] if ids else None, "redirect_to": redirect})
 
 
@@ -621,7 +632,9 @@ def _delivery(ctx: Ctx, channel: str, target: str, payload: dict[str, Any], suff
         defaults={"step_run": ctx.run, "contact": ctx.contact, "channel": channel, "target": target[:500],
                   "payload": payload, "status": status, "next_attempt_at": ctx.now})
     if created and status == DeliveryStatus.PENDING:
-        get_queue(QUEUE).enqueue(WEBHOOK_JOB, row.pk, job_id=f"wf-webhook-{row.pk}-1")
+        cid = ctx.enrollment.correlation_id
+        get_queue(QUEUE).enqueue(WEBHOOK_JOB, row.pk, job_id=f"wf-webhook-{row.pk}-1",
+                                 meta={"correlation_id": cid} if cid else None)
     return row
 
 
@@ -661,7 +674,8 @@ def _crm_sync(ctx: Ctx) -> StepResult:
     from automation.crm.services import crm_sync_request
 
     res = crm_sync_request(contact_id=ctx.contact.pk, sandbox=ctx.enrollment.is_staging,
-                           reason=f"workflow:{ctx.enrollment.workflow.key}")
+                           reason=f"workflow:{ctx.enrollment.workflow.key}",
+                           correlation_id=ctx.enrollment.correlation_id or None)
     return StepResult({"connection": res.connection_id, "item": res.item_id, "dry_run": res.dry_run,
                        "message": res.message})
 

@@ -8,6 +8,7 @@ segment); production versions for everyone else. A real contact never runs a sta
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,9 @@ from automation.models import (
 )
 from contacts.models import Contact, Event, Segment, SegmentMembership
 from core.audit import audit_record
+from core.logs import current_correlation_id, rows_extra
+
+log = logging.getLogger(__name__)
 
 SEGMENT_ENTERED = "segment_entered"  # contacts.segments.services.SEGMENT_ENTERED
 
@@ -153,19 +157,24 @@ def _enroll(workflow: Workflow, chosen: dict[int, tuple[WorkflowVersion, Event |
             .values_list("contact_id", "status", "entered_at"):
         history[cid].append((status, at))
     rows = []
+    manual = current_correlation_id()  # an entry without an event (by hand): the request's or job's
     for cid, (version, event) in chosen.items():
         if not _reentry_allows(version.definition.get("reentry", "once"), history[cid], now):
             continue
         steps = version.steps
         rows.append(Enrollment(contact_id=cid, workflow=workflow, version=version, step_id=str(steps[0]["id"]),
                                is_staging=version.state == VersionState.STAGING, status=EnrollmentStatus.ACTIVE,
-                               next_run_at=now + _lease(), trigger_event=event, entered_at=now))
+                               next_run_at=now + _lease(), trigger_event=event, entered_at=now,
+                               correlation_id=event.correlation_id if event else manual))
     # Conflicts (a live enrollment, or this event already enrolled them) are skipped by the
     # database constraints: a concurrent batch cannot enroll a contact twice.
     Enrollment.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
-    return list(Enrollment.objects.filter(workflow=workflow, contact_id__in=[r.contact_id for r in rows],
-                                          entered_at=now, status=EnrollmentStatus.ACTIVE)
-                .values_list("pk", flat=True))
+    created = list(Enrollment.objects.filter(workflow=workflow, contact_id__in=[r.contact_id for r in rows],
+                                             entered_at=now, status=EnrollmentStatus.ACTIVE)
+                   .values_list("pk", "correlation_id"))
+    if created:
+        log.info("enrollments created", extra={"workflow": workflow.key, **rows_extra("enrollment_ids", created)})
+    return [pk for pk, _ in created]
 
 
 def _lease() -> dt.timedelta:

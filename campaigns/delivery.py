@@ -50,6 +50,7 @@ from campaigns.models import (
     email_hash,
 )
 from contacts.models import ConsentStatus
+from core.logs import rows_extra
 from core.queues import get_connection as redis_connection
 from core.queues import get_queue
 from core.services import switch_paused
@@ -132,6 +133,7 @@ def messages_claim(*, sender_id: int, limit: int, now: dt.datetime) -> list[Mess
 class BatchResult:
     claimed: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
+    sent: list[tuple[int, str]] = field(default_factory=list)  # (message id, correlation id), for the log
 
     def add(self, status: str, n: int = 1) -> None:
         self.outcomes[status] += n
@@ -570,6 +572,7 @@ def _send_one(sender: SenderProfile, smtp: _Sender, message: Message, result: Ba
         return
     marks.mark(message, attempts)
     result.add(MessageStatus.SENT)
+    result.sent.append((message.pk, message.correlation_id))
 
 
 def _record_failure(message: Message, token: Any, *, status: str, reason: str, error: str, attempts: int) -> None:
@@ -577,7 +580,7 @@ def _record_failure(message: Message, token: Any, *, status: str, reason: str, e
         status, error = MessageStatus.FAILED, f"gave up after {attempts} attempts; last error: {error}"
     log.warning("delivery failure", extra={"message_id": message.pk, "contact_id": message.contact_id,
                                            "status": status, "reason": reason, "error": error[:300],
-                                           "attempts": attempts})
+                                           "attempts": attempts, "correlation_id": message.correlation_id})
     next_at = timezone.now() + backoff(attempts) if status == MessageStatus.DEFERRED else None
     _record(message, token, status=status, reason=reason, last_error=error[:2000], attempts=attempts,
             next_attempt_at=next_at)
@@ -601,8 +604,10 @@ def delivery_run_batch(*, sender: SenderProfile, now: dt.datetime | None = None,
         return result
     sendable = _apply_rules(sender, messages, result, now)
     _send_all(sender, sendable, result, deadline or time.monotonic() + settings.DELIVERY_BATCH_SECONDS)
+    # The sent messages under their correlation ids (one id for a batch from one event burst).
     log.info("delivery batch", extra={"sender_id": sender.pk, "claimed": result.claimed,
-                                      **{f"n_{status}": n for status, n in result.outcomes.items()}})
+                                      **{f"n_{status}": n for status, n in result.outcomes.items()},
+                                      **rows_extra("sent_message_ids", result.sent)})
     return result
 
 

@@ -28,6 +28,7 @@ from contacts.emails import normalize_email
 from contacts.ingest import enqueue_processing
 from contacts.models import ConsentStatus, Contact, Event
 from core.audit import audit_record
+from core.logs import current_correlation_id, rows_extra
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class QueueItem:
     idempotency_key: str
     context: dict[str, Any] = field(default_factory=dict)
     redirect_to: str = ""
+    correlation_id: str = ""  # the cause's (a workflow step: its enrollment's); "": the request's or job's
 
 
 def messages_queue(*, template: Any, items: Sequence[QueueItem], sender: SenderProfile | None = None,
@@ -61,20 +63,22 @@ def messages_queue(*, template: Any, items: Sequence[QueueItem], sender: SenderP
     these keys (new or earlier)."""
     sender = sender or sender_default()
     kind = kind or template.kind
+    current = current_correlation_id()
     rows = [
         Message(contact_id=item.contact_id, template=template, sender=sender, kind=kind,
                 idempotency_key=item.idempotency_key, context=item.context, source=source,
-                redirect_to=item.redirect_to, is_test=is_test or bool(item.redirect_to))
+                redirect_to=item.redirect_to, is_test=is_test or bool(item.redirect_to),
+                correlation_id=item.correlation_id or current)
         for item in items
     ]
     with transaction.atomic():
         Message.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
-        ids = list(Message.objects.filter(idempotency_key__in=[i.idempotency_key for i in items])
-                   .values_list("id", flat=True))
+        queued = list(Message.objects.filter(idempotency_key__in=[i.idempotency_key for i in items])
+                      .values_list("id", "correlation_id"))
         delivery_kick(sender.pk)  # deferred to after COMMIT
-    log.info("messages queued", extra={"sender_id": sender.pk, "source": source, "count": len(ids),
-                                       "message_ids": ",".join(map(str, ids[:20]))})
-    return ids
+    log.info("messages queued", extra={"sender_id": sender.pk, "source": source, "count": len(queued),
+                                       **rows_extra("message_ids", queued)})
+    return [pk for pk, _ in queued]
 
 
 def message_queue(*, contact: Contact, template: Any, idempotency_key: str, sender: SenderProfile | None = None,
@@ -162,12 +166,14 @@ def contact_unsubscribe(*, contact: Contact, source: str, message: Message | Non
 
 def _tracking_event(contact_id: int, event_type: str, properties: dict[str, Any], *, key: str) -> None:
     """One event per key (first open, first click of a link, unsubscribe); processed like API events."""
+    cid = current_correlation_id()  # the tracking hit's request (or the bounce webhook's)
     Event.objects.bulk_create([Event(contact_id=contact_id, event_type=event_type, properties=properties,
-                                     occurred_at=timezone.now(), source=TRACKING_SOURCE, idempotency_key=key)],
+                                     occurred_at=timezone.now(), source=TRACKING_SOURCE, idempotency_key=key,
+                                     correlation_id=cid)],
                               ignore_conflicts=True)
     ids = list(Event.objects.filter(source=TRACKING_SOURCE, idempotency_key=key, processed_at__isnull=True)
                .values_list("id", flat=True))
-    enqueue_processing(event_ids=ids)
+    enqueue_processing(event_ids=ids, correlation_id=cid)
 
 
 def _message_props(message: Message) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,10 @@ from contacts.emails import normalize_email
 from contacts.fields import load_specs, validate_attributes
 from contacts.models import ApiKey, Contact, Event
 from contacts.services import EDITABLE_FIELDS, contact_upsert
+from core.logs import MAX_IDS_PER_GROUP, current_correlation_id
 from core.queues import get_queue
+
+log = logging.getLogger(__name__)
 
 MAX_EVENTS = 1000  # items per call, events or contacts
 MAX_BODY_BYTES = 1024 * 1024  # per API call; 1,000 typical events fit in a fraction of it
@@ -70,11 +74,16 @@ def event_source(api_key: ApiKey) -> str:
     return f"api:{api_key.name}"
 
 
-def events_ingest(*, api_key: ApiKey, items: Sequence[Any], now: dt.datetime | None = None) -> IngestResult:
-    """Store the valid items of a batch as events (duplicates by idempotency key are skipped)."""
+def events_ingest(*, api_key: ApiKey, items: Sequence[Any], now: dt.datetime | None = None,
+                  correlation_id: str | None = None) -> IngestResult:
+    """Store the valid items of a batch as events (duplicates by idempotency key are skipped).
+
+    The events carry `correlation_id` (default: the request's X-Request-ID, or the current job's),
+    and so do the enrollments, messages and CRM rows they cause (docs/architecture.md)."""
     if len(items) > MAX_EVENTS:
         raise ValueError(f"at most {MAX_EVENTS} events per call")
     now = now or timezone.now()
+    cid = current_correlation_id() if correlation_id is None else correlation_id
     result = IngestResult()
     cleaned = _clean_items(items, now=now, errors=result.errors)
     with transaction.atomic():
@@ -82,18 +91,24 @@ def events_ingest(*, api_key: ApiKey, items: Sequence[Any], now: dt.datetime | N
         cleaned = [item for item in cleaned if item.email in contact_ids]
         source = event_source(api_key)
         fresh, result.duplicates = _split_duplicates(source, cleaned)
-        result.event_ids = _insert(source, fresh, contact_ids)
+        result.event_ids = _insert(source, fresh, contact_ids, cid)
         result.accepted = len(result.event_ids)
-        enqueue_processing(event_ids=result.event_ids)
+        enqueue_processing(event_ids=result.event_ids, correlation_id=cid)
     result.errors.sort(key=lambda e: e.index)
+    log.info("events accepted", extra={"source": source, "accepted": result.accepted,
+                                       "duplicates": result.duplicates, "errors": len(result.errors),
+                                       "event_ids": result.event_ids[:MAX_IDS_PER_GROUP],
+                                       **({"correlation_id": cid} if cid else {})})
     return result
 
 
-def enqueue_processing(*, event_ids: Sequence[int]) -> None:
-    """One job per chunk of ids; inside a transaction the jobs leave after COMMIT (django-rq)."""
+def enqueue_processing(*, event_ids: Sequence[int], correlation_id: str = "") -> None:
+    """One job per chunk of ids; inside a transaction the jobs leave after COMMIT (django-rq).
+    `correlation_id` (the events' own) becomes the jobs' id in the logs."""
     queue = get_queue("events")
+    meta = {"correlation_id": correlation_id} if correlation_id else None
     for start in range(0, len(event_ids), JOB_CHUNK):
-        queue.enqueue(PROCESS_JOB, list(event_ids[start:start + JOB_CHUNK]))
+        queue.enqueue(PROCESS_JOB, list(event_ids[start:start + JOB_CHUNK]), meta=meta)
 
 
 # --- Validation (pure Python, no queries) ---------------------------------------------------------
@@ -263,7 +278,7 @@ def _split_duplicates(source: str, items: list[CleanEvent]) -> tuple[list[CleanE
     return fresh, duplicates
 
 
-def _insert(source: str, items: list[CleanEvent], contact_ids: dict[str, int]) -> list[int]:
+def _insert(source: str, items: list[CleanEvent], contact_ids: dict[str, int], correlation_id: str) -> list[int]:
     """Insert; keyed events rely on the (source, idempotency_key) constraint against concurrent twins.
 
     Rows skipped by ON CONFLICT do not return ids, so keyed events are re-selected by key. A
@@ -272,7 +287,8 @@ def _insert(source: str, items: list[CleanEvent], contact_ids: dict[str, int]) -
     """
     def build(item: CleanEvent) -> Event:
         return Event(contact_id=contact_ids[item.email], event_type=item.event_type, properties=item.properties,
-                     occurred_at=item.occurred_at, source=source, idempotency_key=item.idempotency_key)
+                     occurred_at=item.occurred_at, source=source, idempotency_key=item.idempotency_key,
+                     correlation_id=correlation_id)
 
     keyed = [build(item) for item in items if item.idempotency_key is not None]
     unkeyed = [build(item) for item in items if item.idempotency_key is None]

@@ -18,7 +18,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -34,6 +34,7 @@ from automation.crm.models import CrmConnection, CrmSyncItem, CrmSyncLog, LogOut
 from automation.crm.vault import SecretUnavailable
 from contacts.models import Contact, Event
 from core.audit import audit_record
+from core.logs import correlation_for_contact, current_correlation_id, rows_extra
 from core.queues import get_connection, get_queue
 from core.services import switch_paused
 from core.throttle import Rate, Throttle, parse_rate
@@ -61,12 +62,15 @@ def _active_connections(*, sandbox: bool = False) -> list[CrmConnection]:
     return list(CrmConnection.objects.filter(is_active=True, is_sandbox=sandbox))
 
 
-def crm_contacts_changed(*, contact_ids: Collection[int], reason: str) -> int:
+def crm_contacts_changed(*, contact_ids: Collection[int], reason: str, correlation_id: str | None = None) -> int:
     """Queue a sync of these contacts on every active (non-sandbox) connection whose payload changed.
 
     Set-based: per connection, one query per 1,000 contacts for their mapped fields and one for
     their rows, then bulk inserts/updates. Unchanged payloads (same hash as what the CRM accepted,
-    or as what it rejected) queue nothing. Returns how many rows were queued or re-queued."""
+    or as what it rejected) queue nothing. Returns how many rows were queued or re-queued.
+
+    The rows take `correlation_id`, by default each contact's cause in the event batch at hand
+    (core.logs.contact_causes), else the current request's or job's."""
     ids = set(contact_ids)
     if not ids:
         return 0
@@ -74,37 +78,48 @@ def crm_contacts_changed(*, contact_ids: Collection[int], reason: str) -> int:
     for conn in _active_connections():
         for chunk in chunked(sorted(ids), CHUNK):
             payloads = list(payloads_for(contact_ids=chunk, mapping=conn.field_mapping, score_step=conn.score_step))
-            queued += _queue(conn, payloads, reason=reason, force=False)
+            causes = {cid: correlation_id or correlation_for_contact(cid) for cid in chunk}
+            queued += _queue(conn, payloads, reason=reason, force=False, causes=causes)
     return queued
 
 
 def _queue(conn: CrmConnection, payloads: Sequence[Payload], *, reason: str, force: bool,
-           now: dt.datetime | None = None) -> int:
-    """Coalesce the payloads onto the connection's rows (one per contact)."""
+           now: dt.datetime | None = None, causes: Mapping[int, str] | None = None) -> int:
+    """Coalesce the payloads onto the connection's rows (one per contact).
+
+    `causes`: contact id -> the correlation id of the change queuing it (default: the current
+    request's or job's). A row is one per contact, so the latest change wins: a row queued (or
+    re-queued, or changed while pending or in flight) takes this change's id; the earlier causes
+    are in the logs."""
     if not payloads:
         return 0
     now = now or timezone.now()
     by_contact = {p.contact_id: p for p in payloads}
+    current = current_correlation_id()
+    cause = {cid: (causes or {}).get(cid) or current for cid in by_contact}
     rows = {r.contact_id: r for r in CrmSyncItem.objects.filter(connection=conn, contact_id__in=by_contact).only(
-        "id", "contact_id", "status", "payload_hash", "synced_hash")}
+        "id", "contact_id", "status", "payload_hash", "synced_hash", "correlation_id")}
     new = [CrmSyncItem(connection=conn, contact_id=cid, payload_hash=p.hash, reason=reason[:40], force=force,
-                       next_attempt_at=now, queued_at=now)
+                       next_attempt_at=now, queued_at=now, correlation_id=cause[cid])
            for cid, p in by_contact.items() if cid not in rows]
-    requeue: list[int] = []
-    sending: list[int] = []
+    requeue: list[CrmSyncItem] = []
+    sending: list[CrmSyncItem] = []
+    changed_pending: list[CrmSyncItem] = []
     for cid, row in rows.items():
         digest = by_contact[cid].hash
         if row.status == SyncStatus.SENDING:
             if force or digest != row.payload_hash:
-                sending.append(row.pk)
+                sending.append(row)
         elif row.status == SyncStatus.PENDING:
             if force:  # already queued (it is sent with the data of its send time); only the force is new
-                requeue.append(row.pk)
+                requeue.append(row)
+            elif digest != row.payload_hash:
+                changed_pending.append(row)  # sent with this change too: only the id is new
         elif force or not (
             (row.status == SyncStatus.SYNCED and digest == row.synced_hash)
             or (row.status == SyncStatus.FAILED and digest == row.payload_hash)  # rejected as is: wait for a fix
         ):
-            requeue.append(row.pk)
+            requeue.append(row)
     if new:
         CrmSyncItem.objects.bulk_create(new, ignore_conflicts=True)  # a concurrent twin wins; same outcome
     if requeue:
@@ -112,16 +127,33 @@ def _queue(conn: CrmConnection, payloads: Sequence[Payload], *, reason: str, for
                                   "queued_at": now, "last_error": "", "reason": reason[:40]}
         if force:
             fields["force"] = True
-        # One UPDATE, constants only; rows a worker claimed meanwhile are skipped here and marked dirty below.
-        CrmSyncItem.objects.filter(pk__in=requeue).exclude(status=SyncStatus.SENDING).update(**fields)
+        # One UPDATE per correlation id (usually one), constants only; rows a worker claimed
+        # meanwhile are skipped here and marked dirty below.
+        for cid, pks in _by_cause(requeue, cause).items():
+            CrmSyncItem.objects.filter(pk__in=pks).exclude(status=SyncStatus.SENDING).update(
+                **fields, correlation_id=cid)
         sending += requeue
     if sending:
-        in_flight = CrmSyncItem.objects.filter(pk__in=sending, status=SyncStatus.SENDING)
-        in_flight.update(dirty=True, force=True) if force else in_flight.update(dirty=True)
+        for cid, pks in _by_cause(sending, cause).items():
+            marks: dict[str, Any] = {"dirty": True, "correlation_id": cid, **({"force": True} if force else {})}
+            CrmSyncItem.objects.filter(pk__in=pks, status=SyncStatus.SENDING).update(**marks)
+    for cid, pks in _by_cause([r for r in changed_pending if r.correlation_id != cause[r.contact_id]],
+                              cause).items():
+        CrmSyncItem.objects.filter(pk__in=pks, status=SyncStatus.PENDING).update(correlation_id=cid)
     count = len(new) + len(requeue)
     if count:
+        log.info("crm rows queued", extra={"connection_id": conn.pk, "reason": reason, "queued": count,
+                                           **rows_extra("contact_ids", ((c, cause[c]) for c in (
+                                               [r.contact_id for r in new] + [r.contact_id for r in requeue])))})
         enqueue_sync(connection_id=conn.pk)
     return count
+
+
+def _by_cause(rows: Sequence[CrmSyncItem], cause: Mapping[int, str]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
+    for row in rows:
+        groups.setdefault(cause[row.contact_id], []).append(row.pk)
+    return groups
 
 
 def crm_contacts_imported(*, job_id: int) -> None:
@@ -159,7 +191,7 @@ class SyncRequest:
 
 
 def crm_sync_request(*, contact_id: int, connection: CrmConnection | None = None, sandbox: bool = False,
-                     dry_run: bool = False, reason: str = "workflow") -> SyncRequest:
+                     dry_run: bool = False, reason: str = "workflow", correlation_id: str | None = None) -> SyncRequest:
     """Queue one contact's sync for a workflow's `crm_sync` step (always sent, even if unchanged).
 
     - connection: the connection to use; default: the first active connection of the right kind
@@ -168,7 +200,8 @@ def crm_sync_request(*, contact_id: int, connection: CrmConnection | None = None
       dry run on the production connection instead of sending anything.
     - dry_run=True: compute and log the payload (outcome "dry_run"), queue nothing.
     Safe to call twice: the (connection, contact) row coalesces. Call inside the step's transaction;
-    the sync job leaves after COMMIT. Returns what was done (SyncRequest)."""
+    the sync job leaves after COMMIT. The row takes `correlation_id` (the step's enrollment's;
+    default: the current one). Returns what was done (SyncRequest)."""
     if connection is None:
         candidates = _active_connections(sandbox=sandbox)
         if not candidates and sandbox:
@@ -186,7 +219,8 @@ def crm_sync_request(*, contact_id: int, connection: CrmConnection | None = None
         CrmSyncLog.objects.create(connection=connection, contact_id=contact_id, at=timezone.now(),
                                   outcome=LogOutcome.DRY_RUN, message=f"would send {payloads[0].properties}")
         return SyncRequest(connection.pk, dry_run=True, payload=payloads[0].properties)
-    _queue(connection, payloads, reason=reason, force=True)
+    _queue(connection, payloads, reason=reason, force=True,
+           causes={contact_id: correlation_id or correlation_for_contact(contact_id)})
     item_id = CrmSyncItem.objects.filter(connection=connection, contact_id=contact_id).values_list(
         "pk", flat=True).first()
     return SyncRequest(connection.pk, item_id=item_id, payload=payloads[0].properties)
@@ -364,7 +398,21 @@ def crm_sync_batch(*, connection_id: int, env: SyncEnv | None = None) -> BatchRe
         outcomes[row.pk] = _item_outcome(send, payload.email, row, env)
     result.sent = len(to_send) if result.requests else 0
     _record(conn, token, rows, outcomes, send, env, result)
+    _log_batch(conn, rows, outcomes)
     return result
+
+
+def _log_batch(conn: CrmConnection, rows: list[CrmSyncItem], outcomes: dict[int, tuple[str, str]]) -> None:
+    """One line per batch: each outcome's row ids under their correlation ids."""
+    by_outcome: dict[str, list[tuple[int, str]]] = {}
+    for row in rows:
+        if row.pk in outcomes:
+            by_outcome.setdefault(outcomes[row.pk][0], []).append((row.pk, row.correlation_id))
+    everything = [pair for pairs in by_outcome.values() for pair in pairs]
+    extra: dict[str, Any] = {"connection_id": conn.pk, **rows_extra("crm_item_ids", everything)}
+    for outcome, pairs in by_outcome.items():
+        extra[f"{outcome}_ids"] = [pk for pk, _ in pairs]
+    log.info("crm batch", extra=extra)
 
 
 _CONNECTORS: dict[tuple[int, dt.datetime], Connector] = {}  # per worker process: HTTP keep-alive across batches
@@ -591,6 +639,7 @@ def crm_inbound_status(*, connection: CrmConnection, items: Sequence[Any],
         except ItemInvalid as exc:
             result.errors.append({"index": index, "message": str(exc)})
     source = inbound_source(connection)
+    cid = current_correlation_id()  # the CRM's webhook request
     with transaction.atomic():
         contacts = dict(Contact.objects.filter(email__in={c.email for _, c, _ in cleaned}).values_list("email", "pk"))
         keys = [key for _, _, key in cleaned]
@@ -606,7 +655,7 @@ def crm_inbound_status(*, connection: CrmConnection, items: Sequence[Any],
                 seen.add(key)
                 fresh.append(Event(contact_id=contacts[clean.email], event_type=clean.event_type,
                                    properties=clean.properties, occurred_at=clean.occurred_at, source=source,
-                                   idempotency_key=key))
+                                   idempotency_key=key, correlation_id=cid))
         Event.objects.bulk_create(fresh, ignore_conflicts=True)
         result.event_ids = sorted(Event.objects.filter(
             source=source, idempotency_key__in=[e.idempotency_key for e in fresh]).values_list("pk", flat=True))
@@ -614,7 +663,7 @@ def crm_inbound_status(*, connection: CrmConnection, items: Sequence[Any],
         CrmSyncLog.objects.bulk_create([
             CrmSyncLog(connection=connection, contact_id=e.contact_id, at=now, outcome=LogOutcome.INBOUND,
                        message=f"{e.event_type}: {e.properties.get('reason', '')}"[:2000]) for e in fresh])
-        enqueue_processing(event_ids=result.event_ids)
+        enqueue_processing(event_ids=result.event_ids, correlation_id=cid)
     result.errors.sort(key=lambda e: e["index"])
     return result
 
