@@ -200,12 +200,14 @@ class EnrollmentAdmin(_ReadOnly):
     list_filter = ["status", "is_staging", "workflow"]
     list_select_related = ["contact", "workflow", "version"]
     raw_id_fields = ["contact", "trigger_event"]
+    search_fields = ["=id", "=correlation_id", "=contact__email"]  # exact: "follow this id" from an event
 
 
 @admin.register(StepRun)
 class StepRunAdmin(_ReadOnly):
     list_display = ["idempotency_key", "step_type", "status", "attempt", "started_at", "finished_at", "error"]
     list_filter = ["status", "step_type"]
+    search_fields = ["=idempotency_key", "=correlation_id"]
 
 
 @admin.register(WebhookDelivery)

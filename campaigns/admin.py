@@ -129,7 +129,7 @@ class SenderProfileAdmin(admin.ModelAdmin):
 class MessageAdmin(admin.ModelAdmin):
     list_display = ["id", "to", "template", "sender", "kind", "status", "reason", "attempts", "created_at", "sent_at"]
     list_filter = ["status", "reason", "kind", "sender", "template"]
-    search_fields = ["=id", "contact__email", "to_email", "idempotency_key", "provider_message_id"]
+    search_fields = ["=id", "=correlation_id", "contact__email", "to_email", "idempotency_key", "provider_message_id"]
     list_select_related = ["contact", "template", "sender"]
     show_full_result_count = False
     paginator = EstimatedCountPaginator

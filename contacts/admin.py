@@ -42,7 +42,7 @@ from contacts.imports.mapping import (
     suggest_mapping,
 )
 from contacts.imports.reader import CsvSource, ImportFileError, detect_format
-from contacts.models import Contact, ContactList, CustomField, ImportJob, Tag, contact_field_names
+from contacts.models import Contact, ContactList, CustomField, Event, ImportJob, Tag, contact_field_names
 from contacts.resources import ContactResource
 from contacts.services import contact_erase, contact_export_data
 from core.admin_utils import EstimatedCountPaginator
@@ -174,6 +174,30 @@ class ContactListAdmin(admin.ModelAdmin):
     list_display = ["name", "description", "created_at"]
     search_fields = ["name", "description"]
     readonly_fields = ["created_at"]
+
+
+@admin.register(Event)
+class EventAdmin(admin.ModelAdmin):
+    """Events are written by the API, tracking, the CRM and the pipeline; here they are read, and
+    followed by correlation id (exact match) to the enrollments, messages and CRM rows they caused."""
+
+    list_display = ["id", "contact", "event_type", "source", "occurred_at", "processed_at", "correlation_id"]
+    list_filter = ["event_type", "source"]
+    search_fields = ["=id", "=correlation_id", "=contact__email"]
+    list_select_related = ["contact"]
+    raw_id_fields = ["contact"]
+    readonly_fields = [f.name for f in Event._meta.fields]
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Event | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Event | None = None) -> bool:
+        return False
 
 
 @admin.register(AuditEntry)

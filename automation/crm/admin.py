@@ -114,7 +114,7 @@ class _ItemAdminBase(admin.ModelAdmin):
                     "short_error", "log_link"]
     list_filter = ["status", "connection"]
     list_select_related = ["contact", "connection"]
-    search_fields = ["contact__email"]
+    search_fields = ["contact__email", "=correlation_id"]  # the id of the change that last queued the row
     show_full_result_count = False
     paginator = EstimatedCountPaginator
     raw_id_fields = ["contact"]
