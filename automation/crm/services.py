@@ -129,17 +129,17 @@ def _queue(conn: CrmConnection, payloads: Sequence[Payload], *, reason: str, for
             fields["force"] = True
         # One UPDATE per correlation id (usually one), constants only; rows a worker claimed
         # meanwhile are skipped here and marked dirty below.
-        for cid, pks in _by_cause(requeue, cause).items():
+        for corr, pks in _by_cause(requeue, cause).items():
             CrmSyncItem.objects.filter(pk__in=pks).exclude(status=SyncStatus.SENDING).update(
-                **fields, correlation_id=cid)
+                **fields, correlation_id=corr)
         sending += requeue
     if sending:
-        for cid, pks in _by_cause(sending, cause).items():
-            marks: dict[str, Any] = {"dirty": True, "correlation_id": cid, **({"force": True} if force else {})}
+        for corr, pks in _by_cause(sending, cause).items():
+            marks: dict[str, Any] = {"dirty": True, "correlation_id": corr, **({"force": True} if force else {})}
             CrmSyncItem.objects.filter(pk__in=pks, status=SyncStatus.SENDING).update(**marks)
-    for cid, pks in _by_cause([r for r in changed_pending if r.correlation_id != cause[r.contact_id]],
+    for corr, pks in _by_cause([r for r in changed_pending if r.correlation_id != cause[r.contact_id]],
                               cause).items():
-        CrmSyncItem.objects.filter(pk__in=pks, status=SyncStatus.PENDING).update(correlation_id=cid)
+        CrmSyncItem.objects.filter(pk__in=pks, status=SyncStatus.PENDING).update(correlation_id=corr)
     count = len(new) + len(requeue)
     if count:
         log.info("crm rows queued", extra={"connection_id": conn.pk, "reason": reason, "queued": count,
