@@ -51,21 +51,47 @@ class SegmentForm(forms.ModelForm):
         return tree
 
 
+class RefreshFailedFilter(admin.SimpleListFilter):
+    """Segments whose last full refresh failed (the operations page lists the active ones)."""
+
+    title = "refresh failed"
+    parameter_name = "refresh_failed"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("yes", "Yes"), ("no", "No")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Segment]) -> QuerySet[Segment]:
+        if self.value() in ("yes", "no"):
+            return queryset.filter(refresh_failed_at__isnull=self.value() == "no")
+        return queryset
+
+
 @admin.register(Segment)
 class SegmentAdmin(admin.ModelAdmin):
     form = SegmentForm
-    list_display = ["name", "is_active", "member_count", "refreshed_at", "updated_at"]
-    list_filter = ["is_active"]
+    list_display = ["name", "is_active", "member_count", "refreshed_at", "refresh_failed_at", "updated_at"]
+    list_filter = ["is_active", RefreshFailedFilter]
     search_fields = ["name", "description"]
-    readonly_fields = ["member_count", "refreshed_at", "created_at", "updated_at"]
+    readonly_fields = ["member_count", "refreshed_at", "refresh_failed_at", "refresh_error", "created_at", "updated_at"]
     fieldsets = [
         (None, {"fields": ["name", "description", "is_active"]}),
         ("Definition", {"fields": ["definition"]}),
         ("Membership", {"fields": ["member_count", "refreshed_at", "created_at", "updated_at"]}),
     ]
+    # Shown first, and only while the last full refresh stands failed: the operations page links here
+    # (recorded by the segment jobs, cleared by the next refresh that succeeds).
+    failure_fieldset = ("Last refresh failed", {"fields": ["refresh_failed_at", "refresh_error"],
+                                                "description": "Members are as of the last good refresh until "
+                                                               "one succeeds; fix the cause, then Refresh now."})
     actions = ["refresh_now"]
     show_full_result_count = False
     change_form_template = "admin/contacts/segment/change_form.html"
+
+    def get_fieldsets(self, request: HttpRequest, obj: Segment | None = None) -> Any:
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is not None and obj.refresh_failed_at is not None:
+            return [self.failure_fieldset, *fieldsets]
+        return fieldsets
 
     def get_urls(self) -> list[URLPattern]:
         preview = path("preview/", self.admin_site.admin_view(self.preview_view), name="contacts_segment_preview")
