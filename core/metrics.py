@@ -1,4 +1,7 @@
-"""/metrics: gauges computed at scrape time from the same selectors as the operations page."""
+"""/metrics: gauges computed at scrape time from the same selectors as the operations page.
+
+With Redis down the scrape still answers: leadflow_redis_up 0, no queue samples, and every series
+read from the database as usual."""
 
 from __future__ import annotations
 
@@ -12,13 +15,21 @@ from core import ops
 
 class LeadflowCollector(Collector):
     def collect(self) -> Iterator[Metric]:
+        redis = ops.redis_snapshot()
+        yield GaugeMetricFamily("leadflow_redis_up", "1 when Redis answered this scrape; 0: no queue series",
+                                value=int(redis.up))
+        yield from self._redis_series(redis)
+        yield from self._database_series()
+
+    def _redis_series(self, redis: ops.RedisSnapshot) -> Iterator[Metric]:
+        """Queues, job throughput, workers: without Redis, no sample (an absent series, not a false 0)."""
         depth = GaugeMetricFamily("leadflow_queue_depth", "Jobs waiting", labels=["queue"])
         age = GaugeMetricFamily("leadflow_queue_oldest_job_age_seconds", "Age of the oldest waiting job",
                                 labels=["queue"])
         failed = GaugeMetricFamily("leadflow_queue_failed_jobs", "Jobs in the failed registry (dead letters)",
                                    labels=["queue"])
         running = GaugeMetricFamily("leadflow_queue_running_jobs", "Jobs running", labels=["queue"])
-        for q in ops.queue_stats():
+        for q in redis.queues:
             depth.add_metric([q.name], q.depth)
             age.add_metric([q.name], q.oldest_age or 0.0)
             failed.add_metric([q.name], q.failed)
@@ -28,12 +39,16 @@ class LeadflowCollector(Collector):
                                  labels=["queue"])
         lost = GaugeMetricFamily("leadflow_queue_jobs_failed_last_hour",
                                  "Job attempts failed in the last 60 minutes (retried ones included)", labels=["queue"])
-        for t in ops.queue_throughput():
+        for t in redis.throughput:
             done.add_metric([t.name], t.finished)
             lost.add_metric([t.name], t.failed)
         yield from (done, lost)
-        yield GaugeMetricFamily("leadflow_workers", "RQ workers registered", value=ops.workers_seen())
+        workers = GaugeMetricFamily("leadflow_workers", "RQ workers registered")
+        if redis.up:
+            workers.add_metric([], redis.workers)
+        yield workers
 
+    def _database_series(self) -> Iterator[Metric]:
         delivery = ops.delivery_stats()
         messages = GaugeMetricFamily("leadflow_messages", "Outbox messages by status", labels=["status"])
         for status, n in sorted(delivery.by_status.items()):

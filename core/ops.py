@@ -1,7 +1,11 @@
 """What ops needs to see, read from the database and Redis at request time: the operations page,
 /metrics and /readyz all use these selectors, so they never disagree.
 
-Every figure is one grouped query or one Redis call (or pipeline); nothing loops over rows."""
+Every figure is one grouped query or one Redis call (or pipeline); nothing loops over rows.
+
+Redis going away is when ops needs these most, so the Redis-backed figures are read together
+(redis_snapshot) with short timeouts, and a Redis that does not answer becomes an error to show
+next to the database-backed figures, never an error page."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+import django_rq
 from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Q
@@ -29,6 +34,29 @@ log = logging.getLogger(__name__)
 
 STUCK_QUEUED = dt.timedelta(minutes=10)  # a due message or CRM row untouched this long is stuck
 
+# --- Reaching Redis from the ops paths ---------------------------------------------------------------------
+# redis-py waits 5 s to connect and 5 s per reply by default: a dead or black-holed Redis would hold
+# the operations page, a scrape or a readiness probe that long for every call. These read paths use
+# their own client with short timeouts (the workers keep django-rq's).
+REDIS_TIMEOUT = 2.0  # seconds to connect and per reply: the page and /metrics (one pipelined read per figure)
+READY_REDIS_TIMEOUT = 0.5  # /readyz: orchestrators' probes time out after about a second
+# Redis down, unreachable or answering garbage. Anything else (a TypeError, a bad key) is a bug and raises.
+REDIS_ERRORS: tuple[type[Exception], ...] = (RedisError, OSError)
+
+
+def ops_redis(*, timeout: float = REDIS_TIMEOUT) -> Redis:
+    """A client for django-rq's "default" Redis (RQ_QUEUES) that gives up after `timeout` seconds."""
+    config: dict[str, Any] = settings.RQ_QUEUES["default"]
+    if "URL" not in config:  # host/port, sentinel or cache configs: django-rq's own client, its timeouts
+        return get_connection()
+    return Redis.from_url(config["URL"], db=config.get("DB"), socket_connect_timeout=timeout,
+                          socket_timeout=timeout)
+
+
+def redis_error_text(exc: BaseException) -> str:
+    """The error as ops reads it: 'ConnectionError: Error 111 connecting to 127.0.0.1:6379. Connection refused.'"""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
 
 @dataclass
 class QueueStats:
@@ -39,12 +67,13 @@ class QueueStats:
     failed: int
 
 
-def queue_stats() -> list[QueueStats]:
-    """Per RQ queue: jobs waiting, age of the oldest, running, failed (dead letters)."""
+def queue_stats(*, redis: Redis | None = None) -> list[QueueStats]:
+    """Per RQ queue: jobs waiting, age of the oldest, running, failed (dead letters). Raises
+    RedisError when Redis does not answer (redis_snapshot turns that into a message)."""
     stats = []
     now = timezone.now()
     for name in settings.QUEUE_NAMES:
-        queue = get_queue(name)
+        queue = get_queue(name) if redis is None else django_rq.get_queue(name, connection=redis)
         oldest = None
         ids = queue.get_job_ids(0, 1)
         if ids:
@@ -59,8 +88,8 @@ def queue_stats() -> list[QueueStats]:
     return stats
 
 
-def workers_seen() -> int:
-    return len(Worker.all(connection=get_connection()))
+def workers_seen(*, redis: Redis | None = None) -> int:
+    return len(Worker.all(connection=get_connection() if redis is None else redis))
 
 
 # --- Job throughput per queue: per-minute counters in Redis, written by the workers ---------------------------
@@ -107,13 +136,13 @@ class QueueThroughput:
         return self.failed / done if done else 0.0
 
 
-def queue_throughput(now: dt.datetime | None = None) -> list[QueueThroughput]:
+def queue_throughput(now: dt.datetime | None = None, *, redis: Redis | None = None) -> list[QueueThroughput]:
     """Per RQ queue, jobs finished and failed in each of the last 60 minutes (the current one
     included): one pipelined Redis round trip for every queue and minute."""
     now = now or timezone.now()
     last = int(now.timestamp() // 60)
     minutes = range(last - 59, last + 1)
-    pipe = get_connection().pipeline(transaction=False)
+    pipe = (get_connection() if redis is None else redis).pipeline(transaction=False)
     for name in settings.QUEUE_NAMES:
         for minute in minutes:
             pipe.hmget(JOB_COUNTERS_KEY.format(queue=name, minute=minute), *JOB_OUTCOMES)
@@ -127,6 +156,35 @@ def queue_throughput(now: dt.datetime | None = None) -> list[QueueThroughput]:
             per_minute.append((dt.datetime.fromtimestamp(minute * 60, tz=tz), int(finished or 0), int(failed or 0)))
         result.append(QueueThroughput(name=name, per_minute=per_minute))
     return result
+
+
+@dataclass
+class RedisSnapshot:
+    """Everything ops reads from Redis, or why it could not be read."""
+
+    queues: list[QueueStats] = field(default_factory=list)
+    throughput: list[QueueThroughput] = field(default_factory=list)
+    workers: int = 0
+    error: str | None = None  # set when Redis did not answer; the lists are then empty
+
+    @property
+    def up(self) -> bool:
+        return self.error is None
+
+
+def redis_snapshot(now: dt.datetime | None = None) -> RedisSnapshot:
+    """Queues, job throughput and workers in one go with short timeouts; when Redis does not
+    answer, a snapshot holding only the error, logged once (a warning: ops reads the page)."""
+    redis = ops_redis()
+    try:
+        return RedisSnapshot(queues=queue_stats(redis=redis), throughput=queue_throughput(now, redis=redis),
+                             workers=workers_seen(redis=redis))
+    except REDIS_ERRORS as exc:
+        error = redis_error_text(exc)
+        log.warning("Redis unreachable; queue, throughput and worker figures left out: %s", error)
+        return RedisSnapshot(error=error)
+    finally:
+        redis.close()
 
 
 @dataclass
@@ -317,11 +375,15 @@ def readiness() -> Readiness:
         database = "ok"
     except Exception as exc:  # noqa: BLE001  any failure means not ready; the message says which
         database = f"error: {type(exc).__name__}"
+    client = ops_redis(timeout=READY_REDIS_TIMEOUT)
     try:
-        get_connection().ping()
+        client.ping()
         redis = "ok"
-        workers = "ok" if workers_seen() else "error: no worker registered"
-    except RedisError as exc:
+        workers = "ok" if workers_seen(redis=client) else "error: no worker registered"
+    except REDIS_ERRORS as exc:  # the type only: /readyz answers anyone, the log has the address
+        log.warning("readiness: Redis unreachable: %s", redis_error_text(exc))
         redis = f"error: {type(exc).__name__}"
         workers = "unknown: Redis unavailable"
+    finally:
+        client.close()
     return Readiness(database=database, redis=redis, workers=workers)
