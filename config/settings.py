@@ -240,6 +240,11 @@ IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 1024 * 1024 * 1024, minimum=1024)
 IMPORT_STALE_SECONDS = env_int("IMPORT_STALE_SECONDS", 600, minimum=30)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024  # larger uploads stream to a temp file, not RAM
 
+# --- Scoring ---------------------------------------------------------------------------------
+# Database connections a full score recompute uses at once on PostgreSQL (rules rebuilt side by
+# side, cached scores updated in id ranges): one core each on the database server.
+SCORING_RECOMPUTE_CONNECTIONS = env_int("SCORING_RECOMPUTE_CONNECTIONS", 2, minimum=1)
+
 # --- Operations -------------------------------------------------------------------------
 # /metrics answers only with `Authorization: Bearer <METRICS_TOKEN>`; empty: /metrics is off.
 METRICS_TOKEN = env_str("METRICS_TOKEN", "") or ""

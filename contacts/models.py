@@ -122,7 +122,7 @@ class Contact(models.Model):
     lists = models.ManyToManyField(ContactList, blank=True, related_name="contacts")
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="owned_contacts",
-        help_text="Sales rep who owns this lead",
+        help_text="Sales rep who owns this lead", db_index=False,  # partial index below
     )
     # Cached from the score ledger (scoring.ScoreEntry) by the scoring services; never edited by hand.
     # db_default: set-based SQL inserts (imports) get them without naming them.
@@ -156,6 +156,9 @@ class Contact(models.Model):
             models.Index(fields=["is_test"], name="contact_is_test_idx", condition=models.Q(is_test=True)),
             # Sales lead view: ranked by score; segments filtering on score.
             models.Index(fields=["-score", "-id"], name="contact_score_idx", condition=~models.Q(score=0)),
+            # The lead view's owner filter and SET_NULL when a user goes. Partial: contacts without an
+            # owner (most, until sales assigns them) cost imports and score updates no index write.
+            models.Index(fields=["owner"], name="contact_owner_idx", condition=models.Q(owner__isnull=False)),
         ]
 
     def __str__(self) -> str:
@@ -286,7 +289,8 @@ class ApiKey(models.Model):
 class Event(models.Model):
     """Something a contact did or that happened to them; feeds scoring, segments and triggers."""
 
-    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="events")
+    # No index of its own: event_contact_type_idx leads with the contact (an index per event costs ingest).
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="events", db_index=False)
     event_type = models.CharField(max_length=100)
     properties = models.JSONField(default=dict, blank=True)
     occurred_at = models.DateTimeField()
@@ -347,8 +351,11 @@ class Segment(models.Model):
 class SegmentMembership(models.Model):
     """Materialised membership, kept current on every contact change and event."""
 
-    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="memberships")
-    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="segment_memberships")
+    # Indexed by segment_member_unique (segment first) and segment_member_contact_idx: no FK indexes
+    # besides (each costs every membership change a write; the contact one was a duplicate).
+    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="memberships", db_index=False)
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="segment_memberships",
+                                db_index=False)
     entered_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

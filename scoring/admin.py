@@ -79,7 +79,7 @@ class RecomputeJobAdmin(admin.ModelAdmin):
 
 @admin.register(ScoreEntry)
 class ScoreEntryAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "contact", "rule_name", "points", "half_life_days", "reason", "event"]
+    list_display = ["created_at", "contact", "rule_name", "points", "half_life_days", "explanation", "event"]
     list_select_related = ["contact"]
     list_filter = ["rule_name"]
     search_fields = ["contact__email", "rule_name"]

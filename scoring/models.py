@@ -47,40 +47,45 @@ class ScoreEntry(models.Model):
     """The ledger: every point a contact got or lost, with the rule and the event behind it."""
 
     # The ledger is written in bulk (a full recompute inserts millions of entries), so it carries no
-    # database-level foreign keys: PostgreSQL checks one with a locking lookup per inserted row,
-    # which was three quarters of a recompute. Django applies on_delete itself (CASCADE, SET_NULL)
-    # as before, and every writer takes its ids from rows it reads in the same statement.
-    # No single-column indexes on contact and rule: (contact, rule, -created_at) and the unique
-    # (rule, event) lead with them, and every index costs the recompute a write per entry.
+    # database-level foreign keys (PostgreSQL checks each with a locking lookup per inserted row) and
+    # one index besides the primary key: every index costs a write per entry, and a recompute's entries
+    # go in contact order, so this one fills front to back. Django applies on_delete itself. Deleting a
+    # rule (SET_NULL) or an erasure's events (SET_NULL; the contact's entries go with it) scans the
+    # ledger: rare, and cheaper than indexing rule and event for them.
     contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="score_entries", db_index=False,
                                 db_constraint=False)
     rule = models.ForeignKey(ScoringRule, null=True, blank=True, on_delete=models.SET_NULL, related_name="entries",
                              db_index=False, db_constraint=False)
     rule_name = models.CharField(max_length=150, help_text="Kept when the rule is deleted")
     event = models.ForeignKey(Event, null=True, blank=True, on_delete=models.SET_NULL, related_name="score_entries",
-                              db_constraint=False)  # indexed: SET_NULL when an erasure deletes events
+                              db_index=False, db_constraint=False)
     points = models.IntegerField()
     half_life_days = models.PositiveIntegerField(null=True, blank=True)
+    # Blank for an event's entry (the event says it; see explanation): millions of entries need no
+    # copy of "page_view event #123" each, which was a fifth of a recompute's writes.
     reason = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField()
 
     class Meta:
         ordering = ["-created_at", "-id"]
         permissions = [("view_leads", "Can see the sales lead view")]
-        indexes = [
-            # Score breakdown, caps, fit holdings, score_events' "already holds an entry", and the
-            # cached-score UPDATE per contact: one contact's entries per rule over time.
-            models.Index(fields=["contact", "rule", "-created_at"], name="scoreentry_contact_rule_idx"),
-        ]
         constraints = [
-            # One event scores once per rule, however often it is processed. Not partial: NULL events
-            # (fit entries) never conflict anyway, and so it also serves the recompute's
-            # `DELETE ... WHERE rule_id = %s` (fit entries included) in place of a rule index.
-            models.UniqueConstraint(fields=["rule", "event"], name="scoreentry_rule_event_unique"),
+            # One event scores once per rule, however often it is processed. An event belongs to one
+            # contact, so this is the same rule as unique (rule, event); leading with the contact, the
+            # index also serves the score breakdown, caps, fit holdings and the cached-score UPDATE
+            # (one contact's entries per rule). NULL events (fit entries) never conflict.
+            models.UniqueConstraint(fields=["contact", "rule", "event"], name="scoreentry_contact_rule_event_uniq"),
         ]
 
     def __str__(self) -> str:
         return f"{self.points:+d} {self.rule_name}"
+
+    @property
+    def explanation(self) -> str:
+        """Why this entry exists: its reason, or the event that earned it."""
+        if self.reason:
+            return self.reason
+        return f"event #{self.event_id}" if self.event_id is not None else ""
 
 
 class GradeBand(models.Model):

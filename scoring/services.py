@@ -12,13 +12,15 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.db import connection, transaction
-from django.db.models import Case, CharField, F, Min, OuterRef, QuerySet, Subquery, Sum, Value, When, Window
+from django.db.models import Case, CharField, F, Max, Min, OuterRef, QuerySet, Subquery, Sum, Value, When, Window
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
@@ -26,6 +28,7 @@ from django.utils import timezone
 from contacts.models import Contact, Event, LifecycleStage
 from contacts.segments.sql import id_set, id_set_sql
 from core.audit import audit_record
+from core.logs import correlation_for_contact
 from core.queues import get_queue
 from core.utils import chunked
 from scoring.models import GradeBand, RecomputeJob, RuleKind, ScoreEntry, ScoringRule
@@ -111,7 +114,7 @@ def _behaviour_entries(rule: ScoringRule, events: Sequence[Event], scored: set[t
         windows[ev.contact_id].entries.append((ev.occurred_at, rule.points))
         entries.append(ScoreEntry(
             contact_id=ev.contact_id, rule=rule, rule_name=rule.name, event=ev, points=rule.points,
-            half_life_days=rule.half_life_days, reason=f"{ev.event_type} event #{ev.pk}", created_at=ev.occurred_at,
+            half_life_days=rule.half_life_days, reason="", created_at=ev.occurred_at,  # see ScoreEntry.explanation
         ))
     return entries
 
@@ -129,8 +132,9 @@ def score_events(*, events: Sequence[Event], now: dt.datetime | None = None) -> 
     rules = list(ScoringRule.objects.filter(kind=RuleKind.BEHAVIOUR, is_active=True, event_type__in=types))
     if not rules:
         return set()
-    scored = set(ScoreEntry.objects.filter(
-        rule__in=rules, event_id__in=id_set([ev.pk for ev in events]),
+    scored = set(ScoreEntry.objects.filter(  # the contacts lead the ledger's (contact, rule, event) index
+        contact_id__in=id_set({ev.contact_id for ev in events}), rule__in=rules,
+        event_id__in=id_set([ev.pk for ev in events]),
     ).values_list("rule_id", "event_id"))
     by_type: dict[str, list[Event]] = defaultdict(list)  # each rule looks only at its own type's events
     for ev in events:
@@ -220,26 +224,77 @@ def _score_update(scope_sql: str, scope_params: Sequence[Any], now: dt.datetime)
         return {row[0] for row in cursor.fetchall()}
 
 
-def _score_update_all(now: dt.datetime) -> int:
-    """Every cached score from the ledger: aggregate the ledger once per contact and join, instead
-    of the per-contact scope of _score_update (whose `IN (SELECT ...)` over millions of entries
-    turns into a nested scan). Returns how many scores changed."""
+def _grade_case_sql(expression: str) -> tuple[str, list[Any]]:
+    """SQL for the grade a score expression reaches: the band with the highest min_score (or '')."""
+    bands = list(GradeBand.objects.order_by("-min_score").values_list("min_score", "grade"))
+    if not bands:
+        return "''", []
+    whens = " ".join(f"WHEN {expression} >= %s THEN %s" for _ in bands)
+    return f"(CASE {whens} ELSE '' END)", [value for band in bands for value in band]
+
+
+def _score_update_range(now: dt.datetime, low: int, high: int) -> int:
+    """Cached score and grade of the contacts with low <= id <= high, from the ledger: aggregate their
+    entries once and join (a per-contact `IN (SELECT ...)` over millions of entries turns into a nested
+    scan), writing only the contacts whose score or grade differs; then zero those without entries.
+    Score and grade in one UPDATE: each is a full new row version (score is indexed, so not HOT)."""
     total = rounded_sql(f"SUM({effective_points_sql('e')})")
+    grade_sql, grade_params = _grade_case_sql("s.new_score")
+    zero_grade_sql, zero_grade_params = _grade_case_sql("0")
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute("SET LOCAL work_mem = '256MB'")  # the aggregate's hash table stays in memory
         cursor.execute(
-            f"UPDATE {CONTACT_TABLE} SET score = s.new_score FROM ("  # noqa: S608
+            f"UPDATE {CONTACT_TABLE} SET score = s.new_score, grade = {grade_sql} FROM ("  # noqa: S608
             f" SELECT e.contact_id AS cid, COALESCE({total}, 0) AS new_score FROM {ENTRY_TABLE} e"
-            f" GROUP BY e.contact_id) s WHERE {CONTACT_TABLE}.id = s.cid AND {CONTACT_TABLE}.score <> s.new_score",
-            [now_param(now)],
+            f" WHERE e.contact_id BETWEEN %s AND %s GROUP BY e.contact_id) s"
+            f" WHERE {CONTACT_TABLE}.id = s.cid"
+            f" AND ({CONTACT_TABLE}.score <> s.new_score OR {CONTACT_TABLE}.grade <> {grade_sql})",
+            [*grade_params, now_param(now), low, high, *grade_params],
         )
         changed = int(cursor.rowcount)
         cursor.execute(
-            f"UPDATE {CONTACT_TABLE} SET score = 0 WHERE score <> 0 AND NOT EXISTS ("  # noqa: S608
-            f"SELECT 1 FROM {ENTRY_TABLE} e WHERE e.contact_id = {CONTACT_TABLE}.id)"
+            f"UPDATE {CONTACT_TABLE} SET score = 0, grade = {zero_grade_sql}"  # noqa: S608
+            f" WHERE id BETWEEN %s AND %s AND score <> 0 AND NOT EXISTS ("
+            f"SELECT 1 FROM {ENTRY_TABLE} e WHERE e.contact_id = {CONTACT_TABLE}.id)",
+            [*zero_grade_params, low, high],
         )
         return changed + int(cursor.rowcount)
+
+
+def _id_ranges(parts: int) -> list[tuple[int, int]]:
+    """The contacts' id span cut into `parts` ranges of about equal width (ids are dense enough)."""
+    low, high = Contact.objects.aggregate(low=Min("id"), high=Max("id")).values()
+    if low is None or high is None:
+        return []
+    step = max(1, -(-(high - low + 1) // parts))
+    return [(start, min(start + step - 1, high)) for start in range(low, high + 1, step)]
+
+
+T = TypeVar("T")
+
+
+def _connections() -> int:
+    """Connections a full recompute may use at once: PostgreSQL only, and only outside a transaction
+    (another connection would not see its uncommitted rows, nor could they be rolled back together)."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        return 1
+    return settings.SCORING_RECOMPUTE_CONNECTIONS
+
+
+def _side_by_side(tasks: Sequence[Callable[[], T]], workers: int) -> list[T]:
+    """Run the tasks on up to `workers` threads, each with its own database connection (closed after)."""
+    if workers <= 1 or len(tasks) <= 1:
+        return [task() for task in tasks]
+
+    def run(task: Callable[[], T]) -> T:
+        try:
+            return task()
+        finally:
+            connection.close()  # this thread's connection; the caller's stays open
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="recompute") as pool:
+        return list(pool.map(run, tasks))
 
 
 def _grades_update_all() -> int:
@@ -278,7 +333,8 @@ def _mql_update(contact_ids: list[int], now: dt.datetime) -> set[int]:
     Contact.objects.filter(id__in=ids, lifecycle_stage__in=MQL_STAGES_FROM).update(lifecycle_stage=LifecycleStage.MQL)
     Event.objects.bulk_create([
         Event(contact_id=cid, event_type=MQL_EVENT, properties={"score": score, "grade": grade}, occurred_at=now,
-              source="system", idempotency_key=f"{MQL_EVENT}:{cid}")
+              source="system", idempotency_key=f"{MQL_EVENT}:{cid}",
+              correlation_id=correlation_for_contact(cid))  # the event that lifted the score, if any
         for cid, score, grade in became
     ], ignore_conflicts=True)
     for cid, score, grade in became:
@@ -356,11 +412,13 @@ def _rebuild_behaviour(rule: ScoringRule) -> None:
     rows_sql, rows_params = _queryset_sql(rows)
     sql = (  # table names are model constants; values are parameters
         f"INSERT INTO {ENTRY_TABLE} (contact_id, rule_id, rule_name, event_id, points, half_life_days, reason,"  # noqa: S608
-        f" created_at) SELECT t.contact_id, %s, %s, t.id, %s, %s, %s || CAST(t.id AS VARCHAR(20)), t.occurred_at"
+        f" created_at) SELECT t.contact_id, %s, %s, t.id, %s, %s, '', t.occurred_at"
         f" FROM ({rows_sql}) t" + (" WHERE t.rn <= %s" if limit is not None else "")
+        # In contact order, the ledger's (contact, rule, event) index fills front to back instead of
+        # at random places (30 s instead of 48 s for 4.5M entries here).
+        + " ORDER BY t.contact_id, t.occurred_at, t.id"
     )
-    params: list[Any] = [rule.pk, rule.name, rule.points, rule.half_life_days, f"{rule.event_type} event #",
-                         *rows_params]
+    params: list[Any] = [rule.pk, rule.name, rule.points, rule.half_life_days, *rows_params]
     if limit is not None:
         params.append(limit)
     with connection.cursor() as cursor:
@@ -404,18 +462,37 @@ def _job_progress(job: RecomputeJob | None, progress: int, message: str = "") ->
 def scores_recompute_all(
     *, rule_ids: Collection[int] | None = None, job: RecomputeJob | None = None, now: dt.datetime | None = None,
 ) -> int:
-    """Rebuild the ledger of the given rules (None: all), then every cached score in one UPDATE,
-    grades and MQL; progress goes on `job`. Returns how many contact scores changed."""
+    """Rebuild the ledger of the given rules (None: all), then every cached score and grade, then MQL;
+    progress goes on `job`. Returns how many contacts' score or grade changed.
+
+    On PostgreSQL outside a transaction the work is spread over SCORING_RECOMPUTE_CONNECTIONS
+    connections: rules are rebuilt side by side (each in its own transaction, as before) and the
+    cached scores are updated in contact id ranges, one transaction each."""
     now = now or timezone.now()
     rules = ScoringRule.objects.all() if rule_ids is None else ScoringRule.objects.filter(pk__in=rule_ids)
     rule_list = list(rules.order_by("pk"))
-    for done, rule in enumerate(rule_list, start=1):
-        scoring_rule_rebuild(rule=rule, now=now)
-        _job_progress(job, int(80 * done / (len(rule_list) + 1)), f"rebuilt rule {rule.name!r}")
+    workers = _connections()
+    rebuilt: list[str] = []
+
+    def rebuild(rule: ScoringRule) -> Callable[[], None]:
+        def task() -> None:
+            scoring_rule_rebuild(rule=rule, now=now)
+            rebuilt.append(rule.name)  # list.append is atomic; progress counts finished rules
+            _job_progress(job, int(80 * len(rebuilt) / (len(rule_list) + 1)), f"rebuilt rule {rule.name!r}")
+        return task
+
+    _side_by_side([rebuild(rule) for rule in rule_list], workers)
+
+    def update(low: int, high: int) -> Callable[[], int]:
+        def task() -> int:
+            with transaction.atomic():
+                return _score_update_range(now, low, high)
+        return task
+
+    changed = sum(_side_by_side([update(low, high) for low, high in _id_ranges(workers)], workers))
+    _job_progress(job, 90, f"{changed} scores changed; grading")
     with transaction.atomic():
-        changed = _score_update_all(now)
-        _job_progress(job, 90, f"{changed} scores changed; grading")
-        _grades_update_all()
+        _grades_update_all()  # contacts whose band changed while their score did not (no entries)
         threshold = _mql_threshold()  # a lowered MQL band qualifies contacts whose score did not change
         if threshold is not None:
             crossing = Contact.objects.filter(mql_at__isnull=True, score__gte=threshold).values_list("id", flat=True)

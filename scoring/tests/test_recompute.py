@@ -45,7 +45,7 @@ def test_recompute_rebuilds_an_edited_rule_with_new_points_repeatability_and_fil
     assert (ann.score, bob.score) == (7, 57)
     entries = ScoreEntry.objects.filter(rule=rule)
     assert sorted(entries.values_list("event_id", flat=True)) == [events[0].pk, events[2].pk]
-    assert entries.get(contact=ann).reason == f"page_view event #{events[0].pk}"
+    assert entries.get(contact=ann).explanation == f"event #{events[0].pk}"
     assert ScoreEntry.objects.filter(rule=other).count() == 1  # untouched
 
 

@@ -1,0 +1,97 @@
+"""A full recompute outside a transaction: on PostgreSQL it spreads rules and contact id ranges over
+SCORING_RECOMPUTE_CONNECTIONS connections. Whatever the split, the result must equal the ledger."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections import defaultdict
+
+import pytest
+from django.db import connection, transaction
+from django.test import override_settings
+
+from contacts.models import Contact, LifecycleStage
+from scoring import services
+from scoring.models import ScoreEntry
+from scoring.tests.factories import NOW, bands, behaviour_rule, contact, event, fit_rule
+
+
+def expected_scores() -> dict[int, int]:
+    """Each contact's score from its ledger entries, in Python (no decaying rules here)."""
+    totals: dict[int, int] = defaultdict(int)
+    for contact_id, points in ScoreEntry.objects.values_list("contact_id", "points"):
+        totals[contact_id] += points
+    return {cid: totals.get(cid, 0) for cid in Contact.objects.values_list("id", flat=True)}
+
+
+def grade_for(score: int) -> str:
+    return "A" if score >= 60 else "B" if score >= 30 else "C" if score >= 10 else ""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_full_recompute_outside_a_transaction_matches_the_ledger_for_every_contact(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bands()
+    behaviour_rule("Visits", points=5)
+    behaviour_rule("Demo", "demo_request", points=40, repeatable=False)
+    behaviour_rule("Unsubscribed", "unsubscribe", points=-20)
+    fit_rule("Leads", {"field": "lifecycle_stage", "op": "eq", "value": "lead"}, points=15)
+    people = [contact(lifecycle_stage=LifecycleStage.LEAD if i % 3 == 0 else LifecycleStage.SUBSCRIBER)
+              for i in range(40)]
+    for i, who in enumerate(people):
+        for k in range(i % 4):
+            event(who, at=NOW - dt.timedelta(hours=k))
+        if i % 5 == 0:
+            event(who, "demo_request", at=NOW)
+            event(who, "demo_request", at=NOW + dt.timedelta(minutes=1))  # not repeatable: scores once
+        if i % 7 == 0:
+            event(who, "unsubscribe", at=NOW)
+    Contact.objects.filter(pk=people[1].pk).update(score=999, grade="A")  # stale cache, no entries
+    threads: set[str] = set()
+    rebuild = services.scoring_rule_rebuild
+
+    def spy(**kwargs: object) -> None:
+        threads.add(threading.current_thread().name)
+        rebuild(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(services, "scoring_rule_rebuild", spy)
+    with override_settings(SCORING_RECOMPUTE_CONNECTIONS=2):
+        changed = services.scores_recompute_all(now=NOW)
+
+    wanted = expected_scores()
+    got = dict(Contact.objects.values_list("id", "score"))
+    assert got == wanted
+    assert dict(Contact.objects.values_list("id", "grade")) == {cid: grade_for(s) for cid, s in wanted.items()}
+    assert wanted[people[0].pk] == 15 + 40 - 20  # lead, demo once, unsubscribed; no visits (i % 4 == 0)
+    assert wanted[people[1].pk] == 5
+    assert got[people[1].pk] == 5
+    assert changed == sum(1 for s in wanted.values() if s != 0)
+    assert ScoreEntry.objects.filter(rule__name="Demo").count() == len(range(0, 40, 5))
+    # PostgreSQL rebuilt the rules on two threads of their own; SQLite stays on the caller's connection.
+    if connection.vendor == "postgresql":
+        assert len(threads) == 2
+        assert all(name.startswith("recompute") for name in threads)
+    else:
+        assert threads == {threading.current_thread().name}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_inside_a_transaction_the_recompute_stays_on_one_connection() -> None:
+    with override_settings(SCORING_RECOMPUTE_CONNECTIONS=4):
+        assert services._connections() == (4 if connection.vendor == "postgresql" else 1)
+        with transaction.atomic():
+            assert services._connections() == 1  # other connections could not see uncommitted rows
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("parts", [1, 2, 3, 7])
+def test_id_ranges_cover_every_contact_once(parts: int) -> None:
+    ids = [contact().pk for _ in range(10)]
+    ranges = services._id_ranges(parts)
+    assert ranges[0][0] == min(ids)
+    assert ranges[-1][1] == max(ids)
+    assert all(low <= high for low, high in ranges)
+    assert all(ranges[i][1] + 1 == ranges[i + 1][0] for i in range(len(ranges) - 1))  # no gap, no overlap
+    assert len(ranges) <= parts
