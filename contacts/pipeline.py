@@ -17,7 +17,7 @@ from rq.job import JobStatus
 
 from contacts.models import Event
 from contacts.segments.sql import id_set
-from core.logs import contact_causes, current_correlation_id, rows_extra
+from core.logs import contact_causes, rows_extra
 from core.queues import get_queue
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,6 @@ def _process_batch(event_ids: list[int]) -> int:
         changed |= score_fit(contact_ids=contact_ids)
         segment_events = segments_update_contacts(contact_ids=contact_ids | changed)
         if segment_events:  # created processed: scored here, in this transaction
-            correlate_segment_events(segment_events, causes)
             score_events(events=segment_events)  # one level: segment changes caused by these scores wait
         from automation.services import workflows_on_events  # goals, then triggers; first steps run after COMMIT
         workflows_on_events(events=[*events, *segment_events])
@@ -78,20 +77,6 @@ def _process_batch(event_ids: list[int]) -> int:
     log.info("events processed", extra={"processed": len(own), "segment_events": len(segment_events),
                                         **rows_extra("event_ids", ((e.pk, e.correlation_id) for e in events))})
     return len(own)
-
-
-def correlate_segment_events(events: list[Event], causes: dict[int, str]) -> None:
-    """Give segment events (created by the segment engine without one) the correlation id of the
-    change that moved the contact: its event in `causes`, else the current request's or job's.
-    One UPDATE per distinct id (a batch from one API call: one), on the rows just inserted."""
-    fallback = current_correlation_id()
-    by_id: dict[str, list[int]] = {}
-    for event in events:
-        event.correlation_id = causes.get(event.contact_id) or fallback
-        if event.correlation_id and event.pk is not None:
-            by_id.setdefault(event.correlation_id, []).append(event.pk)
-    for cid, pks in by_id.items():
-        Event.objects.filter(pk__in=id_set(pks)).update(correlation_id=cid)
 
 
 def _lock_unprocessed(event_ids: list[int]) -> list[Event]:
@@ -129,7 +114,6 @@ def contacts_changed(*, contact_ids: Collection[int]) -> set[int]:
         changed = set(score_fit(contact_ids=ids))
         segment_events = segments_update_contacts(contact_ids=ids | changed)
         if segment_events:  # created processed: scored here, in this transaction
-            correlate_segment_events(segment_events, {})  # the edit's request or job
             score_events(events=segment_events)
             from automation.services import workflows_on_events  # segment_entered triggers and goals
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import (
     BooleanField,
     Case,
@@ -32,6 +32,7 @@ from django.utils import timezone
 from contacts.models import Contact, Event, Segment, SegmentMembership
 from contacts.segments.compiler import FilterContext, compile_with, segment_queryset, validate_filter
 from contacts.segments.sql import id_set
+from core.logs import correlation_for_contact, current_correlation_id
 from core.queues import get_queue
 from core.utils import chunked
 
@@ -98,14 +99,18 @@ def _matching_ids(matching: QuerySet[Contact, dict[str, Any]]) -> Iterator[str]:
 
 
 def _insert_matching(segment: Segment, table: str, now: Any) -> list[int]:
-    """INSERT ... SELECT the matching contacts that are not members yet; their ids."""
+    """INSERT ... SELECT the matching contacts that are not members yet; their ids.
+
+    Existing members are skipped by ON CONFLICT alone (one probe of the unique index each). A NOT
+    EXISTS over the membership table, planned from statistics taken while the segment was empty,
+    became a nested loop that re-scanned the table it was filling: 14.5 s instead of 0.5 s for 50k
+    members right after a score recompute."""
     entered_at = SegmentMembership._meta.get_field("entered_at").get_db_prep_value(now, connection)
     sql = (f"INSERT INTO {MEMBERSHIP} (segment_id, contact_id, entered_at) "  # noqa: S608 (table names are constants)
-           f"SELECT %s, t.id, %s FROM {table} t WHERE NOT EXISTS ("
-           f"SELECT 1 FROM {MEMBERSHIP} m WHERE m.segment_id = %s AND m.contact_id = t.id) "
+           f"SELECT %s, t.id, %s FROM {table} t WHERE true "  # SQLite: a WHERE before ON CONFLICT
            f"ON CONFLICT (segment_id, contact_id) DO NOTHING RETURNING contact_id")
     with connection.cursor() as cursor:
-        cursor.execute(sql, [segment.pk, entered_at, segment.pk])
+        cursor.execute(sql, [segment.pk, entered_at])
         return [row[0] for row in cursor.fetchall()]
 
 
@@ -116,18 +121,19 @@ def _record_refresh_events(segment: Segment, left: Sequence[int], now: Any) -> N
     properties = Event._meta.get_field("properties").get_db_prep_value(
         {"segment_id": segment.pk, "segment": segment.name}, connection)
     stamp = SegmentMembership._meta.get_field("entered_at").get_db_prep_value(now, connection)
-    columns = "contact_id, event_type, properties, occurred_at, received_at, source"
+    correlation = current_correlation_id()  # the refresh job's (or the admin request's)
+    columns = "contact_id, event_type, properties, occurred_at, received_at, source, correlation_id"
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {EVENT} ({columns}) SELECT m.contact_id, %s, %s, %s, %s, %s FROM {MEMBERSHIP} m "  # noqa: S608
+            f"INSERT INTO {EVENT} ({columns}) SELECT m.contact_id, %s, %s, %s, %s, %s, %s FROM {MEMBERSHIP} m "  # noqa: S608
             f"WHERE m.segment_id = %s AND m.entered_at = %s ORDER BY m.contact_id",
-            [SEGMENT_ENTERED, properties, stamp, stamp, EVENT_SOURCE, segment.pk, stamp],
+            [SEGMENT_ENTERED, properties, stamp, stamp, EVENT_SOURCE, correlation, segment.pk, stamp],
         )
         for chunk in chunked(sorted(left), ROW_CHUNK):
-            rows = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(chunk))
+            rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
             cursor.execute(f"INSERT INTO {EVENT} ({columns}) VALUES {rows}",  # noqa: S608
                            [value for cid in chunk for value in (cid, SEGMENT_LEFT, properties, stamp, stamp,
-                                                                 EVENT_SOURCE)])
+                                                                 EVENT_SOURCE, correlation)])
 
 
 def _delete_unmatched(segment: Segment, table: str) -> list[int]:
@@ -142,14 +148,15 @@ def _delete_unmatched(segment: Segment, table: str) -> list[int]:
 def segments_refresh_all() -> dict[int, tuple[int, int] | str]:
     """Refresh every active segment (the safety net for time windows like "in the last 7 days",
     which change with the clock and not with an event). One transaction per segment; a segment
-    whose definition went invalid (a custom field deleted) is reported and skipped."""
+    whose definition went invalid (a custom field deleted) or whose query failed in the database
+    (a statement timeout, say) is reported and skipped, so one bad segment does not stall the rest."""
     outcome: dict[int, tuple[int, int] | str] = {}
     for segment in Segment.objects.filter(is_active=True).order_by("pk"):
         try:
             outcome[segment.pk] = segment_refresh(segment=segment)
-        except ValueError as exc:
+        except (ValueError, DatabaseError) as exc:
             logger.warning("segment %s not refreshed: %s", segment.pk, exc)
-            outcome[segment.pk] = str(exc)
+            outcome[segment.pk] = f"{type(exc).__name__}: {exc}" if isinstance(exc, DatabaseError) else str(exc)
     return outcome
 
 
@@ -281,10 +288,13 @@ def segment_preview(*, definition_text: str, segment_id: int | None = None, samp
 
 def _record_events(changes: list[tuple[Segment, int, str]], now: Any) -> list[Event]:
     """The incremental update's events, created processed: its callers (the event pipeline,
-    contacts_changed) score them in the same transaction, so no later UPDATE has to mark them."""
+    contacts_changed) score them in the same transaction, so no later UPDATE has to mark them.
+    Each carries the correlation id of the change that moved its contact (core.logs.contact_causes,
+    else the current request's or job's)."""
     events = [
         Event(contact_id=contact_id, event_type=event_type, occurred_at=now, source=EVENT_SOURCE,
-              properties={"segment_id": segment.pk, "segment": segment.name}, processed_at=now)
+              properties={"segment_id": segment.pk, "segment": segment.name}, processed_at=now,
+              correlation_id=correlation_for_contact(contact_id))
         for segment, contact_id, event_type in changes
     ]
     return Event.objects.bulk_create(events, batch_size=500) if events else []

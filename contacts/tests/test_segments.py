@@ -129,6 +129,35 @@ def test_refresh_all_lets_time_windows_expire_and_reports_broken_segments() -> N
     assert "unknown custom field 'plan'" in str(outcome[broken.pk])
 
 
+def test_refresh_all_records_a_database_error_on_its_segment_and_refreshes_the_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from django.db import DatabaseError
+
+    from contacts.segments import services
+
+    contact("ann@example.com", tags=("vip",))
+    slow = Segment.objects.create(name="Slow", definition=VIP)
+    vips = Segment.objects.create(name="VIPs", definition=VIP)
+    insert = services._insert_matching
+
+    def failing(segment: Segment, table: str, now: Any) -> list[int]:
+        if segment.pk == slow.pk:  # what PostgreSQL raises when statement_timeout cuts a query
+            raise DatabaseError("canceling statement due to statement timeout")
+        return insert(segment, table, now)
+
+    monkeypatch.setattr(services, "_insert_matching", failing)
+    outcome = segments_refresh_all_job()
+
+    assert outcome[slow.pk] == "DatabaseError: canceling statement due to statement timeout"
+    assert outcome[vips.pk] == (1, 0)
+    assert members(vips) == {"ann@example.com"}
+    assert members(slow) == set()  # its transaction rolled back: nothing half-written
+    slow.refresh_from_db()
+    assert slow.refresh_failed_at is not None
+    assert "statement timeout" in slow.refresh_error
+
+
 def test_refresh_job_refreshes_an_active_segment_and_ignores_missing_or_inactive_ones() -> None:
     contact("ann@example.com", tags=("vip",))
     segment = Segment.objects.create(name="VIPs", definition=VIP)
