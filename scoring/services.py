@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -461,18 +462,21 @@ def _job_progress(job: RecomputeJob | None, progress: int, message: str = "") ->
 
 def scores_recompute_all(
     *, rule_ids: Collection[int] | None = None, job: RecomputeJob | None = None, now: dt.datetime | None = None,
+    timings: dict[str, float] | None = None,
 ) -> int:
     """Rebuild the ledger of the given rules (None: all), then every cached score and grade, then MQL;
     progress goes on `job`. Returns how many contacts' score or grade changed.
 
     On PostgreSQL outside a transaction the work is spread over SCORING_RECOMPUTE_CONNECTIONS
     connections: rules are rebuilt side by side (each in its own transaction, as before) and the
-    cached scores are updated in contact id ranges, one transaction each."""
+    cached scores are updated in contact id ranges, one transaction each.
+    `timings`, when given, receives the seconds each phase took (rules, scores, mql, analyze)."""
     now = now or timezone.now()
     rules = ScoringRule.objects.all() if rule_ids is None else ScoringRule.objects.filter(pk__in=rule_ids)
     rule_list = list(rules.order_by("pk"))
     workers = _connections()
     rebuilt: list[str] = []
+    clock = _PhaseClock(timings)
 
     def rebuild(rule: ScoringRule) -> Callable[[], None]:
         def task() -> None:
@@ -482,6 +486,7 @@ def scores_recompute_all(
         return task
 
     _side_by_side([rebuild(rule) for rule in rule_list], workers)
+    clock.lap("rules")
 
     def update(low: int, high: int) -> Callable[[], int]:
         def task() -> int:
@@ -490,6 +495,7 @@ def scores_recompute_all(
         return task
 
     changed = sum(_side_by_side([update(low, high) for low, high in _id_ranges(workers)], workers))
+    clock.lap("scores")
     _job_progress(job, 90, f"{changed} scores changed; grading")
     with transaction.atomic():
         _grades_update_all()  # contacts whose band changed while their score did not (no entries)
@@ -498,12 +504,29 @@ def scores_recompute_all(
             crossing = Contact.objects.filter(mql_at__isnull=True, score__gte=threshold).values_list("id", flat=True)
             for chunk in chunked(list(crossing), CHUNK):
                 _mql_update(chunk, now)
+    clock.lap("mql")
     if connection.vendor == "postgresql":
         # Scores changed wholesale: refresh the planner's statistics now rather than at the next
         # autovacuum, or segment counts filtering on score plan for the old distribution.
         with connection.cursor() as cursor:
             cursor.execute(f"ANALYZE {CONTACT_TABLE}")
+    clock.lap("analyze")
+    logger.info("scores_recompute_all: %d rule(s), %d score(s) changed", len(rule_list), changed,
+                extra={"timings": clock.laps})
     return changed
+
+
+class _PhaseClock:
+    """Seconds per phase, into the caller's dict (or a private one)."""
+
+    def __init__(self, laps: dict[str, float] | None) -> None:
+        self.laps = laps if laps is not None else {}
+        self.last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self.last, 2)
+        self.last = now
 
 
 def recompute_job_create(
