@@ -44,6 +44,7 @@ from automation.models import (
 from contacts.models import Contact, Event, SegmentMembership
 from core.logs import correlation_scope, rows_extra
 from core.queues import get_queue
+from core.webhooks import signed_headers
 
 log = logging.getLogger(__name__)
 
@@ -773,8 +774,9 @@ def _send(row: WebhookDelivery) -> float | None:
         return None
     import requests
 
-    response = requests.post(row.target, json=row.payload, timeout=WEBHOOK_TIMEOUT,
-                             headers={"Idempotency-Key": row.idempotency_key})
+    raw = json.dumps(row.payload, default=str).encode("utf-8")  # signed as sent, byte for byte
+    response = requests.post(row.target, data=raw, timeout=WEBHOOK_TIMEOUT,
+                             headers={"Idempotency-Key": row.idempotency_key, **signed_headers(raw)})
     if response.status_code < 300:
         return None
     row.last_error = f"HTTP {response.status_code}: {response.text[:500]}"

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from core import ops
 from core.models import Incident
+from core.webhooks import signed_headers
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +109,10 @@ def _notify(incident: Incident) -> int:
             errors.append(f"email: {type(exc).__name__}: {exc}")
     if settings.ALERT_WEBHOOK_URL:
         try:
-            response = requests.post(settings.ALERT_WEBHOOK_URL, timeout=5, json={
-                "key": incident.key, "summary": incident.summary, "detail": incident.detail,
-                "opened_at": incident.opened_at.isoformat(), "text": subject})
+            payload = json.dumps({"key": incident.key, "summary": incident.summary, "detail": incident.detail,
+                                  "opened_at": incident.opened_at.isoformat(), "text": subject}).encode("utf-8")
+            response = requests.post(settings.ALERT_WEBHOOK_URL, timeout=5, data=payload,
+                                     headers=signed_headers(payload))
             response.raise_for_status()
         except requests.RequestException as exc:
             errors.append(f"webhook: {exc}")

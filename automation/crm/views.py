@@ -8,21 +8,18 @@ rate-limit, parse, call one service, answer JSON; bad input is a 4xx naming the 
 
 from __future__ import annotations
 
-import hmac
 import json
 import math
-import time
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from automation.crm.connectors.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from automation.crm.models import CrmConnection
 from automation.crm.services import MAX_INBOUND, crm_inbound_status
 from automation.crm.vault import SecretUnavailable, decrypt
 from core.throttle import Throttle, parse_rate
+from core.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 
-MAX_SKEW = 300  # seconds between the sender's timestamp and ours
 MAX_BODY = 512 * 1024
 INBOUND_RATE = "600/m"
 
@@ -39,11 +36,7 @@ def _verified(request: HttpRequest, connection: CrmConnection, body: bytes) -> b
         secret = decrypt(connection.signing_secret_encrypted)
     except SecretUnavailable:
         return False
-    timestamp = request.headers.get(TIMESTAMP_HEADER, "")
-    signature = request.headers.get(SIGNATURE_HEADER, "")
-    if not secret or not timestamp.isdigit() or abs(time.time() - int(timestamp)) > MAX_SKEW:
-        return False
-    return hmac.compare_digest(sign(secret, timestamp, body), signature)
+    return verify(secret, request.headers.get(TIMESTAMP_HEADER, ""), request.headers.get(SIGNATURE_HEADER, ""), body)
 
 
 @csrf_exempt

@@ -28,6 +28,7 @@ from campaigns.delivery import delivery_run_batch
 from campaigns.models import Message
 from contacts.models import Contact, ContactList, CustomField, Segment, SegmentMembership, Tag
 from core.queues import get_queue
+from core.webhooks import outgoing_secret, verify
 from scoring.models import ScoreEntry
 
 pytestmark = pytest.mark.django_db
@@ -239,14 +240,17 @@ class _Hook(BaseHTTPRequestHandler):
     fail_next = 0
 
     def do_POST(self) -> None:  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        raw = self.rfile.read(int(self.headers["Content-Length"]))
+        body = json.loads(raw)
         if _Hook.fail_next:
             _Hook.fail_next -= 1
             self.send_response(503)
             self.send_header("Retry-After", "1")
             self.end_headers()
             return
-        _Hook.received.append({"body": body, "key": self.headers["Idempotency-Key"]})
+        _Hook.received.append({"body": body, "key": self.headers["Idempotency-Key"], "raw": raw,
+                               "timestamp": self.headers["X-Leadflow-Timestamp"],
+                               "signature": self.headers["X-Leadflow-Signature"]})
         self.send_response(204)
         self.end_headers()
 
@@ -289,6 +293,10 @@ def test_webhook_and_notify_sales_go_through_the_outbox_with_retries(sender, hoo
     assert sent["body"]["campaign"] == "spring"
     assert sent["body"]["contact"]["email"] == "hook@example.com"
     assert sent["key"] == retry.idempotency_key
+    # signed with the outgoing secret over the exact bytes received; any other body fails the check
+    assert verify(outgoing_secret(), sent["timestamp"], sent["signature"], sent["raw"])
+    assert not verify(outgoing_secret(), sent["timestamp"], sent["signature"], sent["raw"] + b" ")
+    assert not verify("another secret", sent["timestamp"], sent["signature"], sent["raw"])
     assert engine.webhook_deliver(delivery_id=rows["email"].pk) == "sent"
     assert [m.to for m in mailoutbox] == [["sales@example.com"]]
     assert "Hot lead" in mailoutbox[0].subject

@@ -21,6 +21,7 @@ from core.alerts import alerts_check
 from core.models import Incident
 from core.queues import get_connection
 from core.services import switch_set
+from core.webhooks import outgoing_secret, verify
 
 pytestmark = pytest.mark.django_db
 
@@ -37,7 +38,10 @@ def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            raw = self.rfile.read(int(self.headers["Content-Length"]))
+            signed = verify(outgoing_secret(), self.headers.get("X-Leadflow-Timestamp", ""),
+                            self.headers.get("X-Leadflow-Signature", ""), raw)
+            received.append({**json.loads(raw), "_signed": signed})
             self.send_response(204)
             self.end_headers()
 
@@ -70,6 +74,7 @@ def test_no_sends_while_messages_wait_is_one_incident_notified_once_then_resolve
         assert f"[Leadflow alert] {incident.summary}" in [m.subject for m in mail.outbox]
         assert len(mail.outbox) == 2
         assert sorted(r["key"] for r in received) == sorted(keys)
+        assert all(r["_signed"] for r in received)  # signed with the outgoing webhook secret
         # when the message goes out, both resolve
         Message.objects.update(status=MessageStatus.SENT, sent_at=timezone.now())
         assert alerts_check()["resolved"] == 2

@@ -9,8 +9,6 @@ outcomes: {"results": [{"email": ..., "status": "ok" | "error", "id": ..., "mess
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import time
 from collections.abc import Callable
@@ -19,14 +17,9 @@ from typing import Any
 import requests
 
 from automation.crm.connectors.base import Fate, ItemResult, OutItem, SendResult, status_failure, transport_failure
+from core.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
-SIGNATURE_HEADER = "X-Leadflow-Signature"
-TIMESTAMP_HEADER = "X-Leadflow-Timestamp"
-
-
-def sign(secret: str, timestamp: str, body: bytes) -> str:
-    digest = hmac.new(secret.encode("utf-8"), timestamp.encode("ascii") + b"." + body, hashlib.sha256).hexdigest()
-    return f"sha256={digest}"
+__all__ = ["SIGNATURE_HEADER", "TIMESTAMP_HEADER", "WebhookConnector", "sign"]
 
 
 class WebhookConnector:
