@@ -43,6 +43,7 @@ SEGMENT_LEFT = "segment_left"
 EVENT_SOURCE = "system"
 CONTACT_CHUNK = 5000  # contacts per incremental query (an event batch has at most 4,000 contacts)
 SEGMENT_CHUNK = 40  # segments evaluated per incremental query (one boolean column each)
+REFRESH_ERROR_MAX = 2000  # characters of a failed refresh's error kept on the segment
 ROW_CHUNK = 1000  # membership rows per INSERT/DELETE statement
 REFRESH_JOB = "contacts.segments.tasks.segment_refresh_job"
 MATCHING_TABLE = "segment_refresh_matching"  # temporary: one connection's refresh at a time
@@ -60,19 +61,43 @@ def segment_refresh(*, segment: Segment) -> tuple[int, int]:
     The definition is evaluated once, into a temporary table of matching ids; membership is then
     diffed against it with one INSERT and one DELETE, whatever the segment's size. member_count
     and refreshed_at are updated and each change is recorded as an Event. ValueError if the
-    definition is invalid.
+    definition is invalid. Whoever calls it (the refresh jobs, an import's follow-up), the outcome
+    is left on the segment for the operations page: a failure sets refresh_failed_at and
+    refresh_error (then re-raises), a success clears them.
     """
     now = timezone.now()
-    matching = segment_queryset(segment, context=FilterContext(now=now)).order_by()
-    matching_ids = matching.annotate(matching_id=F("pk")).values("matching_id")
-    with transaction.atomic(), _matching_ids(matching_ids) as table:
-        entered = _insert_matching(segment, table, now)
-        left = _delete_unmatched(segment, table)
-        count = SegmentMembership.objects.filter(segment_id=segment.pk).count()
-        Segment.objects.filter(pk=segment.pk).update(member_count=count, refreshed_at=now)
-        _record_refresh_events(segment, left, now)
+    try:
+        matching = segment_queryset(segment, context=FilterContext(now=now)).order_by()
+        matching_ids = matching.annotate(matching_id=F("pk")).values("matching_id")
+        with transaction.atomic(), _matching_ids(matching_ids) as table:
+            entered = _insert_matching(segment, table, now)
+            left = _delete_unmatched(segment, table)
+            count = SegmentMembership.objects.filter(segment_id=segment.pk).count()
+            Segment.objects.filter(pk=segment.pk).update(member_count=count, refreshed_at=now,
+                                                         refresh_failed_at=None, refresh_error="")
+            _record_refresh_events(segment, left, now)
+    except Exception as exc:
+        _refresh_failure_record(segment, exc)
+        raise
     segment.member_count, segment.refreshed_at = count, now
+    segment.refresh_failed_at, segment.refresh_error = None, ""
     return len(entered), len(left)
+
+
+def refresh_error_text(exc: BaseException) -> str:
+    """What the operations page shows: a definition's problem as is, anything else with its type."""
+    text = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+    return text[:REFRESH_ERROR_MAX]
+
+
+def _refresh_failure_record(segment: Segment, exc: BaseException) -> None:
+    """Runs after the refresh's atomic block rolled back (a savepoint inside a caller's transaction),
+    so the connection is usable. Never raises: the refresh's own error is what the caller gets."""
+    try:
+        Segment.objects.filter(pk=segment.pk).update(refresh_failed_at=timezone.now(),
+                                                     refresh_error=refresh_error_text(exc))
+    except Exception:
+        logger.exception("segment %s: refresh failure not recorded", segment.pk)
 
 
 @contextmanager
@@ -91,11 +116,13 @@ def _matching_ids(matching: QuerySet[Contact, dict[str, Any]]) -> Iterator[str]:
                        "ON CONFLICT (id) DO NOTHING", params)
         if connection.vendor == "postgresql":
             cursor.execute(f"ANALYZE {table}")  # autovacuum never analyses temporary tables
-    try:
-        yield table
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute(f"DROP TABLE IF EXISTS {table}")
+    yield table
+    # Dropped on success only: after a failed statement PostgreSQL refuses every command until the
+    # rollback (a DROP here would replace the real error with "current transaction is aborted"),
+    # and the rollback of the caller's atomic block removes the table anyway (DDL is transactional;
+    # a leftover is dropped by the next refresh's first statement).
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 def _insert_matching(segment: Segment, table: str, now: Any) -> list[int]:
@@ -153,10 +180,10 @@ def segments_refresh_all() -> dict[int, tuple[int, int] | str]:
     outcome: dict[int, tuple[int, int] | str] = {}
     for segment in Segment.objects.filter(is_active=True).order_by("pk"):
         try:
-            outcome[segment.pk] = segment_refresh(segment=segment)
+            outcome[segment.pk] = segment_refresh(segment=segment)  # records a failure on the segment
         except (ValueError, DatabaseError) as exc:
             logger.warning("segment %s not refreshed: %s", segment.pk, exc)
-            outcome[segment.pk] = f"{type(exc).__name__}: {exc}" if isinstance(exc, DatabaseError) else str(exc)
+            outcome[segment.pk] = refresh_error_text(exc)
     return outcome
 
 
