@@ -259,8 +259,10 @@ ALERT_NO_SENDS_MINUTES = env_int("ALERT_NO_SENDS_MINUTES", 10, minimum=1)
 # --- CRM sync -------------------------------------------------------------------------
 # Fernet key for CRM tokens and signing secrets stored in the database; empty: derived from SECRET_KEY.
 CRM_SECRETS_KEY = env_str("CRM_SECRETS_KEY", "") or ""
-# Shared secret signing outgoing webhooks (workflow steps, alerts); empty: derived from SECRET_KEY.
+# Secrets signing outgoing webhooks: workflow steps, and alert notifications (its own, so a
+# workflow webhook's receiver cannot forge alerts); empty: derived from SECRET_KEY.
 WEBHOOK_SIGNING_SECRET = env_str("WEBHOOK_SIGNING_SECRET", "") or ""
+ALERT_WEBHOOK_SECRET = env_str("ALERT_WEBHOOK_SECRET", "") or ""
 
 # --- Workflows ----------------------------------------------------------------------------
 # Where staging versions' emails go when the sender profile names no staging recipient; empty:

@@ -112,7 +112,7 @@ def _notify(incident: Incident) -> int:
             payload = json.dumps({"key": incident.key, "summary": incident.summary, "detail": incident.detail,
                                   "opened_at": incident.opened_at.isoformat(), "text": subject}).encode("utf-8")
             response = requests.post(settings.ALERT_WEBHOOK_URL, timeout=5, data=payload,
-                                     headers=signed_headers(payload))
+                                     headers=signed_headers(payload, purpose="alerts"))
             response.raise_for_status()
         except requests.RequestException as exc:
             errors.append(f"webhook: {exc}")

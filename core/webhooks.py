@@ -27,23 +27,30 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 
 def verify(secret: str, timestamp: str, signature: str, body: bytes, *, now: float | None = None) -> bool:
-    """True when `signature` signs `body` at `timestamp` under `secret`, and the timestamp is fresh."""
-    if not secret or not timestamp.isdigit():
+    """True when `signature` signs `body` at `timestamp` under `secret`, and the timestamp is fresh.
+    Any malformed header is simply False (ASCII digits only: "²".isdigit() is true, int() refuses it)."""
+    if not secret or not (timestamp.isascii() and timestamp.isdigit()) or not signature.isascii():
         return False
     if abs((time.time() if now is None else now) - int(timestamp)) > MAX_SKEW:
         return False
-    return hmac.compare_digest(sign(secret, timestamp, body), signature)
+    return hmac.compare_digest(sign(secret, timestamp, body).encode("ascii"), signature.encode("ascii"))
 
 
-def outgoing_secret() -> str:
-    """WEBHOOK_SIGNING_SECRET, else one derived from SECRET_KEY (set it, so rotating SECRET_KEY does
-    not change what receivers must check)."""
-    configured = str(getattr(settings, "WEBHOOK_SIGNING_SECRET", "") or "")
-    return configured or salted_hmac("leadflow.webhooks", "outgoing", algorithm="sha256").hexdigest()
+# One secret per kind of receiver: whoever checks workflow webhooks (any URL a marketer enters)
+# must not be able to sign what the on-call pager trusts.
+PURPOSES = {"workflows": "WEBHOOK_SIGNING_SECRET", "alerts": "ALERT_WEBHOOK_SECRET"}
 
 
-def signed_headers(body: bytes, *, secret: str | None = None, now: float | None = None) -> dict[str, str]:
+def outgoing_secret(purpose: str = "workflows") -> str:
+    """The purpose's setting (WEBHOOK_SIGNING_SECRET, ALERT_WEBHOOK_SECRET), else one derived from
+    SECRET_KEY and the purpose (set them, so rotating SECRET_KEY does not change what receivers check)."""
+    configured = str(getattr(settings, PURPOSES[purpose], "") or "")
+    return configured or salted_hmac("leadflow.webhooks", purpose, algorithm="sha256").hexdigest()
+
+
+def signed_headers(body: bytes, *, purpose: str = "workflows", secret: str | None = None,
+                   now: float | None = None) -> dict[str, str]:
     """Content-Type, timestamp and signature headers for POSTing exactly `body`."""
     timestamp = str(int(time.time() if now is None else now))
     return {"Content-Type": "application/json", TIMESTAMP_HEADER: timestamp,
-            SIGNATURE_HEADER: sign(outgoing_secret() if secret is None else secret, timestamp, body)}
+            SIGNATURE_HEADER: sign(outgoing_secret(purpose) if secret is None else secret, timestamp, body)}

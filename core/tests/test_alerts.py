@@ -39,7 +39,7 @@ def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802
             raw = self.rfile.read(int(self.headers["Content-Length"]))
-            signed = verify(outgoing_secret(), self.headers.get("X-Leadflow-Timestamp", ""),
+            signed = verify(outgoing_secret("alerts"), self.headers.get("X-Leadflow-Timestamp", ""),
                             self.headers.get("X-Leadflow-Signature", ""), raw)
             received.append({**json.loads(raw), "_signed": signed})
             self.send_response(204)
@@ -74,7 +74,7 @@ def test_no_sends_while_messages_wait_is_one_incident_notified_once_then_resolve
         assert f"[Leadflow alert] {incident.summary}" in [m.subject for m in mail.outbox]
         assert len(mail.outbox) == 2
         assert sorted(r["key"] for r in received) == sorted(keys)
-        assert all(r["_signed"] for r in received)  # signed with the outgoing webhook secret
+        assert all(r["_signed"] for r in received)  # signed with the alerts' own secret
         # when the message goes out, both resolve
         Message.objects.update(status=MessageStatus.SENT, sent_at=timezone.now())
         assert alerts_check()["resolved"] == 2

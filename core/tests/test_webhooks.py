@@ -27,11 +27,16 @@ def test_a_receiver_accepts_only_the_same_secret_the_same_bytes_and_a_fresh_time
     assert not verify("s3cret", timestamp, signature, BODY, now=1_700_000_000 + MAX_SKEW + 1)  # replayed later
     assert not verify("s3cret", "not-a-time", signature, BODY, now=1_700_000_010)
     assert not verify("", timestamp, signature, BODY, now=1_700_000_010)
+    assert not verify("s3cret", "²", signature, BODY, now=1_700_000_010)  # a digit to isdigit(), not to int()
+    assert not verify("s3cret", timestamp, "sha256=é", BODY, now=1_700_000_010)  # refused, not a TypeError
 
 
 def test_the_outgoing_secret_is_the_setting_when_set_else_derived_from_the_secret_key() -> None:
-    with override_settings(WEBHOOK_SIGNING_SECRET="configured"):
+    with override_settings(WEBHOOK_SIGNING_SECRET="configured", ALERT_WEBHOOK_SECRET="pager"):
         assert outgoing_secret() == "configured"
+        assert outgoing_secret("alerts") == "pager"
+    with override_settings(WEBHOOK_SIGNING_SECRET="", ALERT_WEBHOOK_SECRET=""):
+        assert outgoing_secret("workflows") != outgoing_secret("alerts")  # one per kind of receiver
     with override_settings(WEBHOOK_SIGNING_SECRET="", SECRET_KEY="key-one" * 8):
         derived = outgoing_secret()
     with override_settings(WEBHOOK_SIGNING_SECRET="", SECRET_KEY="key-two" * 8):
