@@ -570,7 +570,7 @@ def recompute_job_run(*, job_id: int, now: dt.datetime | None = None) -> bool:
         raise
     RecomputeJob.objects.filter(pk=job_id).update(
         status=RecomputeJob.Status.COMPLETED, progress=100, finished_at=timezone.now(),
-        message=f"Rebuilt {len(rule_ids)} rule(s); {changed} contact score(s) changed"
+        message=f"Rebuilt {len(rule_ids)} rule(s); {changed} contact(s) got a new score or grade"
                 f" (rules {phases.get('rules', 0):.1f} s, scores {phases.get('scores', 0):.1f} s).",
     )
     return True

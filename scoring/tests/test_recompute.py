@@ -96,8 +96,8 @@ def test_a_queued_job_runs_on_the_worker_and_records_progress(
     ann.refresh_from_db()
     assert (job.status, job.progress, job.started_at is not None, job.finished_at is not None) == (
         "completed", 100, True, True)
-    assert re.fullmatch(r"Rebuilt 1 rule\(s\); 1 contact score\(s\) changed \(rules \d+\.\d s, scores \d+\.\d s\)\.",
-                        job.message), job.message
+    assert re.fullmatch(r"Rebuilt 1 rule\(s\); 1 contact\(s\) got a new score or grade"
+                        r" \(rules \d+\.\d s, scores \d+\.\d s\)\.", job.message), job.message
     assert ann.score == 9
     assert recompute_job_run(job_id=job.pk) is False  # claimed once only
 
