@@ -4,33 +4,41 @@ import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
 
+from core.migration_ops import OnPostgres
+
 # Django gives a unique varchar column a second, varchar_pattern_ops index on PostgreSQL, for
 # `email LIKE 'prefix%'`. Nothing here filters by an email prefix (searches are exact or contain the
 # term anywhere), and each index costs every import and every score update a write per contact:
-# drop it. (A later AlterField on email drops it with IF EXISTS, so it may be gone.)
+# drop it. (A later AlterField on email drops it with IF EXISTS, so it may be gone.) Foreign keys
+# whose column already leads another index lose their own. On PostgreSQL all of it happens
+# CONCURRENTLY: Django's AlterField would drop and re-validate each foreign key, scanning millions
+# of events under an exclusive lock.
 EMAIL_LIKE = "contacts_contact_email_b008e8f9_like"
-
-
-def drop_email_like(apps, schema_editor):  # type: ignore[no-untyped-def]
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(f"DROP INDEX IF EXISTS {EMAIL_LIKE}")
-
-
-def create_email_like(apps, schema_editor):  # type: ignore[no-untyped-def]
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(
-            f"CREATE INDEX IF NOT EXISTS {EMAIL_LIKE} ON contacts_contact (email varchar_pattern_ops)")
+DROPPED = {  # Django's index name: (table, column)
+    "contacts_event_contact_id_6a5dd8b9": ("contacts_event", "contact_id"),
+    "contacts_segmentmembership_contact_id_bb5a7382": ("contacts_segmentmembership", "contact_id"),
+    "contacts_segmentmembership_segment_id_336911ea": ("contacts_segmentmembership", "segment_id"),
+    "contacts_contact_owner_id_0103c1ee": ("contacts_contact", "owner_id"),
+}
+OWNER_INDEX = ("CREATE INDEX CONCURRENTLY IF NOT EXISTS contact_owner_idx ON contacts_contact (owner_id)"
+               " WHERE owner_id IS NOT NULL")
+FORWARD = [OWNER_INDEX, f"DROP INDEX CONCURRENTLY IF EXISTS {EMAIL_LIKE}",
+           *(f"DROP INDEX CONCURRENTLY IF EXISTS {name}" for name in DROPPED)]
+BACKWARD = [*(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {table} ({column})"
+              for name, (table, column) in DROPPED.items()),
+            f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {EMAIL_LIKE} ON contacts_contact (email varchar_pattern_ops)",
+            "DROP INDEX CONCURRENTLY IF EXISTS contact_owner_idx"]
 
 
 class Migration(migrations.Migration):
+    atomic = False  # CREATE / DROP INDEX CONCURRENTLY cannot run in a transaction
 
     dependencies = [
         ('contacts', '0005_event_correlation_segment_refresh_error'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
-    operations = [
-        migrations.RunPython(drop_email_like, create_email_like),
+    operations = [OnPostgres(forward_sql=FORWARD, backward_sql=BACKWARD, operations=[
         migrations.AlterField(
             model_name='contact',
             name='owner',
@@ -55,4 +63,4 @@ class Migration(migrations.Migration):
             model_name='contact',
             index=models.Index(condition=models.Q(('owner__isnull', False)), fields=['owner'], name='contact_owner_idx'),
         ),
-    ]
+    ])]

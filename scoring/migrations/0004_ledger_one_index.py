@@ -3,15 +3,39 @@
 import django.db.models.deletion
 from django.db import migrations, models
 
+from core.migration_ops import OnPostgres
+
+# On PostgreSQL the new unique index is built CONCURRENTLY (the ledger holds millions of entries and
+# live scoring writes to it), then becomes the constraint; the old ones go with brief locks only.
+FORWARD = [
+    "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS scoreentry_contact_rule_event_uniq"
+    " ON scoring_scoreentry (contact_id, rule_id, event_id)",
+    "ALTER TABLE scoring_scoreentry ADD CONSTRAINT scoreentry_contact_rule_event_uniq"
+    " UNIQUE USING INDEX scoreentry_contact_rule_event_uniq",
+    "ALTER TABLE scoring_scoreentry DROP CONSTRAINT IF EXISTS scoreentry_rule_event_unique",
+    "DROP INDEX CONCURRENTLY IF EXISTS scoreentry_contact_rule_idx",
+    "DROP INDEX CONCURRENTLY IF EXISTS scoring_scoreentry_event_id_4b5c2c71",
+]
+BACKWARD = [
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS scoring_scoreentry_event_id_4b5c2c71 ON scoring_scoreentry (event_id)",
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS scoreentry_contact_rule_idx"
+    " ON scoring_scoreentry (contact_id, rule_id, created_at DESC)",
+    "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS scoreentry_rule_event_unique ON scoring_scoreentry (rule_id, event_id)",
+    "ALTER TABLE scoring_scoreentry ADD CONSTRAINT scoreentry_rule_event_unique"
+    " UNIQUE USING INDEX scoreentry_rule_event_unique",
+    "ALTER TABLE scoring_scoreentry DROP CONSTRAINT IF EXISTS scoreentry_contact_rule_event_uniq",
+]
+
 
 class Migration(migrations.Migration):
+    atomic = False  # CREATE / DROP INDEX CONCURRENTLY cannot run in a transaction
 
     dependencies = [
         ('contacts', '0005_event_correlation_segment_refresh_error'),
         ('scoring', '0003_ledger_lean_indexes_no_db_fks'),
     ]
 
-    operations = [
+    operations = [OnPostgres(forward_sql=FORWARD, backward_sql=BACKWARD, operations=[
         migrations.RemoveConstraint(
             model_name='scoreentry',
             name='scoreentry_rule_event_unique',
@@ -29,4 +53,4 @@ class Migration(migrations.Migration):
             model_name='scoreentry',
             constraint=models.UniqueConstraint(fields=('contact', 'rule', 'event'), name='scoreentry_contact_rule_event_uniq'),
         ),
-    ]
+    ])]

@@ -1,0 +1,70 @@
+"""The index migrations of the big tables (contacts, events, memberships, the score ledger) run on
+PostgreSQL as hand-written CONCURRENTLY statements: they must leave the schema Django's own
+operations would, and reverse cleanly, on both databases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+
+BEFORE = [("contacts", "0005_event_correlation_segment_refresh_error"),
+          ("scoring", "0003_ledger_lean_indexes_no_db_fks")]
+AFTER = [("contacts", "0006_lean_contact_event_membership_indexes"), ("scoring", "0004_ledger_one_index")]
+
+
+def migrate(targets: list[tuple[str, str]]) -> None:
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(targets)
+
+
+def indexes(table: str) -> dict[str, tuple[tuple[str, ...], bool]]:
+    """index or constraint name -> (columns, unique), for indexes only (not foreign keys or checks)."""
+    with connection.cursor() as cursor:
+        found = connection.introspection.get_constraints(cursor, table)
+    return {name: (tuple(c["columns"]), bool(c["unique"])) for name, c in found.items()
+            if c["index"] or (c["unique"] and not c["primary_key"])}
+
+
+def has_columns(table: str, columns: tuple[str, ...], *, unique: bool | None = None) -> bool:
+    return any(cols == columns and (unique is None or uniq == unique) for cols, uniq in indexes(table).values())
+
+
+@pytest.fixture
+def back_and_forth() -> Iterator[None]:
+    try:
+        yield
+    finally:
+        migrate(AFTER)  # whatever happened, the next tests get the current schema
+        executor = MigrationExecutor(connection)
+        assert not executor.migration_plan(executor.loader.graph.leaf_nodes())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_big_table_index_migrations_apply_and_reverse(back_and_forth: None) -> None:
+    # current schema: one ledger index (contact, rule, event), unique; no redundant FK indexes
+    assert has_columns("scoring_scoreentry", ("contact_id", "rule_id", "event_id"), unique=True)
+    assert not has_columns("scoring_scoreentry", ("rule_id", "event_id"))
+    assert not has_columns("scoring_scoreentry", ("event_id",))
+    assert not has_columns("contacts_event", ("contact_id",))
+    assert not has_columns("contacts_segmentmembership", ("segment_id",))
+    assert has_columns("contacts_segmentmembership", ("contact_id",))  # segment_member_contact_idx, once
+    assert sum(cols == ("contact_id",) for cols, _ in indexes("contacts_segmentmembership").values()) == 1
+    assert "contact_owner_idx" in indexes("contacts_contact")
+
+    migrate(BEFORE)
+    assert has_columns("scoring_scoreentry", ("rule_id", "event_id"), unique=True)
+    assert has_columns("scoring_scoreentry", ("event_id",))
+    assert not has_columns("scoring_scoreentry", ("contact_id", "rule_id", "event_id"))
+    assert has_columns("contacts_event", ("contact_id",))
+    assert has_columns("contacts_segmentmembership", ("segment_id",))
+    assert "contact_owner_idx" not in indexes("contacts_contact")
+    assert has_columns("contacts_contact", ("owner_id",))
+
+    migrate(AFTER)
+    assert has_columns("scoring_scoreentry", ("contact_id", "rule_id", "event_id"), unique=True)
+    assert not has_columns("contacts_event", ("contact_id",))
+    assert "contact_owner_idx" in indexes("contacts_contact")
