@@ -11,8 +11,9 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
 BEFORE = [("contacts", "0005_event_correlation_segment_refresh_error"),
-          ("scoring", "0003_ledger_lean_indexes_no_db_fks")]
-AFTER = [("contacts", "0006_lean_contact_event_membership_indexes"), ("scoring", "0004_ledger_one_index")]
+          ("scoring", "0003_ledger_lean_indexes_no_db_fks"), ("automation", "0003_correlation_id")]
+AFTER = [("contacts", "0006_lean_contact_event_membership_indexes"), ("scoring", "0004_ledger_one_index"),
+         ("automation", "0004_steprun_time_indexes")]
 
 
 def migrate(targets: list[tuple[str, str]]) -> None:
@@ -54,6 +55,7 @@ def test_the_big_table_index_migrations_apply_and_reverse(back_and_forth: None) 
     assert has_columns("contacts_segmentmembership", ("contact_id",))  # segment_member_contact_idx, once
     assert sum(cols == ("contact_id",) for cols, _ in indexes("contacts_segmentmembership").values()) == 1
     assert "contact_owner_idx" in indexes("contacts_contact")
+    assert {"steprun_finished_idx", "steprun_retrying_idx"} <= set(indexes("automation_steprun"))
 
     migrate(BEFORE)
     assert has_columns("scoring_scoreentry", ("rule_id", "event_id"), unique=True)
@@ -63,8 +65,10 @@ def test_the_big_table_index_migrations_apply_and_reverse(back_and_forth: None) 
     assert has_columns("contacts_segmentmembership", ("segment_id",))
     assert "contact_owner_idx" not in indexes("contacts_contact")
     assert has_columns("contacts_contact", ("owner_id",))
+    assert not {"steprun_finished_idx", "steprun_retrying_idx"} & set(indexes("automation_steprun"))
 
     migrate(AFTER)
     assert has_columns("scoring_scoreentry", ("contact_id", "rule_id", "event_id"), unique=True)
     assert not has_columns("contacts_event", ("contact_id",))
     assert "contact_owner_idx" in indexes("contacts_contact")
+    assert {"steprun_finished_idx", "steprun_retrying_idx"} <= set(indexes("automation_steprun"))
