@@ -9,6 +9,7 @@ Entry points (all set-based per call; see docs/scoring.md):
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import logging
 import time
@@ -288,14 +289,15 @@ def _side_by_side(tasks: Sequence[Callable[[], T]], workers: int) -> list[T]:
     if workers <= 1 or len(tasks) <= 1:
         return [task() for task in tasks]
 
-    def run(task: Callable[[], T]) -> T:
+    def run(context: contextvars.Context, task: Callable[[], T]) -> T:
         try:
-            return task()
+            return context.run(task)  # the caller's context: log lines keep the job's correlation id
         finally:
             connection.close()  # this thread's connection; the caller's stays open
 
+    contexts = [contextvars.copy_context() for _ in tasks]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="recompute") as pool:
-        return list(pool.map(run, tasks))
+        return list(pool.map(run, contexts, tasks))
 
 
 def _grades_update_all() -> int:

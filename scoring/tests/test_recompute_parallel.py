@@ -12,6 +12,7 @@ from django.db import connection, transaction
 from django.test import override_settings
 
 from contacts.models import Contact, LifecycleStage
+from core.logs import correlation_scope, current_correlation_id
 from scoring import services
 from scoring.models import ScoreEntry
 from scoring.tests.factories import NOW, bands, behaviour_rule, contact, event, fit_rule
@@ -50,15 +51,18 @@ def test_a_full_recompute_outside_a_transaction_matches_the_ledger_for_every_con
             event(who, "unsubscribe", at=NOW)
     Contact.objects.filter(pk=people[1].pk).update(score=999, grade="A")  # stale cache, no entries
     threads: set[str] = set()
+    correlation_ids: set[str] = set()
     rebuild = services.scoring_rule_rebuild
 
     def spy(**kwargs: object) -> None:
         threads.add(threading.current_thread().name)
+        correlation_ids.add(current_correlation_id())
         rebuild(**kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(services, "scoring_rule_rebuild", spy)
-    with override_settings(SCORING_RECOMPUTE_CONNECTIONS=2):
+    with override_settings(SCORING_RECOMPUTE_CONNECTIONS=2), correlation_scope("recompute-job-7"):
         changed = services.scores_recompute_all(now=NOW)
+    assert correlation_ids == {"recompute-job-7"}  # the threads log under the job's id
 
     wanted = expected_scores()
     got = dict(Contact.objects.values_list("id", "score"))
