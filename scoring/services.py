@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.db import connection, transaction
-from django.db.models import Case, CharField, F, Max, Min, OuterRef, QuerySet, Subquery, Sum, Value, When, Window
+from django.db.models import F, Max, Min, OuterRef, QuerySet, Subquery, Sum, Value, Window
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
@@ -236,32 +236,28 @@ def _grade_case_sql(expression: str) -> tuple[str, list[Any]]:
 
 
 def _score_update_range(now: dt.datetime, low: int, high: int) -> int:
-    """Cached score and grade of the contacts with low <= id <= high, from the ledger: aggregate their
-    entries once and join (a per-contact `IN (SELECT ...)` over millions of entries turns into a nested
-    scan), writing only the contacts whose score or grade differs; then zero those without entries.
-    Score and grade in one UPDATE: each is a full new row version (score is indexed, so not HOT)."""
+    """Cached score and grade of the contacts with low <= id <= high, from the ledger, in one UPDATE:
+    their entries aggregated once, LEFT JOINed to the range's contacts (no entries: 0), and only the
+    contacts whose score or grade differs written. (A per-contact `IN (SELECT ...)` over millions of
+    entries turns into a nested scan; a second pass zeroing contacts without entries probed the
+    ledger once per scored contact.) Score and grade in one row version: score is indexed, so an
+    update is never HOT and each one writes every index of the contact."""
     total = rounded_sql(f"SUM({effective_points_sql('e')})")
     grade_sql, grade_params = _grade_case_sql("s.new_score")
-    zero_grade_sql, zero_grade_params = _grade_case_sql("0")
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute("SET LOCAL work_mem = '256MB'")  # the aggregate's hash table stays in memory
         cursor.execute(
             f"UPDATE {CONTACT_TABLE} SET score = s.new_score, grade = {grade_sql} FROM ("  # noqa: S608
-            f" SELECT e.contact_id AS cid, COALESCE({total}, 0) AS new_score FROM {ENTRY_TABLE} e"
-            f" WHERE e.contact_id BETWEEN %s AND %s GROUP BY e.contact_id) s"
+            f" SELECT c.id AS cid, COALESCE(a.total, 0) AS new_score FROM {CONTACT_TABLE} c LEFT JOIN ("
+            f"  SELECT e.contact_id, {total} AS total FROM {ENTRY_TABLE} e"
+            f"  WHERE e.contact_id BETWEEN %s AND %s GROUP BY e.contact_id) a ON a.contact_id = c.id"
+            f" WHERE c.id BETWEEN %s AND %s) s"
             f" WHERE {CONTACT_TABLE}.id = s.cid"
             f" AND ({CONTACT_TABLE}.score <> s.new_score OR {CONTACT_TABLE}.grade <> {grade_sql})",
-            [*grade_params, now_param(now), low, high, *grade_params],
+            [*grade_params, now_param(now), low, high, low, high, *grade_params],
         )
-        changed = int(cursor.rowcount)
-        cursor.execute(
-            f"UPDATE {CONTACT_TABLE} SET score = 0, grade = {zero_grade_sql}"  # noqa: S608
-            f" WHERE id BETWEEN %s AND %s AND score <> 0 AND NOT EXISTS ("
-            f"SELECT 1 FROM {ENTRY_TABLE} e WHERE e.contact_id = {CONTACT_TABLE}.id)",
-            [*zero_grade_params, low, high],
-        )
-        return changed + int(cursor.rowcount)
+        return int(cursor.rowcount)
 
 
 def _id_ranges(parts: int) -> list[tuple[int, int]]:
@@ -298,14 +294,6 @@ def _side_by_side(tasks: Sequence[Callable[[], T]], workers: int) -> list[T]:
     contexts = [contextvars.copy_context() for _ in tasks]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="recompute") as pool:
         return list(pool.map(run, contexts, tasks))
-
-
-def _grades_update_all() -> int:
-    """Every contact's grade in one UPDATE with a CASE over the (few) bands."""
-    bands = list(GradeBand.objects.order_by("-min_score").values_list("min_score", "grade"))
-    whens = [When(score__gte=min_score, then=Value(grade)) for min_score, grade in bands]
-    grade = Case(*whens, default=Value(""), output_field=CharField()) if whens else Value("")
-    return Contact.objects.exclude(grade=grade).update(grade=grade)
 
 
 def _grades_update(contacts: QuerySet[Contact]) -> int:
@@ -418,8 +406,9 @@ def _rebuild_behaviour(rule: ScoringRule) -> None:
         f" created_at) SELECT t.contact_id, %s, %s, t.id, %s, %s, '', t.occurred_at"
         f" FROM ({rows_sql}) t" + (" WHERE t.rn <= %s" if limit is not None else "")
         # In contact order, the ledger's (contact, rule, event) index fills front to back instead of
-        # at random places (30 s instead of 48 s for 4.5M entries here).
-        + " ORDER BY t.contact_id, t.occurred_at, t.id"
+        # at random places (30 s instead of 48 s for 4.5M entries here). Contact alone: the window's
+        # sort already put them in that order, so capped rules need no second sort.
+        + " ORDER BY t.contact_id"
     )
     params: list[Any] = [rule.pk, rule.name, rule.points, rule.half_life_days, *rows_params]
     if limit is not None:
@@ -500,7 +489,6 @@ def scores_recompute_all(
     clock.lap("scores")
     _job_progress(job, 90, f"{changed} scores changed; grading")
     with transaction.atomic():
-        _grades_update_all()  # contacts whose band changed while their score did not (no entries)
         threshold = _mql_threshold()  # a lowered MQL band qualifies contacts whose score did not change
         if threshold is not None:
             crossing = Contact.objects.filter(mql_at__isnull=True, score__gte=threshold).values_list("id", flat=True)
