@@ -11,9 +11,11 @@ by moving timestamps in the database or passing a later `now`, never by sleeping
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -80,6 +82,23 @@ def database_url() -> str:
     if connection.vendor == "sqlite":
         return f"sqlite:///{settings['NAME']}"
     return f"postgres://{settings['USER']}@{settings['HOST']}:{settings['PORT']}/{settings['NAME']}"
+
+
+@contextlib.contextmanager
+def between_writes() -> Iterator[None]:
+    """SQLite has one writer at a time: hold its write lock while freezing a worker, so the worker
+    is stopped between two of its write transactions, never inside one (where it would keep the
+    lock, and every other process would wait for it). PostgreSQL locks rows: nothing to do."""
+    if connection.vendor != "sqlite":
+        yield
+        return
+    lock = sqlite3.connect(connection.settings_dict["NAME"], timeout=60)
+    try:
+        lock.execute("BEGIN IMMEDIATE")  # waits for the worker's current write to commit
+        yield
+    finally:
+        lock.rollback()
+        lock.close()
 
 
 def kill_tree(pid: int) -> None:
@@ -371,7 +390,8 @@ def test_redis_flushed_mid_run_loses_nothing(stack: Stack) -> None:
     stack.post(first, tag="flush")
     wait_for(lambda: len(stack.sink.received) >= 10, timeout=60, what="sending to start", stack=stack)
     # and, while the worker is frozen, 50 more registrations whose jobs only Redis knows about
-    signal_tree(worker.pid, signal.SIGSTOP)
+    with between_writes():
+        signal_tree(worker.pid, signal.SIGSTOP)
     try:
         stack.post(second, tag="flush")
         # when Redis loses everything (queues, kicks, limiter state, worker registrations)
