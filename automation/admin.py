@@ -19,7 +19,7 @@ from django.utils.safestring import mark_safe
 from automation import selectors, services
 from automation.definition import DefinitionError
 from automation.models import Enrollment, StepRun, VersionState, WebhookDelivery, Workflow, WorkflowVersion
-from core.admin_utils import EstimatedCountPaginator
+from core.admin_utils import ReadOnlyAdmin
 
 
 class ImportForm(forms.Form):
@@ -172,29 +172,15 @@ class WorkflowAdmin(admin.ModelAdmin):
         return response
 
 
-class _ReadOnly(admin.ModelAdmin):
-    show_full_result_count = False
-    paginator = EstimatedCountPaginator
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
 @admin.register(WorkflowVersion)
-class WorkflowVersionAdmin(_ReadOnly):
+class WorkflowVersionAdmin(ReadOnlyAdmin):
     list_display = ["workflow", "number", "state", "author", "created_at", "promoted_by", "promoted_at"]
     list_filter = ["state"]
     list_select_related = ["workflow", "author", "promoted_by"]
 
 
 @admin.register(Enrollment)
-class EnrollmentAdmin(_ReadOnly):
+class EnrollmentAdmin(ReadOnlyAdmin):
     list_display = ["id", "contact", "workflow", "version", "status", "step_id", "is_staging", "next_run_at",
                     "entered_at"]
     list_filter = ["status", "is_staging", "workflow"]
@@ -204,14 +190,14 @@ class EnrollmentAdmin(_ReadOnly):
 
 
 @admin.register(StepRun)
-class StepRunAdmin(_ReadOnly):
+class StepRunAdmin(ReadOnlyAdmin):
     list_display = ["idempotency_key", "step_type", "status", "attempt", "started_at", "finished_at", "error"]
     list_filter = ["status", "step_type"]
     search_fields = ["=idempotency_key", "=correlation_id"]
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(_ReadOnly):
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
     list_display = ["id", "channel", "target", "status", "attempts", "last_error", "created_at", "sent_at"]
     list_filter = ["status", "channel"]
     actions = ["retry"]

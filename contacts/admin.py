@@ -45,7 +45,7 @@ from contacts.imports.reader import CsvSource, ImportFileError, detect_format
 from contacts.models import Contact, ContactList, CustomField, Event, ImportJob, Tag, contact_field_names
 from contacts.resources import ContactResource
 from contacts.services import contact_erase, contact_export_data
-from core.admin_utils import EstimatedCountPaginator
+from core.admin_utils import EstimatedCountPaginator, ReadOnlyAdmin
 from core.audit import audit_record
 from core.models import AuditEntry
 from core.queues import get_queue
@@ -177,7 +177,7 @@ class ContactListAdmin(admin.ModelAdmin):
 
 
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
+class EventAdmin(ReadOnlyAdmin):
     """Events are written by the API, tracking, the CRM and the pipeline; here they are read, and
     followed by correlation id (exact match) to the enrollments, messages and CRM rows they caused."""
 
@@ -188,8 +188,6 @@ class EventAdmin(admin.ModelAdmin):
     list_select_related = ["contact"]
     raw_id_fields = ["contact"]
     readonly_fields = [f.name for f in Event._meta.fields]
-    show_full_result_count = False
-    paginator = EstimatedCountPaginator
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet[Event],
                            search_term: str) -> tuple[QuerySet[Event], bool]:
@@ -207,35 +205,15 @@ class EventAdmin(admin.ModelAdmin):
             return queryset.filter(contact__email=term.lower()), False
         return queryset.filter(correlation_id=term), False
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Event | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Event | None = None) -> bool:
-        return False
-
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
+class AuditEntryAdmin(ReadOnlyAdmin):
     """The audit trail is written by core.audit only: nobody adds, edits or deletes entries here."""
 
     list_display = ["at", "actor_label", "action", "target_type", "target_id"]
     list_filter = ["action", "target_type"]
     search_fields = ["action", "actor_label", "=target_id"]
     readonly_fields = ["at", "actor", "actor_label", "action", "target_type", "target_id", "data"]
-    show_full_result_count = False
-    paginator = EstimatedCountPaginator
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: AuditEntry | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: AuditEntry | None = None) -> bool:
-        return False
 
 
 # --- Import jobs: reading the file for the wizard ------------------------------------------------------

@@ -5,8 +5,10 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
+from django.contrib import admin
 from django.core.paginator import Paginator
 from django.db import connections
+from django.http import HttpRequest
 
 
 class EstimatedCountPaginator(Paginator):
@@ -31,3 +33,20 @@ class EstimatedCountPaginator(Paginator):
             if row and row[0] > 10_000:
                 return int(row[0])
         return super().count
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """A history written by the code only (ledger, events, audit trail, sync logs, versions): listed
+    and opened, never added, edited or deleted here; big, so counted by estimate."""
+
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

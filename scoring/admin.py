@@ -8,7 +8,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from core.admin_utils import EstimatedCountPaginator
+from core.admin_utils import ReadOnlyAdmin
 from scoring.forms import ScoringRuleForm
 from scoring.models import GradeBand, RecomputeJob, ScoreEntry, ScoringRule
 from scoring.services import recompute_job_create
@@ -78,24 +78,13 @@ class RecomputeJobAdmin(admin.ModelAdmin):
 
 
 @admin.register(ScoreEntry)
-class ScoreEntryAdmin(admin.ModelAdmin):
+class ScoreEntryAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "contact", "rule_name", "points", "half_life_days", "explanation", "event"]
     list_select_related = ["contact"]
     list_filter = ["rule_name"]
     search_fields = ["contact__email", "rule_name"]
     raw_id_fields = ["contact", "rule", "event"]
-    show_full_result_count = False
-    paginator = EstimatedCountPaginator
     list_per_page = 50
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ScoreEntry]:
         return super().get_queryset(request).defer("contact__attributes")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: ScoreEntry | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: ScoreEntry | None = None) -> bool:
-        return False

@@ -17,7 +17,7 @@ from automation.crm.models import CrmConnection, CrmSyncError, CrmSyncItem, CrmS
 from automation.crm.selectors import connection_status_counts
 from automation.crm.services import crm_resync_all, crm_retry_failed, crm_sync_now
 from automation.crm.vault import encrypt
-from core.admin_utils import EstimatedCountPaginator
+from core.admin_utils import EstimatedCountPaginator, ReadOnlyAdmin
 from core.audit import audit_record
 
 SYNC_PERM = "crm.sync_crmconnection"
@@ -178,22 +178,11 @@ class CrmSyncErrorAdmin(_ItemAdminBase):
 
 
 @admin.register(CrmSyncLog)
-class CrmSyncLogAdmin(admin.ModelAdmin):
+class CrmSyncLogAdmin(ReadOnlyAdmin):
     """The sync log; filter by contact (?contact__id__exact=) or by connection."""
 
     list_display = ["at", "connection", "contact", "outcome", "http_status", "attempt", "message"]
     list_filter = ["outcome", "connection"]
     list_select_related = ["contact", "connection"]
     search_fields = ["contact__email"]
-    show_full_result_count = False
-    paginator = EstimatedCountPaginator
     raw_id_fields = ["contact"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
