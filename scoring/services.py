@@ -22,9 +22,9 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.db import connection, transaction
-from django.db.models import F, Max, Min, OuterRef, QuerySet, Subquery, Sum, Value, Window
+from django.db.models import CharField, F, Max, Min, QuerySet, Sum, Window
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Coalesce, RowNumber
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from contacts.models import Contact, Event, LifecycleStage
@@ -297,11 +297,10 @@ def _side_by_side(tasks: Sequence[Callable[[], T]], workers: int) -> list[T]:
 
 
 def _grades_update(contacts: QuerySet[Contact]) -> int:
-    """grade = the band with the highest min_score <= score ('' if none), where it differs."""
-    band = Coalesce(
-        Subquery(GradeBand.objects.filter(min_score__lte=OuterRef("score")).order_by("-min_score").values("grade")[:1]),
-        Value(""),
-    )
+    """grade = the band with the highest min_score <= score ('' if none), where it differs: the
+    same CASE over the bands (read once) as the recompute's UPDATE."""
+    score = f"{connection.ops.quote_name(CONTACT_TABLE)}.{connection.ops.quote_name('score')}"
+    band = RawSQL(*_grade_case_sql(score), output_field=CharField())  # noqa: S611 (constant SQL, bands as params)
     return contacts.exclude(grade=band).update(grade=band)
 
 
