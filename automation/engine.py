@@ -41,7 +41,7 @@ from automation.models import (
     StepRunStatus,
     WebhookDelivery,
 )
-from contacts.models import Contact, Event, SegmentMembership
+from contacts.models import Contact, Event, SegmentMembership, contact_scores_set, with_contact_scores
 from core.logs import correlation_scope, rows_extra
 from core.queues import get_queue
 from core.webhooks import signed_headers
@@ -317,13 +317,14 @@ def enrollment_advance(*, enrollment_id: int, now: dt.datetime | None = None) ->
     is not live or another worker holds it)."""
     now = now or timezone.now()
     with transaction.atomic():
-        qs = Enrollment.objects.select_related("version", "workflow", "contact").filter(
-            pk=enrollment_id, status__in=LIVE_STATUSES)
+        qs = with_contact_scores(Enrollment.objects.select_related("version", "workflow", "contact").filter(
+            pk=enrollment_id, status__in=LIVE_STATUSES))
         if connection.features.has_select_for_update_skip_locked:
             qs = qs.select_for_update(skip_locked=True, of=("self",))
         enrollment = qs.first()
         if enrollment is None:
             return None
+        contact_scores_set([enrollment])  # branch conditions and payloads read them
         if enrollment.status == EnrollmentStatus.WAITING and enrollment.next_run_at and enrollment.next_run_at > now:
             return enrollment.status  # not due: a duplicate job
         before = (enrollment.status, enrollment.seq, enrollment.step_id)

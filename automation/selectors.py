@@ -174,9 +174,11 @@ def _describe(step: dict[str, Any], version: WorkflowVersion) -> str:
 
 
 def simulation_contacts(*, emails: Sequence[str] = (), random_count: int = 0) -> list[Contact]:
-    chosen = list(Contact.objects.filter(email__in=[e.strip().lower() for e in emails if e.strip()]))
+    """The contacts to simulate, with their score and grade (branch conditions) read in the same query."""
+    contacts = Contact.objects.with_scores()
+    chosen = list(contacts.filter(email__in=[e.strip().lower() for e in emails if e.strip()]))
     if random_count:
-        chosen += list(Contact.objects.exclude(pk__in=[c.pk for c in chosen]).order_by("?")[:random_count])
+        chosen += list(contacts.exclude(pk__in=[c.pk for c in chosen]).order_by("?")[:random_count])
     return chosen
 
 

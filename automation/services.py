@@ -30,7 +30,7 @@ from automation.models import (
     Workflow,
     WorkflowVersion,
 )
-from contacts.models import Contact, Event, Segment, SegmentMembership
+from contacts.models import Contact, ContactScore, Event, Segment, SegmentMembership
 from core.audit import audit_record
 from core.logs import current_correlation_id, rows_extra
 
@@ -134,7 +134,8 @@ def _score_filter(chosen: dict[int, tuple[WorkflowVersion, Event | None]],
              if v.definition.get("trigger", {}).get("type") == "score_reached"}
     if not needs:
         return chosen
-    scores = dict(Contact.objects.filter(pk__in=needs).values_list("pk", "score"))
+    # One query for all of them; a contact without a ContactScore row has score 0.
+    scores = dict(ContactScore.objects.filter(contact_id__in=needs).values_list("contact_id", "score"))
     return {cid: pair for cid, pair in chosen.items() if cid not in needs or scores.get(cid, 0) >= needs[cid]}
 
 

@@ -37,12 +37,14 @@ import time
 from automation.crm.models import CrmConnection
 from automation.crm.services import crm_contacts_changed
 from automation.crm.vault import encrypt
-from contacts.models import Contact
+from contacts.models import Contact, ContactScore
 from core.utils import chunked
 n = {contacts}
 for chunk in chunked(range(n), 5000):
-    Contact.objects.bulk_create([Contact(email=f"lead{{i}}@bench.example", first_name=f"First{{i}}",
-                                         company=f"Company {{i % 500}}", score=i % 90) for i in chunk])
+    made = Contact.objects.bulk_create([Contact(email=f"lead{{i}}@bench.example", first_name=f"First{{i}}",
+                                                company=f"Company {{i % 500}}") for i in chunk])
+    ContactScore.objects.bulk_create([ContactScore(contact=c, score=i % 90)  # no row: score 0
+                                      for i, c in zip(chunk, made, strict=True) if i % 90])
 conn = CrmConnection(name="bench hubspot", kind="hubspot", base_url="{url}", token_encrypted=encrypt("fake-token"),
                      field_mapping={{"first_name": "firstname", "company": "company", "score": "lead_score",
                                     "grade": "lead_grade", "lifecycle_stage": "lifecyclestage"}},

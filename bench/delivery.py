@@ -68,7 +68,7 @@ from contacts.models import Contact
 sender = SenderProfile.objects.get(name="fast")
 template = EmailTemplate.objects.get(key="welcome")
 emails = []
-for i, contact in enumerate(Contact.objects.order_by("id")[:{n}]):
+for i, contact in enumerate(Contact.objects.with_scores().order_by("id")[:{n}]):  # the context has score, grade
     m = Message(pk=10**9 + i, contact=contact, template=template, sender=sender)
     message_render(m, sender)
     e = EmailMultiAlternatives(m.subject, m.text, sender.from_email, [m.to_email],

@@ -80,9 +80,9 @@ for wf in Workflow.objects.all():
 # 100,000 enrollments asleep on the wait step `pause` (its StepRun waiting until T), set-based.
 WAKE_SETUP = """
 INSERT INTO contacts_contact (email, first_name, last_name, company, job_title, phone, country, lifecycle_stage,
-    attributes, consent_status, consent_source, is_test, score, grade, created_at, updated_at)
+    attributes, consent_status, consent_source, is_test, created_at, updated_at)
 SELECT 'wake' || g || '@bench.example', 'Wake' || g, '', '', '', '', '', 'lead', '{{}}'::jsonb, 'granted', 'bench',
-       false, 0, '', now(), now()
+       false, now(), now()
 FROM generate_series(1, {n}) g;
 
 INSERT INTO automation_enrollment (contact_id, workflow_id, version_id, is_staging, step_id, seq, status, next_run_at,

@@ -61,7 +61,7 @@ class EmailTemplateAdmin(admin.ModelAdmin):
         from contacts.models import Contact
 
         if contact_id:
-            contact = Contact.objects.filter(pk=contact_id).first()
+            contact = Contact.objects.with_scores().filter(pk=contact_id).first()  # score, grade: same query
             if contact is not None:
                 return contact
         return Contact(**{k: v for k, v in rendering.SAMPLE_CONTACT.items()})

@@ -49,7 +49,7 @@ from campaigns.models import (
     SuppressionReason,
     email_hash,
 )
-from contacts.models import ConsentStatus
+from contacts.models import ConsentStatus, contact_scores_set, with_contact_scores
 from core.logs import rows_extra
 from core.queues import get_connection as redis_connection
 from core.queues import get_queue
@@ -122,8 +122,9 @@ def messages_claim(*, sender_id: int, limit: int, now: dt.datetime) -> list[Mess
         Message.objects.filter(pk__in=ids, status__in=PENDING_STATUSES).update(
             status=MessageStatus.SENDING, claim_token=token, claimed_at=now, updated_at=now,
         )
-    return list(Message.objects.filter(claim_token=token, status=MessageStatus.SENDING)
-                .select_related("contact", "template").order_by("id"))
+    return contact_scores_set(list(with_contact_scores(
+        Message.objects.filter(claim_token=token, status=MessageStatus.SENDING)
+        .select_related("contact", "template").order_by("id"))))
 
 
 # --- Outcomes -----------------------------------------------------------------------------------
@@ -670,7 +671,8 @@ def message_deliver(*, message_id: int) -> BatchResult:
     if not claimed:
         return result
     result.claimed = 1
-    message = Message.objects.select_related("contact", "template", "sender").get(pk=message_id)
+    [message] = contact_scores_set([with_contact_scores(Message.objects.select_related(
+        "contact", "template", "sender")).get(pk=message_id)])
     sendable = _apply_rules(message.sender, [message], result, now)
     _send_all(message.sender, sendable, result, time.monotonic() + settings.DELIVERY_BATCH_SECONDS)
     return result

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
-from django.db.models.functions import Lower, Trim
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce, Lower, Trim
 
 from contacts.emails import normalize_email
 
@@ -97,6 +100,16 @@ class ContactList(models.Model):
         return self.name
 
 
+class ContactQuerySet(models.QuerySet["Contact"]):
+    def with_scores(self) -> ContactQuerySet:
+        """Each contact's score and grade in the same query (LEFT JOIN ContactScore; none: 0 and '')."""
+        # The annotations land in the properties' setters (the stubs take them for redefinitions).
+        return self.annotate(  # type: ignore[no-redef]
+            score=Coalesce(F("scorecard__score"), Value(0)),
+            grade=Coalesce(F("scorecard__grade"), Value(""), output_field=models.CharField()),
+        )
+
+
 class Contact(models.Model):
     # Stored normalised (see contacts.emails); the check constraint keeps raw writes honest.
     email = models.EmailField(max_length=254, unique=True)
@@ -124,13 +137,12 @@ class Contact(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="owned_contacts",
         help_text="Sales rep who owns this lead", db_index=False,  # partial index below
     )
-    # Cached from the score ledger (scoring.ScoreEntry) by the scoring services; never edited by hand.
-    # db_default: set-based SQL inserts (imports) get them without naming them.
-    score = models.IntegerField(default=0, db_default=0, editable=False)
-    grade = models.CharField(max_length=2, blank=True, default="", db_default="", editable=False)
+    # score and grade live in ContactScore (below): see Contact.score.
     mql_at = models.DateTimeField(null=True, blank=True, editable=False, help_text="When it became an MQL")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ContactQuerySet.as_manager()
 
     class Meta:
         # Newest first by id: same order as created_at, served by the primary key index, so a
@@ -154,8 +166,6 @@ class Contact(models.Model):
                          condition=~models.Q(lifecycle_stage="subscriber")),
             # Staging runs select the test audience.
             models.Index(fields=["is_test"], name="contact_is_test_idx", condition=models.Q(is_test=True)),
-            # Sales lead view: ranked by score; segments filtering on score.
-            models.Index(fields=["-score", "-id"], name="contact_score_idx", condition=~models.Q(score=0)),
             # The lead view's owner filter and SET_NULL when a user goes. Partial: contacts without an
             # owner (most, until sales assigns them) cost imports and score updates no index write.
             models.Index(fields=["owner"], name="contact_owner_idx", condition=models.Q(owner__isnull=False)),
@@ -163,6 +173,38 @@ class Contact(models.Model):
 
     def __str__(self) -> str:
         return self.email
+
+    # The cached score and grade, read from ContactScore (no row: 0 and ''). Querysets that list
+    # many contacts use Contact.objects.with_scores(), which sets both in the same query.
+    @property
+    def score(self) -> int:
+        if "_score" not in self.__dict__:
+            self._load_scorecard()
+        return int(self.__dict__["_score"])
+
+    @score.setter
+    def score(self, value: int) -> None:
+        self.__dict__["_score"] = value
+
+    @property
+    def grade(self) -> str:
+        if "_grade" not in self.__dict__:
+            self._load_scorecard()
+        return str(self.__dict__["_grade"])
+
+    @grade.setter
+    def grade(self, value: str) -> None:
+        self.__dict__["_grade"] = value
+
+    def _load_scorecard(self) -> None:
+        row = ContactScore.objects.filter(contact_id=self.pk).values_list("score", "grade").first() \
+            if self.pk is not None else None
+        self.__dict__["_score"], self.__dict__["_grade"] = row or (0, "")
+
+    def refresh_from_db(self, *args: Any, **kwargs: Any) -> None:
+        super().refresh_from_db(*args, **kwargs)
+        self.__dict__.pop("_score", None)  # read again on next access
+        self.__dict__.pop("_grade", None)
 
     @property
     def full_name(self) -> str:
@@ -182,8 +224,58 @@ class Contact(models.Model):
         self.attributes = validate_attributes(self.attributes, creating=self._state.adding)
 
 
+SCORE_FIELD_NAMES = ("score", "grade")
+
+
+class ContactScore(models.Model):
+    """A contact's cached score and grade, kept from the score ledger by the scoring services.
+
+    A narrow table of its own, not columns on Contact: a full recompute rewrites a million scores,
+    and on the contact each one was a new version of the whole row plus an entry in every contact
+    index (email, stage, score: the update is never HOT). Here it is 40 bytes and two indexes.
+    No row means score 0 and no grade, so contacts that never scored cost nothing.
+    """
+
+    contact = models.OneToOneField(Contact, primary_key=True, on_delete=models.CASCADE, related_name="scorecard")
+    score = models.IntegerField(default=0)
+    grade = models.CharField(max_length=2, blank=True, default="")
+
+    class Meta:
+        indexes = [
+            # Sales lead view: ranked by score; segments filtering on score. Zero scores stay out.
+            models.Index(fields=["-score", "-contact"], name="contactscore_rank_idx", condition=~models.Q(score=0)),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.contact_id}: {self.score} {self.grade}".strip()
+
+
+RowT = TypeVar("RowT", bound=models.Model)
+
+
+def with_contact_scores(rows: models.QuerySet[RowT]) -> models.QuerySet[RowT]:
+    """Rows that carry a contact (select_related("contact")), with that contact's score and grade
+    in the same query: ContactScore LEFT JOINed (no row: 0 and ''). contact_scores_set then puts
+    them on the contacts, as Contact.objects.with_scores() does, so nothing reads them one by one."""
+    return rows.annotate(
+        contact_score=Coalesce(F("contact__scorecard__score"), Value(0)),
+        contact_grade=Coalesce(F("contact__scorecard__grade"), Value(""), output_field=models.CharField()),
+    )
+
+
+def contact_scores_set(rows: list[RowT]) -> list[RowT]:
+    """The score and grade with_contact_scores read, on each row's contact; returns the rows."""
+    for row in rows:
+        contact = row.contact  # type: ignore[attr-defined]
+        contact.score, contact.grade = row.contact_score, row.contact_grade  # type: ignore[attr-defined]
+    return rows
+
+
 def contact_field_names() -> frozenset[str]:
-    return frozenset(f.name for f in Contact._meta.get_fields() if not (f.is_relation and f.auto_created))
+    """Names a custom field or an import column may not take: the contact's fields, and score and
+    grade, which read as fields though ContactScore holds them."""
+    fields = {f.name for f in Contact._meta.get_fields() if not (f.is_relation and f.auto_created)}
+    return frozenset(fields | set(SCORE_FIELD_NAMES))
 
 
 class ImportStatus(models.TextChoices):

@@ -1,4 +1,5 @@
-"""Scoring services: the ledger (ScoreEntry) is the truth, Contact.score/grade/mql_at are its cache.
+"""Scoring services: the ledger (ScoreEntry) is the truth; ContactScore (score, grade) and Contact.mql_at
+are its cache.
 
 Entry points (all set-based per call; see docs/scoring.md):
 - score_events(events=...)      behaviour rules for a batch of events (the event pipeline calls it)
@@ -22,12 +23,12 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.db import connection, transaction
-from django.db.models import CharField, F, Max, Min, QuerySet, Sum, Window
+from django.db.models import F, Max, Min, QuerySet, Sum, Window
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
-from contacts.models import Contact, Event, LifecycleStage
+from contacts.models import Contact, ContactScore, Event, LifecycleStage
 from contacts.segments.sql import id_set, id_set_sql
 from core.audit import audit_record
 from core.logs import correlation_for_contact
@@ -43,6 +44,7 @@ MQL_EVENT = "became_mql"
 MQL_STAGES_FROM = (LifecycleStage.SUBSCRIBER, LifecycleStage.LEAD)
 CONTACT_TABLE = Contact._meta.db_table
 ENTRY_TABLE = ScoreEntry._meta.db_table
+SCORE_TABLE = ContactScore._meta.db_table
 EVENT_TABLE = Event._meta.db_table
 
 
@@ -209,21 +211,40 @@ def score_fit(*, contact_ids: Collection[int], now: dt.datetime | None = None) -
 # --- Cached score, grade and MQL -------------------------------------------------------------------
 
 
-def _score_update(scope_sql: str, scope_params: Sequence[Any], now: dt.datetime) -> set[int]:
-    """One UPDATE: cached score = rounded sum of effective points, for contacts in scope whose
-    score differs; returns their ids (UPDATE ... FROM ... RETURNING: PostgreSQL, SQLite >= 3.35)."""
+def _scores_write(scope: str, scope_params: Sequence[Any], now: dt.datetime) -> list[int]:
+    """Cached score and grade of the contacts in scope, from the ledger, in one statement; returns
+    the ids whose score or grade changed.
+
+    `scope` is a condition on the column named `{id}` with `scope_params` for its placeholders
+    (an id list, an id range, a subquery). The scope's entries are aggregated once and LEFT JOINed
+    to its contacts (no entries: 0), then upserted into ContactScore where they differ from the row
+    held (no row: 0 and ''), so a contact that never scored gets no row. (UPSERT ... RETURNING:
+    PostgreSQL, SQLite >= 3.35; the SELECT's WHERE lets SQLite parse the ON CONFLICT.)"""
     total = rounded_sql(f"SUM({effective_points_sql('e')})")
+    grade_sql, grade_params = _grade_case_sql("n.new_score")
     sql = (  # table names are model constants; values are parameters
-        f"UPDATE {CONTACT_TABLE} SET score = s.new_score FROM ("  # noqa: S608
-        f" SELECT c.id AS cid, COALESCE({total}, 0) AS new_score"
-        f" FROM {CONTACT_TABLE} c LEFT JOIN {ENTRY_TABLE} e ON e.contact_id = c.id"
-        f" WHERE ({scope_sql}) GROUP BY c.id"
-        f") s WHERE {CONTACT_TABLE}.id = s.cid AND {CONTACT_TABLE}.score <> s.new_score"
-        f" RETURNING {CONTACT_TABLE}.id"
+        f"INSERT INTO {SCORE_TABLE} (contact_id, score, grade)"  # noqa: S608
+        f" SELECT n.cid, n.new_score, {grade_sql} FROM ("
+        f"  SELECT c.id AS cid, COALESCE(a.total, 0) AS new_score, s.contact_id AS held, s.score AS old_score,"
+        f"   s.grade AS old_grade"
+        f"  FROM {CONTACT_TABLE} c LEFT JOIN ("
+        f"   SELECT e.contact_id, {total} AS total FROM {ENTRY_TABLE} e"
+        f"   WHERE {scope.format(id='e.contact_id')} GROUP BY e.contact_id) a ON a.contact_id = c.id"
+        f"  LEFT JOIN {SCORE_TABLE} s ON s.contact_id = c.id"
+        f"  WHERE {scope.format(id='c.id')}) n"
+        f" WHERE CASE WHEN n.held IS NULL THEN n.new_score <> 0 OR {grade_sql} <> ''"
+        f"  ELSE n.old_score <> n.new_score OR n.old_grade <> {grade_sql} END"
+        f" ORDER BY n.cid"  # the primary key fills in order, not at random places
+        f" ON CONFLICT (contact_id) DO UPDATE SET score = excluded.score, grade = excluded.grade"
+        f" WHERE {SCORE_TABLE}.score <> excluded.score OR {SCORE_TABLE}.grade <> excluded.grade"
+        f" RETURNING contact_id"
     )
+    params = [*grade_params, now_param(now), *scope_params, *scope_params, *grade_params, *grade_params]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [now_param(now), *scope_params])
-        return {row[0] for row in cursor.fetchall()}
+        if connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL work_mem = '256MB'")  # the aggregate's hash table stays in memory
+        cursor.execute(sql, params)
+        return [row[0] for row in cursor.fetchall()]
 
 
 def _grade_case_sql(expression: str) -> tuple[str, list[Any]]:
@@ -233,31 +254,6 @@ def _grade_case_sql(expression: str) -> tuple[str, list[Any]]:
         return "''", []
     whens = " ".join(f"WHEN {expression} >= %s THEN %s" for _ in bands)
     return f"(CASE {whens} ELSE '' END)", [value for band in bands for value in band]
-
-
-def _score_update_range(now: dt.datetime, low: int, high: int) -> int:
-    """Cached score and grade of the contacts with low <= id <= high, from the ledger, in one UPDATE:
-    their entries aggregated once, LEFT JOINed to the range's contacts (no entries: 0), and only the
-    contacts whose score or grade differs written. (A per-contact `IN (SELECT ...)` over millions of
-    entries turns into a nested scan; a second pass zeroing contacts without entries probed the
-    ledger once per scored contact.) Score and grade in one row version: score is indexed, so an
-    update is never HOT and each one writes every index of the contact."""
-    total = rounded_sql(f"SUM({effective_points_sql('e')})")
-    grade_sql, grade_params = _grade_case_sql("s.new_score")
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("SET LOCAL work_mem = '256MB'")  # the aggregate's hash table stays in memory
-        cursor.execute(
-            f"UPDATE {CONTACT_TABLE} SET score = s.new_score, grade = {grade_sql} FROM ("  # noqa: S608
-            f" SELECT c.id AS cid, COALESCE(a.total, 0) AS new_score FROM {CONTACT_TABLE} c LEFT JOIN ("
-            f"  SELECT e.contact_id, {total} AS total FROM {ENTRY_TABLE} e"
-            f"  WHERE e.contact_id BETWEEN %s AND %s GROUP BY e.contact_id) a ON a.contact_id = c.id"
-            f" WHERE c.id BETWEEN %s AND %s) s"
-            f" WHERE {CONTACT_TABLE}.id = s.cid"
-            f" AND ({CONTACT_TABLE}.score <> s.new_score OR {CONTACT_TABLE}.grade <> {grade_sql})",
-            [*grade_params, now_param(now), low, high, low, high, *grade_params],
-        )
-        return int(cursor.rowcount)
 
 
 def _id_ranges(parts: int) -> list[tuple[int, int]]:
@@ -296,14 +292,6 @@ def _side_by_side(tasks: Sequence[Callable[[], T]], workers: int) -> list[T]:
         return list(pool.map(run, contexts, tasks))
 
 
-def _grades_update(contacts: QuerySet[Contact]) -> int:
-    """grade = the band with the highest min_score <= score ('' if none), where it differs: the
-    same CASE over the bands (read once) as the recompute's UPDATE."""
-    score = f"{connection.ops.quote_name(CONTACT_TABLE)}.{connection.ops.quote_name('score')}"
-    band = RawSQL(*_grade_case_sql(score), output_field=CharField())  # noqa: S611 (constant SQL, bands as params)
-    return contacts.exclude(grade=band).update(grade=band)
-
-
 def _mql_threshold() -> int | None:
     return GradeBand.objects.filter(is_mql=True).aggregate(low=Min("min_score"))["low"]
 
@@ -313,12 +301,14 @@ def _mql_update(contact_ids: list[int], now: dt.datetime) -> set[int]:
     threshold = _mql_threshold()
     if threshold is None:
         return set()
-    crossing = Contact.objects.filter(id__in=id_set(contact_ids), mql_at__isnull=True, score__gte=threshold)
+    crossing = Contact.objects.filter(id__in=id_set(contact_ids), mql_at__isnull=True,
+                                      scorecard__score__gte=threshold)
     candidates = list(crossing.values_list("id", flat=True))
     if not candidates:
         return set()
     Contact.objects.filter(id__in=candidates, mql_at__isnull=True).update(mql_at=now)  # claim
-    became = list(Contact.objects.filter(id__in=candidates, mql_at=now).values_list("id", "score", "grade"))
+    became = list(Contact.objects.filter(id__in=candidates, mql_at=now)
+                  .values_list("id", "scorecard__score", "scorecard__grade"))
     ids = [row[0] for row in became]
     Contact.objects.filter(id__in=ids, lifecycle_stage__in=MQL_STAGES_FROM).update(lifecycle_stage=LifecycleStage.MQL)
     Event.objects.bulk_create([
@@ -339,14 +329,13 @@ def scores_refresh(*, contact_ids: Collection[int], now: dt.datetime | None = No
     changed: set[int] = set()
     for chunk in chunked(sorted(set(contact_ids)), CHUNK):
         ids_sql, ids_params = id_set_sql(chunk)
-        changed |= _score_update(f"c.id IN ({ids_sql})", ids_params, now)
+        changed.update(_scores_write(f"{{id}} IN ({ids_sql})", ids_params, now))
     _after_score_change(changed, now)
     return changed
 
 
 def _after_score_change(changed: Collection[int], now: dt.datetime) -> None:
     for chunk in chunked(sorted(changed), CHUNK):
-        _grades_update(Contact.objects.filter(id__in=id_set(chunk)))
         _mql_update(chunk, now)
     from automation.crm.services import crm_contacts_changed  # CRM sync: score step, grade or MQL changed
     crm_contacts_changed(contact_ids=changed, reason="score")
@@ -358,9 +347,9 @@ def scores_decay(*, now: dt.datetime | None = None) -> int:
     One UPDATE over those contacts; grades and MQL follow for the changed ones in chunks.
     """
     now = now or timezone.now()
-    scope = f"c.id IN (SELECT contact_id FROM {ENTRY_TABLE} WHERE half_life_days IS NOT NULL)"  # noqa: S608
+    scope = f"{{id}} IN (SELECT contact_id FROM {ENTRY_TABLE} WHERE half_life_days IS NOT NULL)"  # noqa: S608
     with transaction.atomic():
-        changed = _score_update(scope, [], now)
+        changed = set(_scores_write(scope, [], now))
         _after_score_change(changed, now)
     logger.info("scores_decay: %d contact scores changed", len(changed))
     return len(changed)
@@ -481,7 +470,7 @@ def scores_recompute_all(
     def update(low: int, high: int) -> Callable[[], int]:
         def task() -> int:
             with transaction.atomic():
-                return _score_update_range(now, low, high)
+                return len(_scores_write("{id} BETWEEN %s AND %s", [low, high], now))
         return task
 
     changed = sum(_side_by_side([update(low, high) for low, high in _id_ranges(workers)], workers))
@@ -490,7 +479,8 @@ def scores_recompute_all(
     with transaction.atomic():
         threshold = _mql_threshold()  # a lowered MQL band qualifies contacts whose score did not change
         if threshold is not None:
-            crossing = Contact.objects.filter(mql_at__isnull=True, score__gte=threshold).values_list("id", flat=True)
+            crossing = Contact.objects.filter(mql_at__isnull=True, scorecard__score__gte=threshold) \
+                .values_list("id", flat=True)
             for chunk in chunked(list(crossing), CHUNK):
                 _mql_update(chunk, now)
     clock.lap("mql")
@@ -498,7 +488,7 @@ def scores_recompute_all(
         # Scores changed wholesale: refresh the planner's statistics now rather than at the next
         # autovacuum, or segment counts filtering on score plan for the old distribution.
         with connection.cursor() as cursor:
-            cursor.execute(f"ANALYZE {CONTACT_TABLE}")
+            cursor.execute(f"ANALYZE {SCORE_TABLE}")
     clock.lap("analyze")
     logger.info("scores_recompute_all: %d rule(s), %d score(s) changed", len(rule_list), changed,
                 extra={"timings": clock.laps})

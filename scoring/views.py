@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable, Iterator
-from typing import Any, cast
+from typing import cast
 
 from django.contrib import admin
 from django.core.paginator import Paginator
@@ -18,7 +18,7 @@ from contacts.models import Contact
 from core.utils import spreadsheet_safe
 from core.views import staff_permission_required
 from scoring.forms import LeadFilterForm
-from scoring.selectors import lead_score_breakdown, lead_timeline, leads_list
+from scoring.selectors import RankedLeads, lead_score_breakdown, lead_timeline, leads_list
 
 PER_PAGE = 50
 EXPORT_FIELDS = ["score", "grade", "email", "first_name", "last_name", "company", "job_title", "country",
@@ -44,7 +44,7 @@ def lead_list(request: HttpRequest) -> HttpResponse:
 @require_safe
 @view_leads_required
 def lead_detail(request: HttpRequest, contact_id: int) -> HttpResponse:
-    contact = get_object_or_404(Contact.objects.select_related("owner"), pk=contact_id)
+    contact = get_object_or_404(Contact.objects.select_related("owner").with_scores(), pk=contact_id)
     breakdown = lead_score_breakdown(contact=contact)
     return TemplateResponse(request, "scoring/lead_detail.html", {
         **admin.site.each_context(request), "title": contact.full_name or contact.email, "lead": contact,
@@ -58,7 +58,7 @@ class _Echo:
         return value
 
 
-def _export_rows(leads: Any) -> Iterator[str]:
+def _export_rows(leads: RankedLeads) -> Iterator[str]:
     writer = csv.writer(_Echo())
     yield writer.writerow(EXPORT_FIELDS)
     for lead in leads.iterator(chunk_size=2000):

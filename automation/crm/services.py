@@ -29,7 +29,7 @@ from django.db.models import Min
 from django.utils import timezone
 
 from automation.crm.connectors import Connector, Fate, ItemResult, OutItem, SendResult, connector_for
-from automation.crm.mapping import Payload, build_payload, mapped_fields, payloads_for
+from automation.crm.mapping import Payload, build_payload, contact_rows, payloads_for
 from automation.crm.models import CrmConnection, CrmSyncItem, CrmSyncLog, LogOutcome, SyncStatus
 from automation.crm.vault import SecretUnavailable
 from contacts.models import Contact, Event
@@ -377,9 +377,8 @@ def crm_sync_batch(*, connection_id: int, env: SyncEnv | None = None) -> BatchRe
     result.claimed = len(rows)
     if not rows:
         return result
-    fields = sorted(mapped_fields(conn.field_mapping))
-    contact_rows = Contact.objects.filter(id__in=[r.contact_id for r in rows]).order_by().values(*fields)
-    payloads = {row["id"]: build_payload(row, conn.field_mapping, conn.score_step) for row in contact_rows}
+    payloads = {row["id"]: build_payload(row, conn.field_mapping, conn.score_step)
+                for row in contact_rows([r.contact_id for r in rows], conn.field_mapping)}
     outcomes: dict[int, tuple[str, str]] = {}  # row id -> (outcome, message)
     to_send: list[tuple[CrmSyncItem, Payload]] = []
     for row in rows:

@@ -11,6 +11,7 @@ from django.test import Client
 from automation.models import Workflow
 from automation.tests.conftest import make_contact, wf_file
 from conftest import admin_login
+from core.testing.scores import score_set
 
 pytestmark = pytest.mark.django_db
 
@@ -41,7 +42,7 @@ def test_marketer_imports_sees_diff_graphs_and_simulation_but_cannot_promote(rol
     workflow = import_both(marketer)
     # v1 was staged, then v2 replaced it in staging: promote v1 first as an approver
     assert dict(workflow.versions.values_list("number", "state")) == {1: "archived", 2: "staging"}
-    make_contact("vip@example.com", score=80)
+    score_set(make_contact("vip@example.com"), 80)
     url = f"/admin/automation/workflow/{workflow.pk}/versions/"
     page = marketer.get(url, {"simulate": str(workflow.versions.get(number=2).pk), "contacts": "vip@example.com"})
     html = page.content.decode()
@@ -90,7 +91,7 @@ def test_sales_cannot_see_workflows(role_users) -> None:
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_browser_marketer_imports_and_simulates_approver_promotes_and_rolls_back(page, role_users) -> None:
-    make_contact("sim@example.com", score=80)
+    score_set(make_contact("sim@example.com"), 80)
     # as marketer: import v1 straight to staging and v2 as a draft; open the versioning screen
     admin_login(page, "marketer", "pw-marketer")
     for text, to in zip(TWO_VERSIONS, ("staging", "draft"), strict=True):

@@ -26,8 +26,10 @@ from automation.tests.conftest import (
 )
 from campaigns.delivery import delivery_run_batch
 from campaigns.models import Message
+from campaigns.tests.conftest import lazy_score_reads
 from contacts.models import Contact, ContactList, CustomField, Segment, SegmentMembership, Tag
 from core.queues import get_queue
+from core.testing.scores import score_set
 from core.webhooks import outgoing_secret, verify
 from scoring.models import ScoreEntry
 
@@ -274,9 +276,13 @@ def test_webhook_and_notify_sales_go_through_the_outbox_with_retries(sender, hoo
         {"id": "tell", "type": "notify_sales", "email": "sales@example.com", "message": "Hot lead"},
     ]))
     contact = make_contact("hook@example.com", first_name="Hal")
+    score_set(contact, 33, "C")
     emit(contact, "signed_up")
-    advance()
+    with lazy_score_reads() as reads:
+        advance()
+    assert reads == []  # the payloads' score and grade came with the enrollment's query
     rows = {r.channel: r for r in WebhookDelivery.objects.all()}
+    assert {(r.payload["contact"]["score"], r.payload["contact"]["grade"]) for r in rows.values()} == {(33, "C")}
     assert set(rows) == {"webhook", "email"}
     assert all(r.status == "pending" for r in rows.values())
     _Hook.fail_next = 1
@@ -332,12 +338,16 @@ def test_branch_conditions(sender) -> None:
         {"id": "no", "type": "update_contact", "add_tags": ["no"]},
     ]
     deploy(wf_file(steps=steps))
-    match = make_contact("match@example.com", attributes={"plan": "pro"}, score=11)
+    match = make_contact("match@example.com", attributes={"plan": "pro"})
+    score_set(match, 11)
     SegmentMembership.objects.create(segment=vip, contact=match)
-    other = make_contact("other@example.com", attributes={"plan": "pro"}, score=11)
+    other = make_contact("other@example.com", attributes={"plan": "pro"})
+    score_set(other, 11)
     emit(match, "signed_up")
     emit(other, "signed_up")
-    advance()
+    with lazy_score_reads() as reads:
+        advance()
+    assert reads == []  # score_above read the score with the enrollment, not one contact at a time
     assert list(match.tags.values_list("name", flat=True)) == ["yes"]
     assert list(other.tags.values_list("name", flat=True)) == ["no"]
 
@@ -382,8 +392,10 @@ def test_segment_entered_and_score_reached_triggers(sender) -> None:
     deploy(wf_file("on-score", trigger={"type": "score_reached", "score": 50},
                    steps=[{"id": "t", "type": "update_contact", "add_tags": ["score"]}]))
     ceo = make_contact("ceo@example.com", job_title="CEO")
-    low = make_contact("low@example.com", score=10)
-    high = make_contact("high@example.com", score=60)
+    low = make_contact("low@example.com")
+    high = make_contact("high@example.com")
+    score_set(low, 10)
+    score_set(high, 60)
     for contact in (ceo, low, high):
         emit(contact, "page_view")
     advance()

@@ -3,7 +3,10 @@ and kicks start fresh. The SMTP sink and the sender pointed at it are in the roo
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+from unittest import mock
 
 import pytest
 
@@ -25,6 +28,21 @@ def make_template(key: str = "welcome", **fields: Any) -> EmailTemplate:
         "kind": MessageKind.MARKETING,
     }
     return EmailTemplate.objects.create(key=key, **{**defaults, **fields})
+
+
+@contextmanager
+def lazy_score_reads() -> Iterator[list[int]]:
+    """The ids of contacts whose score or grade was read one contact at a time (Contact's lazy read
+    of ContactScore) inside the block, rather than with the query that loaded them."""
+    reads: list[int] = []
+    load = Contact._load_scorecard
+
+    def counted(contact: Contact) -> None:
+        reads.append(contact.pk)
+        load(contact)
+
+    with mock.patch.object(Contact, "_load_scorecard", counted):
+        yield reads
 
 
 def make_contact(email: str, **fields: Any) -> Contact:

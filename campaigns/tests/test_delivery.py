@@ -11,9 +11,10 @@ from django.utils import timezone
 from campaigns.delivery import delivery_run_batch, delivery_sweep, messages_claim
 from campaigns.models import Message, MessageKind, MessageStatus, SenderProfile, Suppression, SuppressionReason
 from campaigns.services import QueueItem, messages_queue, messages_retry, suppression_add
-from campaigns.tests.conftest import make_contact, make_template
+from campaigns.tests.conftest import lazy_score_reads, make_contact, make_template
 from contacts.models import ConsentStatus, Contact
 from contacts.services import contact_erase
+from core.testing.scores import score_set
 
 pytestmark = pytest.mark.django_db
 
@@ -49,6 +50,22 @@ def test_a_batch_sends_each_message_once_with_unsubscribe_headers(sender, templa
     # when the batch runs again, nothing is sent twice
     assert delivery_run_batch(sender=sender).claimed == 0
     assert len(sink.received) == 3
+
+
+def test_a_batch_renders_each_contacts_score_and_grade_read_with_its_messages(sender, sink):
+    # given a template showing score and grade; one contact scored, one that never scored (no row)
+    template = make_template(key="scored", subject="{{ contact.grade|default:'-' }} {{ contact.score }}")
+    scored, unscored = make_contact("scored@example.com"), make_contact("unscored@example.com")
+    score_set(scored, 72, "A")
+    queue(template, [scored, unscored])
+    # when one batch runs
+    with lazy_score_reads() as reads:
+        result = delivery_run_batch(sender=sender)
+    # then each email shows its contact's values (no row: 0 and no grade), read in the batch's query
+    assert result.outcomes[MessageStatus.SENT] == 2
+    assert {r.rcpt_tos[0]: r.header("Subject") for r in sink.received} == {
+        "scored@example.com": "A 72", "unscored@example.com": "- 0"}
+    assert reads == []
 
 
 def test_one_permanently_rejected_recipient_fails_with_the_reason_and_the_others_go(sender, template, sink):

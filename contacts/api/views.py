@@ -160,7 +160,7 @@ def contact_detail(request: HttpRequest, api_key: ApiKey, email: str) -> HttpRes
         normalised = normalize_email(email)
     except ValidationError:
         raise not_found from None
-    contact = Contact.objects.filter(email=normalised).first()
+    contact = Contact.objects.with_scores().filter(email=normalised).first()
     if contact is None:
         raise not_found
     segments = SegmentMembership.objects.filter(contact=contact, segment__is_active=True).order_by(

@@ -11,6 +11,7 @@ with IS NOT NULL), so `not` is plain SQL NOT and `neq`/`not_in` match contacts w
 from __future__ import annotations
 
 import datetime as dt
+import operator
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,7 +45,7 @@ from django.db.models.lookups import (
 from django.utils import timezone
 
 from contacts.fields import FieldSpec, load_specs
-from contacts.models import Contact, CustomField, Event, Segment
+from contacts.models import Contact, ContactScore, CustomField, Event, Segment
 
 # Built-in fields and their kind. "text" compares case-insensitively; the normalised ones are
 # stored in one case (email and choices lower, country upper), so the column is compared as is
@@ -58,6 +59,7 @@ NORMALISED_FIELDS = {"email": str.lower, "lifecycle_stage": str.lower, "consent_
                      "country": str.upper}
 FIELD_COLUMNS = {"owner": "owner__username"}  # the owner is named by username
 NULLABLE_FIELDS = {"owner", "mql_at"}
+SCORE_FIELDS: dict[str, Any] = {"score": 0, "grade": ""}  # in ContactScore, with their value when it has no row
 
 ALL_OPS = ("eq", "neq", "in", "not_in", "contains", "startswith", "gt", "gte", "lt", "lte", "is_set", "is_empty",
            "within_days")
@@ -270,6 +272,8 @@ class _Walker:
         op, value = self.op_and_value(tree, prefix, kind, name, None)
         if op is None:
             return FALSE
+        if name in SCORE_FIELDS:
+            return self.condition_score(name, op, value, kind)
         column: Any = F(FIELD_COLUMNS.get(name, name))
         if kind == "text":
             normalise = NORMALISED_FIELDS.get(name)
@@ -279,6 +283,21 @@ class _Walker:
             value = [normalise(v) for v in value] if isinstance(value, list) else \
                 normalise(value) if isinstance(value, str) else value
         return self.compare(column, op, value, kind, nullable=name in NULLABLE_FIELDS)
+
+    def condition_score(self, name: str, op: str, value: Any, kind: str) -> Q:
+        """score and grade live in ContactScore, where a contact without a row has 0 and ''. Whether
+        that default matches is known here, so the condition is one EXISTS on the contact's row (a
+        semi-join, or an anti-join for the rows that fail it), never an OR the planner cannot pull up."""
+        column: Any = F(name)
+        if kind == "text":
+            column = Lower(column)
+            value = [v.lower() for v in value] if isinstance(value, list) else \
+                value.lower() if isinstance(value, str) else value
+        condition = self.compare(column, op, value, kind, nullable=False)
+        row = ContactScore.objects.filter(contact=OuterRef("pk"))
+        if _default_matches(op, value, SCORE_FIELDS[name]):
+            return ~Q(Exists(row.exclude(condition)))  # no row, or a row that matches
+        return Q(Exists(row.filter(condition)))
 
     def condition_attribute(self, tree: dict[str, Any], prefix: str) -> Q:
         key = tree["attribute"]
@@ -418,6 +437,25 @@ class _Walker:
                   "gte": GreaterThanOrEqual, "lt": LessThan, "lte": LessThanOrEqual}[op]
         condition = Q(lookup(column, value))
         return guard & condition if nullable else condition
+
+
+def _default_matches(op: str, value: Any, default: Any) -> bool:
+    """Whether a field's value when it has no row (score 0, grade '') meets a condition, the way
+    Compiler.compare reads it for a non-nullable column (text already lower-cased)."""
+    if op in ("neq", "not_in", "is_empty"):
+        return not _default_matches({"neq": "eq", "not_in": "in", "is_empty": "is_set"}[op], value, default)
+    if op == "is_set":
+        return default != "" if isinstance(default, str) else True
+    if op == "eq":
+        return bool(default == value)
+    if op == "in":
+        return default in value
+    if op == "contains":
+        return str(value) in default
+    if op == "startswith":
+        return str(default).startswith(str(value))
+    compare = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le}[op]
+    return bool(compare(default, value))
 
 
 # --- Public API --------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.functions import Greatest
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from contacts.models import Contact, Event, Segment, SegmentMembership
@@ -301,7 +301,8 @@ def segment_preview(*, definition_text: str, segment_id: int | None = None, samp
     except ValueError:
         return {"count": None, "sample": [], "errors": validate_filter(tree, segment_id=segment_id)}
     matching = Contact.objects.filter(condition)
-    sample = matching.order_by("-id").values("email", "first_name", "last_name", "score")[:sample_size]
+    sample = matching.order_by("-id").values(  # no ContactScore row: 0
+        "email", "first_name", "last_name", score=Coalesce("scorecard__score", 0))[:sample_size]
     return {
         "count": matching.count(),
         "sample": [{"email": c["email"], "name": f"{c['first_name']} {c['last_name']}".strip(), "score": c["score"]}

@@ -19,6 +19,7 @@ from contacts.apikeys import api_key_authenticate, api_key_create, api_key_revok
 from contacts.models import ApiKey, Contact, CustomField, Event, Segment, SegmentMembership, Tag
 from core.models import AuditEntry
 from core.queues import get_connection
+from core.testing.scores import score_set
 
 pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parents[2]
@@ -305,7 +306,7 @@ def test_a_contact_is_upserted_and_read_back_with_score_segments_and_tags(raw_ke
     assert created.status_code == 200
     assert created.json() == {"created": 1, "updated": 0, "errors": []}
     contact = Contact.objects.get(email="ann@acme.example")
-    Contact.objects.filter(pk=contact.pk).update(score=42, grade="B")
+    score_set(contact, 42, "B")
     contact.tags.add(Tag.objects.create(name="vip"))
     SegmentMembership.objects.create(contact=contact, segment=Segment.objects.create(name="Hot leads"))
     SegmentMembership.objects.create(contact=contact, segment=Segment.objects.create(name="Old", is_active=False))
@@ -324,6 +325,12 @@ def test_a_contact_is_upserted_and_read_back_with_score_segments_and_tags(raw_ke
     assert body["tags"] == ["vip"]
     contact.refresh_from_db()
     assert contact.attributes == {"plan": "pro", "seats": 7}  # merged, coerced
+
+
+def test_a_contact_that_never_scored_reads_score_0_and_no_grade(raw_key: str) -> None:
+    Contact.objects.create(email="new@acme.example")
+    body = get(raw_key, "contacts/new@acme.example").json()
+    assert (body["email"], body["score"], body["grade"]) == ("new@acme.example", 0, "")
 
 
 def test_contact_upsert_reports_errors_per_item(raw_key: str) -> None:

@@ -9,13 +9,14 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 from django.db import transaction
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from contacts.fields import load_specs
-from contacts.models import Contact, ContactList, CustomField, Event, Segment, Tag
+from contacts.models import Contact, ContactList, ContactScore, CustomField, Event, Segment, Tag
 from contacts.segments.compiler import compile_filter, segment_queryset, validate_filter
 from contacts.segments.evaluate import contact_snapshot, matches
+from core.testing.scores import score_set
 
 pytestmark = pytest.mark.django_db
 
@@ -47,12 +48,14 @@ def world() -> dict[str, Contact]:
     bob = User.objects.create(username="bob")
     ann = Contact.objects.create(
         email="ann@acme.com", first_name="Ann", company="Acme Inc", country="FR", lifecycle_stage="customer",
-        score=40, grade="A", owner=bob, mql_at=NOW - dt.timedelta(days=3),
+        owner=bob, mql_at=NOW - dt.timedelta(days=3),
         attributes={"age": 41, "vip": True, "since": (TODAY - dt.timedelta(days=2)).isoformat(), "plan": "Gold",
                     "note": "Met at expo"},
     )
+    score_set(ann, 40, "A")
     ben = Contact.objects.create(email="ben@globex.com", first_name="Ben", company="Globex", lifecycle_stage="lead",
-                                 score=12, is_test=True, attributes={"age": 17.5, "vip": False, "since": "2020-05-01"})
+                                 is_test=True, attributes={"age": 17.5, "vip": False, "since": "2020-05-01"})
+    score_set(ben, 12)
     Contact.objects.filter(pk=ben.pk).update(attributes={"age": "17.5", "vip": "no", "since": "2020-05-01"})
     cy = Contact.objects.create(email="cy@example.org")
     Contact.objects.filter(pk=cy.pk).update(created_at=NOW - dt.timedelta(days=100))
@@ -257,8 +260,9 @@ contact_strategy = st.fixed_dictionaries({
     "country": st.sampled_from(["", "FR", "DE"]),
     "lifecycle_stage": st.sampled_from(["subscriber", "lead", "customer"]),
     "is_test": st.booleans(),
-    "score": st.integers(-5, 60),
+    "score": st.one_of(st.just(0), st.integers(-5, 60)),  # 0 often: with a ContactScore row or without
     "grade": st.sampled_from(["", "A", "B"]),
+    "score_row": st.booleans(),  # at score 0 and no grade: stored as a row, or no row (as scoring leaves it)
     "owner": st.sampled_from([None, "bob", "Alice"]),
     "created_days_ago": st.sampled_from(DAYS_AGO),
     "mql_days_ago": st.sampled_from([None, *DAYS_AGO]),
@@ -341,6 +345,13 @@ NAMED_SEGMENTS = [
 ]
 
 
+BARE_CONTACT: dict[str, Any] = {
+    "first_name": "", "company": "", "country": "", "lifecycle_stage": "lead", "is_test": False, "score": 0,
+    "grade": "", "score_row": False, "owner": None, "created_days_ago": 1, "mql_days_ago": None, "attributes": {},
+    "tags": set(), "lists": set(), "events": [],
+}
+
+
 def resolve(tree: Any, ids: list[int]) -> Any:
     """Replace "@i" segment placeholders by the ids of the segments made for this example."""
     if isinstance(tree, dict):
@@ -357,11 +368,15 @@ def store(contacts: list[dict[str, Any]], users: dict[str, User]) -> list[tuple[
     lists = {n: ContactList.objects.create(name=n) for n in ("l1", "l2")}
     rows = Contact.objects.bulk_create([
         Contact(email=f"c{i}@example.com", first_name=c["first_name"], company=c["company"], country=c["country"],
-                lifecycle_stage=c["lifecycle_stage"], is_test=c["is_test"], score=c["score"], grade=c["grade"],
+                lifecycle_stage=c["lifecycle_stage"], is_test=c["is_test"],
                 owner=users[c["owner"]] if c["owner"] else None,
                 mql_at=None if c["mql_days_ago"] is None else NOW - dt.timedelta(days=c["mql_days_ago"]),
                 attributes={k: v for k, v in c["attributes"].items() if v is not None})
         for i, c in enumerate(contacts)
+    ])
+    ContactScore.objects.bulk_create([
+        ContactScore(contact=row, score=c["score"], grade=c["grade"]) for row, c in zip(rows, contacts, strict=True)
+        if c["score"] or c["grade"] or c["score_row"]
     ])
     out = []
     events = []
@@ -390,6 +405,13 @@ def store(contacts: list[dict[str, Any]], users: dict[str, User]) -> list[tuple[
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                    HealthCheck.too_slow])
 @given(contacts=st.lists(contact_strategy, min_size=2, max_size=10), many=st.lists(trees, min_size=1, max_size=6))
+@example(  # every run: a contact at 0 with no grade stored as a row, one without a row, and one scored
+    contacts=[{**BARE_CONTACT, "score_row": True}, {**BARE_CONTACT, "score_row": False},
+              {**BARE_CONTACT, "score": 7, "grade": "B"}],
+    many=[{"field": "score", "op": "eq", "value": 0}, {"field": "score", "op": "lt", "value": 1},
+          {"field": "grade", "op": "is_empty"}, {"not": {"field": "grade", "op": "eq", "value": "b"}},
+          {"field": "score", "op": "in", "value": [0, 7]}],
+)
 def test_compiled_sql_agrees_with_the_evaluator(db: None, contacts: list[dict[str, Any]], many: list[Any]) -> None:
     """Several trees per generated population: the population is the slow part to write."""
     with transaction.atomic():

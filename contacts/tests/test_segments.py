@@ -26,6 +26,7 @@ from contacts.segments.services import (
 )
 from contacts.segments.tasks import segment_refresh_job, segments_refresh_all_job
 from core.queues import get_connection, get_queue
+from core.testing.scores import score_set
 
 pytestmark = pytest.mark.django_db
 
@@ -41,9 +42,11 @@ def empty_queues() -> Iterator[None]:
     get_connection().flushdb()
 
 
-def contact(email: str, *, tags: tuple[str, ...] = (), **fields: Any) -> Contact:
+def contact(email: str, *, tags: tuple[str, ...] = (), score: int | None = None, **fields: Any) -> Contact:
     c = Contact.objects.create(email=email, **fields)
     c.tags.set([Tag.objects.get_or_create(name=t)[0] for t in tags])
+    if score is not None:
+        score_set(c, score)
     return c
 
 
@@ -191,7 +194,7 @@ def test_update_contacts_moves_only_the_given_contacts_across_active_segments() 
 
     # ann becomes a VIP with a high score; ben loses his tag; cy too, but cy is not in this batch.
     ann.tags.add(Tag.objects.get(name="vip"))
-    Contact.objects.filter(pk=ann.pk).update(score=75)
+    score_set(ann, 75)
     ben.tags.clear()
     cy.tags.clear()
 
@@ -256,7 +259,8 @@ def test_update_contacts_uses_the_same_number_of_queries_for_3_or_24_contacts() 
         batch = [contact(f"{prefix}{i}@example.com", tags=("vip",), score=60) for i in range(count)]
         segments_update_contacts(contact_ids=[c.pk for c in batch])  # everyone enters
         Tag.objects.get(name="vip").contacts.remove(*batch)
-        Contact.objects.filter(pk__in=[c.pk for c in batch]).update(score=0)
+        for c in batch:
+            score_set(c, 0)
         with CaptureQueriesContext(connection) as captured:
             events = segments_update_contacts(contact_ids=[c.pk for c in batch])  # everyone leaves
         assert len(events) == 4 * count
@@ -312,6 +316,8 @@ def test_marketer_gets_a_live_count_and_sample_for_an_unsaved_definition(role_us
     assert body["errors"] == []
     assert len(body["sample"]) == 20
     assert body["sample"][0] == {"email": "vip24@example.com", "name": "Vip 24", "score": 24}
+    never_scored = preview(marketer, {"field": "email", "op": "eq", "value": "other@example.com"}).json()
+    assert never_scored["sample"] == [{"email": "other@example.com", "name": "", "score": 0}]
     assert Segment.objects.count() == 0
     assert SegmentMembership.objects.count() == 0
 

@@ -12,7 +12,7 @@ from django.db.migrations.executor import MigrationExecutor
 
 BEFORE = [("contacts", "0005_event_correlation_segment_refresh_error"),
           ("scoring", "0003_ledger_lean_indexes_no_db_fks"), ("automation", "0003_correlation_id")]
-AFTER = [("contacts", "0006_lean_contact_event_membership_indexes"), ("scoring", "0004_ledger_one_index"),
+AFTER = [("contacts", "0007_contact_score_table"), ("scoring", "0004_ledger_one_index"),
          ("automation", "0004_steprun_time_indexes")]
 
 
@@ -72,3 +72,32 @@ def test_the_big_table_index_migrations_apply_and_reverse(back_and_forth: None) 
     assert not has_columns("contacts_event", ("contact_id",))
     assert "contact_owner_idx" in indexes("contacts_contact")
     assert {"steprun_finished_idx", "steprun_retrying_idx"} <= set(indexes("automation_steprun"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_scores_move_to_their_own_table_and_back(back_and_forth: None) -> None:
+    """contacts 0007: score and grade leave the contacts table for ContactScore, and come back on
+    the way down; contacts at 0 without a grade need no row."""
+    migrate([("contacts", "0006_lean_contact_event_membership_indexes")])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO contacts_contact (email, first_name, last_name, company, job_title, phone, country,"
+            " lifecycle_stage, attributes, consent_status, consent_source, is_test, score, grade, created_at,"
+            " updated_at) VALUES"
+            " ('a@x.example', '', '', '', '', '', '', 'lead', '{}', 'unknown', '', false, 42, 'B', %s, %s),"
+            " ('b@x.example', '', '', '', '', '', '', 'lead', '{}', 'unknown', '', false, 0, '', %s, %s),"
+            " ('c@x.example', '', '', '', '', '', '', 'lead', '{}', 'unknown', '', false, -5, '', %s, %s)",
+            ["2026-01-01T00:00:00+00:00"] * 6,
+        )
+    migrate(AFTER)
+    assert "score" not in {c.name for c in connection.introspection.get_table_description(
+        connection.cursor(), "contacts_contact")}
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT c.email, s.score, s.grade FROM contacts_contactscore s"
+                       " JOIN contacts_contact c ON c.id = s.contact_id ORDER BY c.email")
+        assert cursor.fetchall() == [("a@x.example", 42, "B"), ("c@x.example", -5, "")]
+    migrate([("contacts", "0006_lean_contact_event_membership_indexes")])
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT email, score, grade FROM contacts_contact ORDER BY email")
+        assert cursor.fetchall() == [("a@x.example", 42, "B"), ("b@x.example", 0, ""), ("c@x.example", -5, "")]
+        cursor.execute("DELETE FROM contacts_contact")

@@ -11,8 +11,9 @@ import pytest
 from django.db import connection, transaction
 from django.test import override_settings
 
-from contacts.models import Contact, LifecycleStage
+from contacts.models import Contact, ContactScore, LifecycleStage
 from core.logs import correlation_scope, current_correlation_id
+from core.testing.scores import score_set
 from scoring import services
 from scoring.models import ScoreEntry
 from scoring.tests.factories import NOW, bands, behaviour_rule, contact, event, fit_rule
@@ -49,7 +50,7 @@ def test_a_full_recompute_outside_a_transaction_matches_the_ledger_for_every_con
             event(who, "demo_request", at=NOW + dt.timedelta(minutes=1))  # not repeatable: scores once
         if i % 7 == 0:
             event(who, "unsubscribe", at=NOW)
-    Contact.objects.filter(pk=people[1].pk).update(score=999, grade="A")  # stale cache, no entries
+    score_set(people[1], 999, "A")  # stale cache, no entries
     threads: set[str] = set()
     correlation_ids: set[str] = set()
     rebuild = services.scoring_rule_rebuild
@@ -65,9 +66,14 @@ def test_a_full_recompute_outside_a_transaction_matches_the_ledger_for_every_con
     assert correlation_ids == {"recompute-job-7"}  # the threads log under the job's id
 
     wanted = expected_scores()
-    got = dict(Contact.objects.values_list("id", "score"))
+    rows = ContactScore.objects.values_list("contact_id", "score", "grade")
+    held = {cid: (score, grade) for cid, score, grade in rows}
+    got = {cid: held.get(cid, (0, ""))[0] for cid in wanted}  # no row: 0 and no grade
     assert got == wanted
-    assert dict(Contact.objects.values_list("id", "grade")) == {cid: grade_for(s) for cid, s in wanted.items()}
+    assert {cid: held.get(cid, (0, ""))[1] for cid in wanted} == {cid: grade_for(s) for cid, s in wanted.items()}
+    # Contacts that never scored get no ContactScore row (no row reads as 0 and no grade).
+    assert set(ContactScore.objects.values_list("contact_id", flat=True)) == {
+        cid for cid, s in wanted.items() if s != 0}
     assert wanted[people[0].pk] == 15 + 40 - 20  # lead, demo once, unsubscribed; no visits (i % 4 == 0)
     assert wanted[people[1].pk] == 5
     assert got[people[1].pk] == 5

@@ -8,10 +8,13 @@ import io
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from contacts.models import Contact, Segment, SegmentMembership
+from core.testing.scores import score_set
 from scoring.models import ScoreEntry
 from scoring.selectors import LeadFilters, lead_score_breakdown, leads_list, week_start
 from scoring.services import score_events
@@ -34,7 +37,7 @@ def emails(response: object) -> list[str]:
 def test_leads_are_ranked_by_score_then_newest_first(sales: Client) -> None:
     low, high, tie_old, tie_new = (contact(email=f"{n}@x.example") for n in ("low", "high", "tie-old", "tie-new"))
     for who, score in ((low, 1), (high, 90), (tie_old, 40), (tie_new, 40)):
-        Contact.objects.filter(pk=who.pk).update(score=score)
+        score_set(who, score)
     response = sales.get("/leads/")
     assert response.status_code == 200
     assert emails(response) == ["high@x.example", "tie-new@x.example", "tie-old@x.example", "low@x.example"]
@@ -49,8 +52,10 @@ def test_lead_filters(sales: Client, role_users: dict[str, User]) -> None:
     ann = contact(email="ann@acme.example", company="Acme", first_name="Ann", lifecycle_stage="mql", owner=rep)
     bob = contact(email="bob@globex.example", company="Globex", lifecycle_stage="lead")
     cid = contact(email="cid@initech.example", last_name="Smith")
-    Contact.objects.filter(pk=ann.pk).update(grade="A", score=70, mql_at=week_start(now) + dt.timedelta(minutes=1))
-    Contact.objects.filter(pk=bob.pk).update(grade="B", score=40, mql_at=week_start(now) - dt.timedelta(minutes=1))
+    score_set(ann, 70, "A")
+    score_set(bob, 40, "B")
+    Contact.objects.filter(pk=ann.pk).update(mql_at=week_start(now) + dt.timedelta(minutes=1))
+    Contact.objects.filter(pk=bob.pk).update(mql_at=week_start(now) - dt.timedelta(minutes=1))
     segment = Segment.objects.create(name="Enterprise", definition={"all": []})
     SegmentMembership.objects.create(segment=segment, contact=bob)
 
@@ -68,12 +73,59 @@ def test_lead_filters(sales: Client, role_users: dict[str, User]) -> None:
 
 
 def test_leads_are_paginated_by_50(sales: Client) -> None:
-    Contact.objects.bulk_create([Contact(email=f"p{i:03}@x.example", score=i) for i in range(60)])
+    for i, who in enumerate(Contact.objects.bulk_create([Contact(email=f"p{i:03}@x.example") for i in range(60)])):
+        score_set(who, i)
     first, second = sales.get("/leads/"), sales.get("/leads/", {"page": 2})
     assert len(emails(first)) == 50
     assert emails(first)[0] == "p059@x.example"
     assert emails(second) == [f"p{i:03}@x.example" for i in range(9, -1, -1)]
     assert b"51" in second.content  # ranks continue on the next page
+
+
+def test_every_window_of_the_ranking_is_one_sort_over_all_contacts() -> None:
+    """The ranking is read in parts (scores above 0, then 0 with or without a score row, then below
+    0): any window, whichever parts it starts and ends in, is the window of one sort by score, then
+    newest first; a search reads it in one sorted query, with the same order."""
+    scores = [5, 0, None, -3, 5, 12, None, 0, -3, -1, 12, 1, None]  # None: no ContactScore row
+    people = [contact(email=f"r{i:02}@x.example") for i in range(len(scores))]
+    for who, score in zip(people, scores, strict=True):
+        if score is not None:
+            score_set(who, score, "A" if score >= 10 else "")
+    ranked = [(c.email, scores[people.index(c)] or 0) for c in
+              sorted(people, key=lambda c: (-(scores[people.index(c)] or 0), -c.pk))]
+    leads = leads_list(filters=LeadFilters())
+    assert (leads.count(), len(leads)) == (len(people), len(people))
+    assert [(c.email, c.score) for c in leads] == ranked
+    assert [(c.email, c.score) for c in leads_list(filters=LeadFilters(q="@x.example"))] == ranked
+    for start in range(len(people) + 1):
+        for stop in range(start, len(people) + 2):
+            assert [(c.email, c.score) for c in leads[start:stop]] == ranked[start:stop], (start, stop)
+    assert (leads[0].grade, leads[2].grade, leads[len(people) - 1].grade) == ("A", "", "")
+    with pytest.raises(IndexError):
+        leads[len(people)]
+
+
+def test_lead_list_and_export_read_scores_with_the_contacts(sales: Client) -> None:
+    """No query per lead: the page and the CSV take the same number of queries for 3 leads or 30."""
+    def queries() -> tuple[int, int, int]:
+        with CaptureQueriesContext(connection) as page:
+            assert sales.get("/leads/").status_code == 200
+        with CaptureQueriesContext(connection) as export:
+            b"".join(sales.get("/leads/export.csv").streaming_content)  # type: ignore[attr-defined]
+        with CaptureQueriesContext(connection) as detail:
+            assert sales.get(f"/leads/{Contact.objects.first().pk}/").status_code == 200  # type: ignore[union-attr]
+        return len(page), len(export), len(detail)
+
+    def add(numbers: range) -> None:
+        for i in numbers:
+            who = contact(email=f"n{i}@x.example")
+            if i % 3:  # a third without a score row
+                score_set(who, i % 7 - 2, "B")  # from -2 to 4
+
+    add(range(3))
+    few = queries()
+    add(range(3, 30))
+    assert queries() == few
 
 
 def test_week_start_is_monday_midnight() -> None:
@@ -114,8 +166,8 @@ def test_csv_export_follows_the_filters_and_escapes_formulas(sales: Client) -> N
     bands()
     evil = contact(email="evil@x.example", first_name="=HYPERLINK(\"http://evil.example\")", last_name="+1",
                    company="@SUM(A1)", job_title="-2", country="")
-    Contact.objects.filter(pk=evil.pk).update(score=50, grade="A")
-    Contact.objects.filter(pk=contact(email="other@x.example", company="\tTab").pk).update(score=10)
+    score_set(evil, 50, "A")
+    score_set(contact(email="other@x.example", company="\tTab"), 10)
     Contact.objects.filter(email="other@x.example").update(job_title="\rCR")
     response = sales.get("/leads/export.csv", {"grade": "A"})
     assert response.status_code == 200

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from automation.crm.connectors import Fate, OutItem
 from automation.crm.connectors.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookConnector, sign
+from automation.crm.mapping import payloads_for
 from automation.crm.models import CrmConnection, CrmSyncItem, CrmSyncLog, LogOutcome, SyncStatus
 from automation.crm.services import (
     crm_contacts_changed,
@@ -28,6 +29,7 @@ from automation.crm.vault import SecretUnavailable, connection_token, decrypt, e
 from contacts.models import Contact, Event
 from contacts.pipeline import contacts_changed
 from contacts.services import contact_erase
+from core.testing.scores import score_set
 from core.throttle import Rate, Throttle
 from scoring.models import GradeBand
 from scoring.services import scores_refresh
@@ -62,11 +64,32 @@ def test_a_grade_change_from_scoring_queues_a_sync(make_connection, make_contact
     GradeBand.objects.create(grade="A", min_score=50, is_mql=True)
     (contact,) = make_contacts(1)
     # when scoring refreshes a contact whose cached score was stale (the ledger is empty: score -> 0)
-    Contact.objects.filter(pk=contact.pk).update(score=60, grade="A")
+    score_set(contact, 60, "A")
     scores_refresh(contact_ids=[contact.pk])
     # then the grade change reached the CRM queue
     assert Contact.objects.get(pk=contact.pk).grade == ""
     assert CrmSyncItem.objects.get(connection=conn, contact=contact).reason == "score"
+
+
+def test_payloads_read_score_and_grade_with_their_contacts_no_row_being_0(make_connection, make_contacts,
+                                                                          django_assert_num_queries):
+    # given the mapping with score and grade, a scored contact and two that never scored
+    conn = make_connection()
+    contacts = make_contacts(3)
+    score_set(contacts[0], 42, "B")
+    # when their payloads are built: one query for all of them
+    with django_assert_num_queries(1):
+        payloads = {p.email: p for p in payloads_for(contact_ids=[c.pk for c in contacts], mapping=conn.field_mapping,
+                                                     score_step=conn.score_step)}
+    # then each has its values; no row is 0 and no grade, the same hash as a row holding them
+    assert {email: (p.properties["lead_score"], p.properties["lead_grade"]) for email, p in payloads.items()} == {
+        "lead0@example.com": (42, "B"), "lead1@example.com": (0, ""), "lead2@example.com": (0, "")}
+    score_set(contacts[1], 0, "")
+    assert F_hash(conn, contacts[1]) == payloads["lead1@example.com"].hash
+    score_set(contacts[1], 9, "")  # within the score step: no sync due
+    assert F_hash(conn, contacts[1]) == payloads["lead1@example.com"].hash
+    score_set(contacts[1], 10, "")
+    assert F_hash(conn, contacts[1]) != payloads["lead1@example.com"].hash
 
 
 def test_sync_request_for_a_workflow_step_queues_even_unchanged(make_connection, make_contacts):
@@ -85,8 +108,6 @@ def test_sync_request_for_a_workflow_step_queues_even_unchanged(make_connection,
 
 
 def F_hash(conn: CrmConnection, contact: Contact) -> str:  # noqa: N802
-    from automation.crm.mapping import payloads_for
-
     return next(payloads_for(contact_ids=[contact.pk], mapping=conn.field_mapping, score_step=conn.score_step)).hash
 
 

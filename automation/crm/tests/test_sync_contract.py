@@ -18,6 +18,7 @@ from automation.crm.services import (
     crm_sync_batch,
 )
 from contacts.models import Contact
+from core.testing.scores import score_set
 
 from .conftest import drain, env_for
 
@@ -74,13 +75,14 @@ def test_score_changes_queue_only_when_crossing_a_step(fake_hubspot, make_connec
     # given a synced contact at score 3, score mapped with a step of 10
     fake = fake_hubspot()
     conn = make_connection(fake, score_step=10)
-    (contact,) = make_contacts(1, score=3)
+    (contact,) = make_contacts(1)
+    score_set(contact, 3)
     crm_contacts_changed(contact_ids=[contact.pk], reason="score")
     drain(conn, env_for(clock), clock)
     # when the score moves within the step, then nothing is queued; across it, one sync
-    Contact.objects.filter(pk=contact.pk).update(score=8)
+    score_set(contact, 8)
     assert crm_contacts_changed(contact_ids=[contact.pk], reason="score") == 0
-    Contact.objects.filter(pk=contact.pk).update(score=12)
+    score_set(contact, 12)
     assert crm_contacts_changed(contact_ids=[contact.pk], reason="score") == 1
     drain(conn, env_for(clock), clock)
     assert fake.stats.records["lead0@example.com"]["properties"]["lead_score"] == 12
