@@ -611,6 +611,7 @@ def _adjust_score(ctx: Ctx) -> StepResult:
     ScoreEntry.objects.create(contact=ctx.contact, rule=None, rule_name=f"workflow:{wf.key}"[:150], points=points,
                               reason=reason[:300], created_at=ctx.now)
     scores_refresh(contact_ids=[ctx.contact.pk], now=ctx.now)
+    ctx.contact.scores_forget()  # later steps of this run (branches, payloads) see the new score
     return StepResult({"points": points})
 
 

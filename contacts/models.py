@@ -201,10 +201,14 @@ class Contact(models.Model):
             if self.pk is not None else None
         self.__dict__["_score"], self.__dict__["_grade"] = row or (0, "")
 
+    def scores_forget(self) -> None:
+        """Drop the score and grade read so far: the next access reads ContactScore again."""
+        self.__dict__.pop("_score", None)
+        self.__dict__.pop("_grade", None)
+
     def refresh_from_db(self, *args: Any, **kwargs: Any) -> None:
         super().refresh_from_db(*args, **kwargs)
-        self.__dict__.pop("_score", None)  # read again on next access
-        self.__dict__.pop("_grade", None)
+        self.scores_forget()
 
     @property
     def full_name(self) -> str:
@@ -236,7 +240,11 @@ class ContactScore(models.Model):
     No row means score 0 and no grade, so contacts that never scored cost nothing.
     """
 
-    contact = models.OneToOneField(Contact, primary_key=True, on_delete=models.CASCADE, related_name="scorecard")
+    # No database-level foreign key, as on the ledger: PostgreSQL would lock the contact row for
+    # every score written, and a contact erased while a recompute range runs would fail that range
+    # at COMMIT. Django cascades the delete itself; every read goes from the contact to its row.
+    contact = models.OneToOneField(Contact, primary_key=True, on_delete=models.CASCADE, related_name="scorecard",
+                                   db_constraint=False)
     score = models.IntegerField(default=0)
     grade = models.CharField(max_length=2, blank=True, default="")
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.validators import MinValueValidator
 from django.db import models
 
 from contacts.models import Contact, Event
@@ -72,7 +73,7 @@ class ScoreEntry(models.Model):
         constraints = [
             # One event scores once per rule, however often it is processed. An event belongs to one
             # contact, so this is the same rule as unique (rule, event); leading with the contact, the
-            # index also serves the score breakdown, caps, fit holdings and the cached-score UPDATE
+            # index also serves the score breakdown, caps, fit holdings and the cached-score upsert
             # (one contact's entries per rule). NULL events (fit entries) never conflict.
             models.UniqueConstraint(fields=["contact", "rule", "event"], name="scoreentry_contact_rule_event_uniq"),
         ]
@@ -92,7 +93,10 @@ class GradeBand(models.Model):
     """Score thresholds: a contact's grade is the band with the highest min_score it reaches."""
 
     grade = models.CharField(max_length=2, unique=True)
-    min_score = models.IntegerField(unique=True)
+    # Above 0: a contact at 0, which includes every contact that never scored (no ContactScore
+    # row), has no grade; a band from 0 or below would grade only the contacts that have a row.
+    min_score = models.IntegerField(unique=True, validators=[MinValueValidator(1)],
+                                    help_text="At least 1: contacts at 0 or below have no grade")
     is_mql = models.BooleanField(default=False, help_text="Reaching this band makes the contact an MQL")
 
     class Meta:

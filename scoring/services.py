@@ -211,9 +211,12 @@ def score_fit(*, contact_ids: Collection[int], now: dt.datetime | None = None) -
 # --- Cached score, grade and MQL -------------------------------------------------------------------
 
 
-def _scores_write(scope: str, scope_params: Sequence[Any], now: dt.datetime) -> list[int]:
+def _scores_write(scope: str, scope_params: Sequence[Any], now: dt.datetime, *, bulk: bool = False,
+                  returning: bool = True) -> tuple[int, list[int]]:
     """Cached score and grade of the contacts in scope, from the ledger, in one statement; returns
-    the ids whose score or grade changed.
+    how many rows changed and (`returning`) their contact ids. `bulk` (the recompute's id ranges,
+    the daily decay): a larger work_mem, for this transaction only, as the live path's batch
+    transaction would keep it for everything after.
 
     `scope` is a condition on the column named `{id}` with `scope_params` for its placeholders
     (an id list, an id range, a subquery). The scope's entries are aggregated once and LEFT JOINed
@@ -237,14 +240,15 @@ def _scores_write(scope: str, scope_params: Sequence[Any], now: dt.datetime) -> 
         f" ORDER BY n.cid"  # the primary key fills in order, not at random places
         f" ON CONFLICT (contact_id) DO UPDATE SET score = excluded.score, grade = excluded.grade"
         f" WHERE {SCORE_TABLE}.score <> excluded.score OR {SCORE_TABLE}.grade <> excluded.grade"
-        f" RETURNING contact_id"
+        + (" RETURNING contact_id" if returning else "")
     )
     params = [*grade_params, now_param(now), *scope_params, *scope_params, *grade_params, *grade_params]
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
+        if bulk and connection.vendor == "postgresql":  # not on the live path: it would last the batch
             cursor.execute("SET LOCAL work_mem = '256MB'")  # the aggregate's hash table stays in memory
         cursor.execute(sql, params)
-        return [row[0] for row in cursor.fetchall()]
+        ids = [row[0] for row in cursor.fetchall()] if returning else []
+        return (len(ids) if returning else cursor.rowcount), ids
 
 
 def _grade_case_sql(expression: str) -> tuple[str, list[Any]]:
@@ -324,12 +328,12 @@ def _mql_update(contact_ids: list[int], now: dt.datetime) -> set[int]:
 
 
 def scores_refresh(*, contact_ids: Collection[int], now: dt.datetime | None = None) -> set[int]:
-    """Recompute these contacts' cached scores from the ledger, then grades and MQL; return changed ids."""
+    """Recompute these contacts' cached scores and grades from the ledger, then MQL; return changed ids."""
     now = now or timezone.now()
     changed: set[int] = set()
     for chunk in chunked(sorted(set(contact_ids)), CHUNK):
         ids_sql, ids_params = id_set_sql(chunk)
-        changed.update(_scores_write(f"{{id}} IN ({ids_sql})", ids_params, now))
+        changed.update(_scores_write(f"{{id}} IN ({ids_sql})", ids_params, now)[1])
     _after_score_change(changed, now)
     return changed
 
@@ -344,12 +348,12 @@ def _after_score_change(changed: Collection[int], now: dt.datetime) -> None:
 def scores_decay(*, now: dt.datetime | None = None) -> int:
     """Daily: refresh the cached score of every contact holding decaying entries; return how many changed.
 
-    One UPDATE over those contacts; grades and MQL follow for the changed ones in chunks.
+    One upsert over those contacts (score and grade); MQL follows for the changed ones in chunks.
     """
     now = now or timezone.now()
     scope = f"{{id}} IN (SELECT contact_id FROM {ENTRY_TABLE} WHERE half_life_days IS NOT NULL)"  # noqa: S608
     with transaction.atomic():
-        changed = set(_scores_write(scope, [], now))
+        changed = set(_scores_write(scope, [], now, bulk=True)[1])
         _after_score_change(changed, now)
     logger.info("scores_decay: %d contact scores changed", len(changed))
     return len(changed)
@@ -470,7 +474,7 @@ def scores_recompute_all(
     def update(low: int, high: int) -> Callable[[], int]:
         def task() -> int:
             with transaction.atomic():
-                return len(_scores_write("{id} BETWEEN %s AND %s", [low, high], now))
+                return _scores_write("{id} BETWEEN %s AND %s", [low, high], now, bulk=True, returning=False)[0]
         return task
 
     changed = sum(_side_by_side([update(low, high) for low, high in _id_ranges(workers)], workers))

@@ -237,6 +237,19 @@ def test_update_contact_adjust_score_and_exit(sender) -> None:
     assert Message.objects.count() == 0
 
 
+def test_a_branch_after_adjust_score_sees_the_new_score(sender) -> None:
+    deploy(wf_file(steps=[
+        {"id": "pts", "type": "adjust_score", "points": 15},
+        {"id": "gate", "type": "branch", "if": {"score_above": 10}, "then": "hot", "else": "cold"},
+        {"id": "cold", "type": "exit"},
+        {"id": "hot", "type": "exit"},
+    ]))
+    contact = make_contact("gate@example.com")
+    emit(contact, "signed_up")
+    advance()
+    assert status(contact) == ("exited", "hot")  # the score read with the enrollment was 0
+
+
 class _Hook(BaseHTTPRequestHandler):
     received: list[dict[str, Any]] = []  # noqa: RUF012
     fail_next = 0

@@ -18,7 +18,7 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name='ContactScore',
             fields=[
-                ('contact', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='scorecard', serialize=False, to='contacts.contact')),
+                ('contact', models.OneToOneField(db_constraint=False, on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='scorecard', serialize=False, to='contacts.contact')),
                 ('score', models.IntegerField(default=0)),
                 ('grade', models.CharField(blank=True, default='', max_length=2)),
             ],

@@ -12,7 +12,7 @@ from django.db.migrations.executor import MigrationExecutor
 
 BEFORE = [("contacts", "0005_event_correlation_segment_refresh_error"),
           ("scoring", "0003_ledger_lean_indexes_no_db_fks"), ("automation", "0003_correlation_id")]
-AFTER = [("contacts", "0007_contact_score_table"), ("scoring", "0004_ledger_one_index"),
+AFTER = [("contacts", "0007_contact_score_table"), ("scoring", "0005_gradeband_min_score_above_zero"),
          ("automation", "0004_steprun_time_indexes")]
 
 

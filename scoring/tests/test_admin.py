@@ -9,7 +9,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from contacts.models import Segment
-from scoring.models import RecomputeJob, ScoreEntry, ScoringRule
+from scoring.models import GradeBand, RecomputeJob, ScoreEntry, ScoringRule
 from scoring.tests.factories import NOW, behaviour_rule, contact
 
 pytestmark = pytest.mark.django_db
@@ -62,6 +62,16 @@ def test_editing_grade_bands_queues_a_recompute(role_users: dict[str, User]) -> 
                                                        {"grade": "A", "min_score": "50", "is_mql": "on"})
     assert response.status_code == 302
     assert RecomputeJob.objects.get().reason == "grade band added: A"
+
+
+def test_a_grade_band_from_zero_is_refused(role_users: dict[str, User]) -> None:
+    # Contacts at 0 include every contact without a ContactScore row: they have no grade.
+    response = client_for(role_users["marketer"]).post("/admin/scoring/gradeband/add/",
+                                                       {"grade": "D", "min_score": "0"})
+    assert response.status_code == 200
+    assert "greater than or equal to 1" in response.content.decode()
+    assert not GradeBand.objects.exists()
+    assert not RecomputeJob.objects.exists()
 
 
 def test_ledger_and_jobs_are_read_only_in_the_admin(role_users: dict[str, User]) -> None:
