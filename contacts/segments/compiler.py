@@ -441,7 +441,7 @@ class _Walker:
 
 def _default_matches(op: str, value: Any, default: Any) -> bool:
     """Whether a field's value when it has no row (score 0, grade '') meets a condition, the way
-    Compiler.compare reads it for a non-nullable column (text already lower-cased)."""
+    _Walker.compare reads it for a non-nullable column (text already lower-cased)."""
     if op in ("neq", "not_in", "is_empty"):
         return not _default_matches({"neq": "eq", "not_in": "in", "is_empty": "is_set"}[op], value, default)
     if op == "is_set":
