@@ -47,6 +47,7 @@ from core import ops, roles
 from core.alerts import alerts_check
 from core.models import Incident
 from core.queues import get_connection
+from core.testing.html import html_section
 from core.testing.smtpsink import SmtpSink
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -336,8 +337,8 @@ def test_500_registrations_in_one_call_give_500_emails_at_the_rate_and_500_crm_s
     assert all(jobs[name].finished > 0 for name in ("events", "delivery", "crm")), jobs
     assert sum(t.failed for t in jobs.values()) == 0, jobs
     page = ops_page()
-    delivery_row = page[page.index('<tr id="throughput-delivery">'):]
-    assert f"<td>{jobs['delivery'].finished}</td>" in delivery_row[:delivery_row.index("</tr>")]
+    delivery_row = html_section(page, '<tr id="throughput-delivery">', "</tr>")
+    assert f"<td>{jobs['delivery'].finished}</td>" in delivery_row
 
 
 # --- faults, one at a time --------------------------------------------------------------------------------

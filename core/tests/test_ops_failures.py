@@ -19,6 +19,7 @@ from contacts.models import Contact, CustomField, ImportJob, Segment
 from contacts.segments.tasks import segment_refresh_job, segments_refresh_all_job
 from core import ops
 from core.queues import get_connection
+from core.testing.html import html_section
 
 pytestmark = pytest.mark.django_db
 
@@ -115,8 +116,7 @@ def test_the_operations_page_links_a_jumped_workflow_to_its_failed_step_runs(cli
                                                                               workflows) -> None:  # noqa: ANN001
     client.force_login(role_users["ops"])
     page = client.get("/admin/operations/").content.decode()
-    table = page[page.index('id="workflow-jumps"'):]
-    table = table[:table.index("</table>")]
+    table = html_section(page, 'id="workflow-jumps"', "</table>")
     assert "Jumped" in table
     assert "6 of 20 failed (30 %)" in table
     assert "2 of 100 (2 %)" in table
@@ -154,8 +154,7 @@ def test_refresh_all_records_a_failing_segment_and_clears_it_once_it_refreshes(c
     # and the operations page lists it with its error and a link to it
     client.force_login(role_users["ops"])
     page = client.get("/admin/operations/").content.decode()
-    table = page[page.index('id="failed-segments"'):]
-    table = table[:table.index("</table>")]
+    table = html_section(page, 'id="failed-segments"', "</table>")
     assert f'href="/admin/contacts/segment/{plan.pk}/change/"' in table
     assert "unknown custom field &#x27;plan&#x27;" in table
     assert "VIPs" not in table
@@ -211,8 +210,7 @@ def test_failed_imports_of_the_last_day_are_listed_with_their_reason_and_link(cl
     ImportJob.objects.create(file="imports/c.csv", original_name="fine.csv", status=ImportJob.Status.COMPLETED)
     client.force_login(role_users["ops"])
     page = client.get("/admin/operations/").content.decode()
-    table = page[page.index('id="failed-imports"'):]
-    table = table[:table.index("</table>")]
+    table = html_section(page, 'id="failed-imports"', "</table>")
     assert f'href="/admin/contacts/importjob/{failed.pk}/change/"' in table
     assert "leads-may.csv" in table
     assert "row 1: no email column" in table

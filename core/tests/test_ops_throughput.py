@@ -23,6 +23,7 @@ from rq.worker import SimpleWorker, Worker
 from core import ops
 from core.management.commands.worker import InProcessWorker, JobCounters, counting_worker_class
 from core.queues import get_connection
+from core.testing.html import html_section
 from core.views_ops import _chart
 
 UTC = dt.UTC
@@ -162,14 +163,12 @@ def test_the_operations_page_charts_each_queue(client: Client, role_users) -> No
         ops.job_outcome_record(redis=redis, queue="delivery", outcome=outcome)
     client.force_login(role_users["ops"])
     page = client.get("/admin/operations/").content.decode()
-    row = page[page.index('<tr id="throughput-delivery">'):]
-    row = row[:row.index("</tr>")]
+    row = html_section(page, '<tr id="throughput-delivery">', "</tr>")
     assert "<td>3</td>" in row
     assert ">1</strong>" in row
     assert "<td>0.250</td>" in row
     assert "3 finished, 1 failed</title>" in row
-    quiet = page[page.index('<tr id="throughput-imports">'):]
-    assert "<rect" not in quiet[:quiet.index("</tr>")]
+    assert "<rect" not in html_section(page, '<tr id="throughput-imports">', "</tr>")
 
 
 @pytest.mark.django_db
