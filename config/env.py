@@ -109,3 +109,28 @@ def env_email(name: str, default: str) -> dict[str, Any]:
     except Exception as exc:
         raise ImproperlyConfigured(f"{name} is malformed: {exc}") from exc
     return config
+
+
+def env_networks(name: str, default: list[str]) -> list[str]:
+    """Comma-separated CIDRs (10.0.0.0/8, 127.0.0.1/32, ::1/128) as normalised strings."""
+    import ipaddress
+
+    out = []
+    for item in env_list(name, default):
+        try:
+            out.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{name}: {item!r} is not a network (use CIDRs like 10.0.0.0/8): {exc}") \
+                from None
+    return out
+
+
+def env_names(name: str, default: list[str]) -> list[str]:
+    """Comma-separated environment variable names (letters, digits, underscores)."""
+    import re
+
+    names = env_list(name, default)
+    for item in names:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", item):
+            raise ImproperlyConfigured(f"{name}: {item!r} is not an environment variable name")
+    return names

