@@ -31,6 +31,10 @@ MAX_BODY_BYTES = 1024 * 1024  # per API call; 1,000 typical events fit in a frac
 MAX_PROPERTIES_BYTES = 16 * 1024
 MAX_PROPERTIES_DEPTH = 32  # nesting of objects and lists; deeper JSON would hit recursion limits when saved
 MAX_FUTURE = dt.timedelta(days=1)
+# Any time given to the API: far enough from datetime's year 1 and 9999 that converting to UTC
+# and the workers' window arithmetic (e.g. a scoring cap's "30 days before") cannot overflow.
+EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(3000, 1, 1, tzinfo=dt.UTC)
 MAX_IDEMPOTENCY_KEY = 200
 JOB_CHUNK = 500
 EVENT_TYPE_RE = re.compile(r"^[a-z0-9_.:-]{1,100}$")
@@ -130,7 +134,7 @@ def clean_item(index: int, item: Any, *, now: dt.datetime) -> CleanEvent:
     unknown = set(item) - ITEM_FIELDS
     if unknown:
         raise ItemInvalid(f"unknown field(s): {', '.join(sorted(map(str, unknown)))}")
-    properties = _properties(item.get("properties"))  # first: it bounds the nesting check_storable walks
+    properties = _properties(item.get("properties"))
     check_storable(item)
     return CleanEvent(
         index=index,
@@ -147,8 +151,8 @@ def _email(value: Any) -> str:
         raise ItemInvalid("email: required, a string")
     try:
         return normalize_email(value)
-    except ValidationError:
-        raise ItemInvalid(f"email: {value[:100]!r} is not a valid email address") from None
+    except ValidationError as exc:  # the reason names any invisible character and its position
+        raise ItemInvalid(f"email: {value[:100]!r} {' '.join(exc.messages)}") from None
 
 
 def _event_type(value: Any) -> str:
@@ -164,6 +168,7 @@ def _properties(value: Any) -> dict[str, Any]:
         raise ItemInvalid("properties: must be a JSON object")
     if _too_deep(value, MAX_PROPERTIES_DEPTH):
         raise ItemInvalid(f"properties: nested more than {MAX_PROPERTIES_DEPTH} levels deep")
+    check_storable(value, "properties")  # before the size: a lone surrogate cannot be encoded to measure it
     size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
     if size > MAX_PROPERTIES_BYTES:
         raise ItemInvalid(f"properties: {size} bytes serialized; the limit is {MAX_PROPERTIES_BYTES}")
@@ -203,7 +208,12 @@ def parse_moment(name: str, value: Any) -> dt.datetime:
         moment = None
     if moment is None:
         raise ItemInvalid(f"{name}: {value[:40]!r} is not an ISO-8601 date and time")
-    return timezone.make_aware(moment, dt.UTC) if timezone.is_naive(moment) else moment
+    if timezone.is_naive(moment):
+        moment = timezone.make_aware(moment, dt.UTC)
+    # Compared before converting: 0001-01-01T00:00:00+14:00 is a valid string whose UTC is year 0.
+    if not EARLIEST <= moment < LATEST:
+        raise ItemInvalid(f"{name}: {value[:40]!r} is out of range (1970-01-01T00:00:00Z to year 2999)")
+    return moment.astimezone(dt.UTC)
 
 
 def _idempotency_key(value: Any) -> str | None:
@@ -216,16 +226,44 @@ def _idempotency_key(value: Any) -> str | None:
     return value
 
 
-def check_storable(item: dict[str, Any]) -> None:
-    """Strings the database cannot store (NUL for PostgreSQL, lone surrogates for UTF-8) are item
-    errors here rather than database errors later."""
-    text = json.dumps(item, ensure_ascii=False)
-    if "\\u0000" in text:
-        raise ItemInvalid("must not contain NUL characters")
+def check_storable(value: Any, path: str = "") -> None:
+    """Strings the database cannot store (NUL for PostgreSQL, lone surrogates, which json.loads
+    accepts from "\\ud800" but UTF-8 cannot encode) are item errors naming the field here rather
+    than database errors later."""
+    problem = unstorable(value, path)
+    if problem is not None:
+        raise ItemInvalid(problem)
+
+
+def unstorable(value: Any, path: str = "") -> str | None:
+    """The first string (value or object key) under `value` that the database cannot store, as
+    "<path>: <why>" (path like properties.items[2].name), or None. Iterative: any nesting is safe."""
+    stack: list[tuple[Any, str]] = [(value, path)]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, str):
+            why = _unstorable_text(node)
+            if why:
+                return f"{where or 'item'}: {why}"
+        elif isinstance(node, dict):
+            for key, child in node.items():
+                why = _unstorable_text(key)
+                if why:
+                    return f"{where or 'item'}: a key {why}"
+                stack.append((child, f"{where}.{key[:40]}" if where else key[:40]))
+        elif isinstance(node, list):
+            stack.extend((child, f"{where}[{i}]") for i, child in enumerate(node))
+    return None
+
+
+def _unstorable_text(text: str) -> str | None:
+    if "\x00" in text:
+        return "must not contain NUL characters"
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise ItemInvalid("contains invalid unicode (a lone surrogate)") from None
+        return "contains invalid unicode (a lone surrogate)"
+    return None
 
 
 # --- Storage (a constant number of queries per batch) ---------------------------------------------
@@ -356,8 +394,8 @@ def _clean_contact(item: Any) -> tuple[str, dict[str, Any]]:
     unknown = set(item) - CONTACT_FIELDS - {"email"}
     if unknown:
         raise ItemInvalid(f"unknown field(s): {', '.join(sorted(map(str, unknown)))}")
-    if _too_deep(item, MAX_PROPERTIES_DEPTH):
-        raise ItemInvalid(f"nested more than {MAX_PROPERTIES_DEPTH} levels deep")
+    if isinstance(item.get("attributes"), dict) and _too_deep(item["attributes"], MAX_PROPERTIES_DEPTH):
+        raise ItemInvalid(f"attributes: nested more than {MAX_PROPERTIES_DEPTH} levels deep")
     check_storable(item)
     fields = {name: value for name, value in item.items() if name != "email"}
     for name, value in fields.items():

@@ -669,7 +669,7 @@ def crm_inbound_status(*, connection: CrmConnection, items: Sequence[Any],
 
 def _clean_inbound(item: Any, *, now: dt.datetime, clean_item: Callable[..., Any]) -> tuple[Any, str]:
     """Validated like an API event (same rules, same messages), then shaped as a CRM status event."""
-    from contacts.ingest import ItemInvalid
+    from contacts.ingest import ItemInvalid, unstorable
 
     if not isinstance(item, dict):
         raise ItemInvalid("must be an object")
@@ -677,7 +677,7 @@ def _clean_inbound(item: Any, *, now: dt.datetime, clean_item: Callable[..., Any
     if unknown:
         raise ItemInvalid(f"unknown field(s): {', '.join(sorted(map(str, unknown)))}")
     status = item.get("status")
-    if status not in INBOUND_STATUSES:
+    if not isinstance(status, str) or status not in INBOUND_STATUSES:  # a list or object is unhashable
         raise ItemInvalid(f"status: one of {', '.join(sorted(INBOUND_STATUSES))}")
     properties = {"status": status}
     for name in ("reason", "outcome"):
@@ -688,6 +688,9 @@ def _clean_inbound(item: Any, *, now: dt.datetime, clean_item: Callable[..., Any
     change_id = item.get("id")
     if change_id is not None and (not isinstance(change_id, str | int) or not 1 <= len(str(change_id)) <= 150):
         raise ItemInvalid("id: a string of 1-150 characters (the CRM's id for this change)")
+    problem = unstorable(str(change_id), "id") if change_id is not None else None  # it becomes the key
+    if problem:
+        raise ItemInvalid(problem)
     clean = clean_item(0, {"email": item.get("email"), "type": f"crm_{status}", "properties": properties,
                            "occurred_at": item.get("occurred_at")}, now=now)
     if change_id is not None:
