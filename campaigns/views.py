@@ -1,5 +1,12 @@
 """Public email endpoints: open pixel, click redirect, unsubscribe. No login: each URL carries a
-signed token (campaigns/tracking.py); each client IP is rate limited; bodies are size limited."""
+signed token (campaigns/tracking.py); requests are rate limited (below); bodies are size limited.
+
+Rate limits: the signature is checked first (an HMAC, cheaper than the Redis round trip). A token
+that is not valid counts against its client IP, a wall for someone guessing tokens. A valid token
+is one recipient's link, so it counts against that token only, never against the IP: behind a
+reverse proxy every recipient shares the proxy's address, and a flood from one client must not
+refuse another recipient's unsubscribe (RFC 8058 one-click POSTs come from the mailbox provider's
+servers, many recipients per address)."""
 
 from __future__ import annotations
 
@@ -19,17 +26,37 @@ from core.throttle import Rate, Throttle
 # 1x1 transparent GIF.
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 MAX_BODY = 1024
-# Per client IP, shared by all web processes: generous for real mail clients and proxies
-# (an office behind one NAT opening a newsletter), a wall for someone enumerating tokens.
+# Invalid tokens, per client IP, shared by all web processes: room for a proxy's worth of broken
+# links (a mangled URL), a wall for someone enumerating tokens.
 PUBLIC_RATE = Rate(count=20, period=1, burst=100)
+# Valid tokens, per message and purpose: a recipient (or a newsletter forwarded to a team) opens,
+# clicks and unsubscribes a few times; a script replaying one link is slowed to one a second.
+TOKEN_RATE = Rate(count=1, period=1, burst=20)
 
 
-def _limited(request: HttpRequest) -> bool:
-    ip = request.META.get("REMOTE_ADDR", "unknown")
+def client_throttle(ip: str) -> Throttle:
+    return Throttle(f"public:ip:{ip}", PUBLIC_RATE)
+
+
+def token_throttle(purpose: str, message_id: int) -> Throttle:
+    return Throttle(f"public:token:{purpose}:{message_id}", TOKEN_RATE)
+
+
+def _refused(throttle: Throttle) -> bool:
     try:
-        return not Throttle(f"public:{ip}", PUBLIC_RATE).take(1).granted
+        return not throttle.take(1).granted
     except RedisError:
         return False  # tracking must not break mail rendering when Redis is down
+
+
+def _ip_limited(request: HttpRequest) -> bool:
+    """A request with an invalid token: counted against the client IP."""
+    return _refused(client_throttle(request.META.get("REMOTE_ADDR", "unknown")))
+
+
+def _token_limited(purpose: str, message_id: int) -> bool:
+    """A request with a valid token: counted against that token only."""
+    return _refused(token_throttle(purpose, message_id))
 
 
 def _too_many() -> HttpResponse:
@@ -47,13 +74,13 @@ def _pixel() -> HttpResponse:
 @never_cache
 @require_http_methods(["GET", "HEAD"])
 def open_pixel(request: HttpRequest, token: str) -> HttpResponse:
-    if _limited(request):
-        return _too_many()
     try:
         message_id = tracking.open_token_read(token)
     except tracking.BadToken:
-        return HttpResponse(status=404)
-    if request.method == "GET":
+        return _too_many() if _ip_limited(request) else HttpResponse(status=404)
+    # Over the token's limit the pixel is still served (a broken image helps no one); the open
+    # is not recorded again, which is all the limit protects.
+    if request.method == "GET" and not _token_limited("open", message_id):
         services.tracking_open(message_id=message_id)
     return _pixel()
 
@@ -61,15 +88,17 @@ def open_pixel(request: HttpRequest, token: str) -> HttpResponse:
 @never_cache
 @require_http_methods(["GET", "HEAD"])
 def click(request: HttpRequest, token: str) -> HttpResponse:
-    if _limited(request):
-        return _too_many()
     try:
         message_id, index = tracking.click_token_read(token)
     except tracking.BadToken:
+        if _ip_limited(request):
+            return _too_many()
         raise Http404("This link is not valid.") from None
-    # Only a URL stored with the message: a forged index or message cannot lead elsewhere.
-    url = services.tracking_click(message_id=message_id, index=index) if request.method == "GET" else None
-    if url is None and request.method == "HEAD":
+    # Over the token's limit a person clicking still gets where the link goes; only the recording
+    # (the writes) is skipped. Only a URL stored with the message: a forged index cannot lead elsewhere.
+    record = request.method == "GET" and not _token_limited("click", message_id)
+    url = services.tracking_click(message_id=message_id, index=index) if record else None
+    if not record:
         message = Message.objects.filter(pk=message_id).only("links").first()
         url = message.links[index] if message and 0 <= index < len(message.links) else None
     if url is None:
@@ -81,14 +110,16 @@ def click(request: HttpRequest, token: str) -> HttpResponse:
 @csrf_exempt  # the signed token is the credential; mailbox providers POST without cookies (RFC 8058)
 @require_http_methods(["GET", "POST"])
 def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
-    if _limited(request):
-        return _too_many()
     if _content_length(request) > MAX_BODY:
         return HttpResponse("Request too large", status=413, content_type="text/plain")
     try:
         message_id = tracking.unsubscribe_token_read(token)
     except tracking.BadToken:
+        if _ip_limited(request):
+            return _too_many()
         return render(request, "campaigns/unsubscribe.html", {"invalid": True}, status=404)
+    if _token_limited("unsubscribe", message_id):
+        return _too_many()
     message = Message.objects.select_related("contact").filter(pk=message_id).first()
     if message is None:
         return render(request, "campaigns/unsubscribe.html", {"invalid": True}, status=404)
