@@ -19,7 +19,7 @@ from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from core import ops
+from core import ops, outbound
 from core.models import Incident
 from core.webhooks import signed_headers
 
@@ -111,9 +111,10 @@ def _notify(incident: Incident) -> int:
         try:
             payload = json.dumps({"key": incident.key, "summary": incident.summary, "detail": incident.detail,
                                   "opened_at": incident.opened_at.isoformat(), "text": subject}).encode("utf-8")
-            response = requests.post(settings.ALERT_WEBHOOK_URL, timeout=5, data=payload,
+            response = outbound.post(settings.ALERT_WEBHOOK_URL, timeout=5, data=payload,
                                      headers=signed_headers(payload, purpose="alerts"))
-            response.raise_for_status()
+            if response.status_code >= 300:  # a redirect is not followed: it is a failure too
+                errors.append(f"webhook: HTTP {outbound.status_text(response)}")
         except requests.RequestException as exc:
             errors.append(f"webhook: {exc}")
     if not settings.ALERT_EMAILS and not settings.ALERT_WEBHOOK_URL:
