@@ -37,6 +37,8 @@ class CrmConnectionForm(forms.ModelForm):
         model = CrmConnection
         fields = ["name", "kind", "base_url", "token_env", "field_mapping", "score_step", "rate_limit", "batch_size",
                   "timeout_seconds", "is_sandbox", "is_active"]
+        help_texts = {"token_env": "Name of the environment variable holding the API token (preferred); it must "
+                                   "start with LEADFLOW_CRM_ or be listed in the CRM_TOKEN_ENV_ALLOWED setting"}
 
     def save(self, commit: bool = True) -> CrmConnection:
         conn = super().save(commit=False)

@@ -61,6 +61,8 @@ class CrmConnection(models.Model):
 
     def clean(self) -> None:
         from automation.crm.mapping import validate_mapping  # the mapping module reads Contact fields
+        from automation.crm.vault import token_env_problem
+        from core.outbound import url_problem
         from core.throttle import parse_rate
 
         super().clean()
@@ -74,6 +76,11 @@ class CrmConnection(models.Model):
         problem = validate_mapping(self.field_mapping)
         if problem:
             errors["field_mapping"] = problem
+        if self.token_env and (problem := token_env_problem(self.token_env)):
+            errors["token_env"] = problem
+        # Names are checked again on every connection (core.outbound); this catches literals early.
+        if self.base_url and (problem := url_problem(self.base_url)):
+            errors["base_url"] = problem
         if errors:
             from django.core.exceptions import ValidationError
 

@@ -1,7 +1,9 @@
 """Connection secrets (API tokens, webhook signing secrets) encrypted at rest with Fernet.
 
 The key is CRM_SECRETS_KEY when set (a Fernet key: rotate SECRET_KEY without losing tokens), else
-derived from SECRET_KEY. Tokens may instead live in an environment variable the connection names.
+derived from SECRET_KEY. Tokens may instead live in an environment variable the connection names:
+only one whose name starts with LEADFLOW_CRM_ or is listed in CRM_TOKEN_ENV_ALLOWED, since the
+token is sent to the connection's URL (naming SECRET_KEY there would hand it to whoever runs it).
 """
 
 from __future__ import annotations
@@ -9,13 +11,28 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 
 from cryptography.fernet import Fernet, InvalidToken
 from django.conf import settings
 
+TOKEN_ENV_PREFIX = "LEADFLOW_CRM_"  # noqa: S105  a name prefix, not a secret
+
 
 class SecretUnavailable(Exception):
-    """The token cannot be read (missing variable, or encrypted under another key)."""
+    """The token cannot be read (missing or refused variable, or encrypted under another key)."""
+
+
+def token_env_problem(name: str) -> str | None:
+    """Why `name` may not hold a CRM token (None: it may)."""
+    rule = (f"use an environment variable whose name starts with {TOKEN_ENV_PREFIX} (e.g. "
+            f"{TOKEN_ENV_PREFIX}HUBSPOT_TOKEN) or one listed in the CRM_TOKEN_ENV_ALLOWED setting")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        return f"{name!r} is not an environment variable name: {rule}"
+    if (name.startswith(TOKEN_ENV_PREFIX) and len(name) > len(TOKEN_ENV_PREFIX)) \
+            or name in (getattr(settings, "CRM_TOKEN_ENV_ALLOWED", None) or ()):
+        return None
+    return f"{name} may not hold a CRM token: {rule}"
 
 
 def _fernet() -> Fernet:
@@ -41,8 +58,12 @@ def decrypt(token: str) -> str:
 
 
 def connection_token(*, token_env: str, token_encrypted: str) -> str:
-    """The API token: the named environment variable wins over the stored one."""
+    """The API token: the named environment variable wins over the stored one. The name is checked
+    again here, so a row saved before the rule (or written by raw SQL) cannot leak another variable."""
     if token_env:
+        problem = token_env_problem(token_env)
+        if problem:
+            raise SecretUnavailable(problem)
         value = os.environ.get(token_env, "").strip()
         if not value:
             raise SecretUnavailable(f"the environment variable {token_env} is not set")

@@ -168,10 +168,10 @@ def test_tokens_are_encrypted_at_rest_and_env_tokens_win(monkeypatch):
     stored = encrypt("pat-123")
     assert "pat-123" not in stored
     assert decrypt(stored) == "pat-123"
-    monkeypatch.setenv("HUBSPOT_TOKEN_TEST", "from-env")
-    assert connection_token(token_env="HUBSPOT_TOKEN_TEST", token_encrypted=stored) == "from-env"
-    with pytest.raises(SecretUnavailable, match="NOT_SET_VAR"):
-        connection_token(token_env="NOT_SET_VAR", token_encrypted="")
+    monkeypatch.setenv("LEADFLOW_CRM_HUBSPOT_TEST", "from-env")
+    assert connection_token(token_env="LEADFLOW_CRM_HUBSPOT_TEST", token_encrypted=stored) == "from-env"
+    with pytest.raises(SecretUnavailable, match="LEADFLOW_CRM_NOT_SET"):
+        connection_token(token_env="LEADFLOW_CRM_NOT_SET", token_encrypted="")
 
 
 def test_throttle_pause_holds_back_every_sharer():
