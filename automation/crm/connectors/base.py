@@ -15,6 +15,10 @@ from typing import Any, Protocol
 
 import requests
 
+from core.outbound import OutboundRefused, status_text
+
+MAX_REASON = 200  # characters of a vendor's error message kept with the status
+
 
 @dataclass(frozen=True)
 class OutItem:
@@ -71,20 +75,26 @@ def retry_after_seconds(value: str | None, *, now: dt.datetime | None = None) ->
 
 
 def transport_failure(exc: requests.RequestException) -> SendResult:
-    """Timeouts and connection errors: nothing is known about the batch, so it is retried."""
+    """Timeouts and connection errors: nothing is known about the batch, so it is retried. A refused
+    destination (an internal address, see core.outbound) fails: retrying will not change it."""
+    if isinstance(exc, OutboundRefused):
+        return SendResult(Fate.PERMANENT, message=f"refused: {str(exc)[:300]}")
     kind = "timed out" if isinstance(exc, requests.Timeout) else "connection failed"
     return SendResult(Fate.RETRYABLE, message=f"{kind}: {type(exc).__name__}: {str(exc)[:300]}")
 
 
 def status_failure(response: requests.Response, *, body_message: str = "") -> SendResult | None:
-    """The fate of a non-success status, or None for a success the connector reads itself."""
+    """The fate of a non-success status, or None for a success the connector reads itself.
+
+    The message is the status and its reason phrase, plus `body_message` when the connector read
+    the vendor's documented error field; never the raw body (it may be anything the URL answers)."""
     status = response.status_code
-    text = body_message or response.text[:500]
+    text = f"{status_text(response)} from the CRM" + (f": {body_message[:MAX_REASON]}" if body_message else "")
     if status == 429:
         retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-        return SendResult(Fate.RATE_LIMITED, status, f"429 rate limited: {text}", retry_after=retry_after)
+        return SendResult(Fate.RATE_LIMITED, status, f"rate limited: {text}", retry_after=retry_after)
     if status >= 500 or status == 408:
-        return SendResult(Fate.RETRYABLE, status, f"{status} from the CRM: {text}")
-    if status >= 400:
-        return SendResult(Fate.PERMANENT, status, f"{status} from the CRM: {text}")
+        return SendResult(Fate.RETRYABLE, status, text)
+    if status >= 300:  # redirects are not followed (core.outbound): the URL is wrong
+        return SendResult(Fate.PERMANENT, status, text)
     return None

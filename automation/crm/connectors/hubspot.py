@@ -15,6 +15,7 @@ from typing import Any
 import requests
 
 from automation.crm.connectors.base import (
+    MAX_REASON,
     Fate,
     ItemResult,
     OutItem,
@@ -22,6 +23,7 @@ from automation.crm.connectors.base import (
     status_failure,
     transport_failure,
 )
+from core import outbound
 
 UPSERT_PATH = "/crm/v3/objects/contacts/batch/upsert"
 MAX_INPUTS = 100
@@ -32,7 +34,7 @@ class HubSpotConnector:
     def __init__(self, *, base_url: str, token: str, timeout: float, session: requests.Session | None = None) -> None:
         self.url = base_url.rstrip("/") + UPSERT_PATH
         self.timeout = timeout
-        self.session = session or requests.Session()
+        self.session = session or outbound.session()
         self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
     def request_body(self, items: list[OutItem]) -> dict[str, Any]:
@@ -107,13 +109,15 @@ def _emails_in_context(context: Any, wanted: dict[str, str]) -> list[str]:
 
 
 def _message(response: requests.Response) -> str:
+    """HubSpot's error category and message (its documented error body), else nothing: a body of
+    another shape is not shown (the status says enough, and the URL may not be HubSpot's)."""
     try:
         body = response.json()
     except ValueError:
-        return response.text[:300]
-    if isinstance(body, dict) and body.get("message"):
-        return f"{body.get('category') or 'ERROR'}: {body['message']}"[:500]
-    return response.text[:300]
+        return ""
+    if isinstance(body, dict) and isinstance(body.get("category"), str) and isinstance(body.get("message"), str):
+        return f"{body['category']}: {body['message']}"[:MAX_REASON]
+    return ""
 
 
 def _interval_seconds(response: requests.Response) -> float | None:

@@ -17,6 +17,7 @@ from typing import Any
 import requests
 
 from automation.crm.connectors.base import Fate, ItemResult, OutItem, SendResult, status_failure, transport_failure
+from core import outbound
 from core.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 __all__ = ["SIGNATURE_HEADER", "TIMESTAMP_HEADER", "WebhookConnector", "sign"]
@@ -26,7 +27,7 @@ class WebhookConnector:
     def __init__(self, *, url: str, token: str, secret: str, timeout: float, session: requests.Session | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.url, self.token, self.secret, self.timeout = url, token, secret, timeout
-        self.session = session or requests.Session()
+        self.session = session or outbound.session()
         self.clock = clock
 
     def send(self, items: list[OutItem]) -> SendResult:
