@@ -391,8 +391,12 @@ def _check_webhook(step: dict[str, Any], known: Collection[str]) -> Iterator[str
 
 
 def _url_problems(url: Any) -> Iterator[str]:
+    from core.outbound import url_problem  # internal addresses; names are checked again at connect time
+
     if not (isinstance(url, str) and re.match(r"^https?://[^\s/]+", url)):
         yield f"bad URL {url!r}: use http(s)://..."
+    elif problem := url_problem(url):
+        yield f"bad URL {url!r}: {problem}"
 
 
 _STEP_CHECKS = {

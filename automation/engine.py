@@ -774,14 +774,18 @@ def _send(row: WebhookDelivery) -> float | None:
         send_mail(subject=f"[Leadflow] {row.payload.get('message', 'Lead update')}"[:200], message=body,
                   from_email=None, recipient_list=[row.target])
         return None
-    import requests
+    from core import outbound
 
     raw = json.dumps(row.payload, default=str).encode("utf-8")  # signed as sent, byte for byte
-    response = requests.post(row.target, data=raw, timeout=WEBHOOK_TIMEOUT,
-                             headers={"Idempotency-Key": row.idempotency_key, **signed_headers(raw)})
+    try:  # internal addresses refused, redirects not followed (a 307 would carry the signed body on)
+        response = outbound.post(row.target, data=raw, timeout=WEBHOOK_TIMEOUT,
+                                 headers={"Idempotency-Key": row.idempotency_key, **signed_headers(raw)})
+    except outbound.OutboundRefused as exc:
+        row.last_error = f"permanent: refused: {str(exc)[:500]}"
+        return None
     if response.status_code < 300:
         return None
-    row.last_error = f"HTTP {response.status_code}: {response.text[:500]}"
+    row.last_error = f"HTTP {outbound.status_text(response)}"  # never the body: it is whatever the URL said
     if response.status_code == 429 or response.status_code >= 500:
         header = response.headers.get("Retry-After", "")
         return float(header) if header.isdigit() else 0.0
