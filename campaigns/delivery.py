@@ -51,6 +51,7 @@ from campaigns.models import (
 )
 from contacts.models import ConsentStatus, contact_scores_set, with_contact_scores
 from core.logs import rows_extra
+from core.outbound import checked_backend
 from core.queues import get_connection as redis_connection
 from core.queues import get_queue
 from core.services import switch_paused
@@ -331,6 +332,9 @@ class _Sender:
         self.sender = sender
         config = delivery_rules.backend_config(sender.email_url) if sender.email_url else {}
         backend = str(config.pop("backend")) if "backend" in config else None
+        # A sender profile's SMTP host is typed into the admin: it may connect only to allowed
+        # addresses (core.outbound). EMAIL_URL (no email_url) is the operator's own relay.
+        backend = checked_backend(backend) if sender.email_url else backend
         self.conn = get_connection(backend, fail_silently=False, timeout=settings.EMAIL_TIMEOUT, **config)
         self.opened = False
 

@@ -105,9 +105,16 @@ class SenderProfile(models.Model):
         return self.name
 
     def clean(self) -> None:
-        from campaigns.delivery_rules import sender_validate
+        from campaigns.delivery_rules import backend_config, sender_validate
+        from core.outbound import SMTP_BACKENDS, host_problem
 
         errors = sender_validate(self)
+        if self.email_url and "email_url" not in errors:
+            # An SMTP host that is an internal address (or localhost) is refused here; a name is
+            # checked on every connection (core.outbound.CheckedSmtpBackend).
+            config = backend_config(self.email_url)
+            if config["backend"] in SMTP_BACKENDS and (problem := host_problem(str(config["host"]))):
+                errors["email_url"] = f"SMTP host {problem}"
         if errors:
             raise ValidationError(errors)
 
