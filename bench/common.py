@@ -55,7 +55,9 @@ def django_env(tmp: Path, *, database_url: str, redis_socket: str, **extra: str)
     env.update(DJANGO_SETTINGS_MODULE="config.settings", DEBUG="false", ENV_FILE="", VAR_DIR=str(tmp / "var"),
                SECRET_KEY="bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",  # noqa: S106
                ALLOWED_HOSTS="127.0.0.1", SECURE_SSL_REDIRECT="false", DATABASE_URL=database_url,
-               LOG_LEVEL="WARNING", REDIS_URL=f"unix://{redis_socket}?db=0", **extra)
+               LOG_LEVEL="WARNING", REDIS_URL=f"unix://{redis_socket}?db=0",
+               OUTBOUND_ALLOWED_NETWORKS="127.0.0.0/8",  # the fake CRM and SMTP sinks listen on loopback
+               **extra)
     return env
 
 
