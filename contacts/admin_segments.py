@@ -25,6 +25,18 @@ EXAMPLE = {"all": [{"field": "lifecycle_stage", "op": "eq", "value": "lead"},
 class DefinitionField(forms.JSONField):
     """Pretty-printed JSON in a monospace textarea (the stored form is compact)."""
 
+    def to_python(self, value: Any) -> Any:
+        try:
+            return super().to_python(value)
+        except RecursionError:  # thousands of nested brackets: Django catches only JSONDecodeError
+            raise forms.ValidationError("Enter a valid JSON (nested too deeply).", code="invalid") from None
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        try:
+            return super().bound_data(data, initial)
+        except RecursionError:  # redisplaying the refused text
+            return forms.fields.InvalidJSONInput(data)
+
     def prepare_value(self, value: Any) -> Any:
         if isinstance(value, forms.fields.InvalidJSONInput):
             return value
@@ -131,7 +143,8 @@ class SegmentAdmin(admin.ModelAdmin):
 @require_POST
 def _preview(request: HttpRequest) -> HttpResponse:
     raw_id = request.POST.get("segment_id", "")
-    segment_id = int(raw_id) if raw_id.isdigit() else None
+    # isascii: "²".isdigit() is true but int() refuses it (a 500); length: no 10,000-digit ids.
+    segment_id = int(raw_id) if raw_id.isascii() and raw_id.isdigit() and len(raw_id) < 19 else None
     response = JsonResponse(segment_preview(definition_text=request.POST.get("definition", ""),
                                             segment_id=segment_id))
     response["Cache-Control"] = "no-store"

@@ -326,8 +326,8 @@ FAILED_LIST_LIMIT = 20  # rows listed on the page; the counts and links cover th
 
 
 def failed_segments(limit: int = FAILED_LIST_LIMIT) -> tuple[int, list[Any]]:
-    """Active segments whose last full refresh failed (cleared by the next that succeeds), newest
-    failure first: (how many, the first `limit`)."""
+    """Active segments whose last full refresh failed, or that the live event update had to skip
+    (cleared by the next refresh that succeeds), newest failure first: (how many, the first `limit`)."""
     from contacts.models import Segment
 
     failed = Segment.objects.filter(is_active=True, refresh_failed_at__isnull=False)

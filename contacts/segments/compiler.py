@@ -11,6 +11,7 @@ with IS NOT NULL), so `not` is plain SQL NOT and `neq`/`not_in` match contacts w
 from __future__ import annotations
 
 import datetime as dt
+import math
 import operator
 import re
 from dataclasses import dataclass, field
@@ -82,6 +83,10 @@ MAX_DEPTH = 20
 MAX_NODES = 500
 MAX_LIST = 1000
 MAX_DAYS = 36_500
+# Values the database can bind: SQLite integers and PostgreSQL bigint are signed 64-bit, and
+# Python's float() (FloatField lookups on attributes and event properties) overflows past ~1e308.
+MIN_INT, MAX_INT = -(2**63), 2**63 - 1
+MAX_TEXT = 1000  # characters of one text value, tag, list or event name
 PROPERTY_KEY = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
 
 TRUE = Q(pk__isnull=False)
@@ -102,10 +107,39 @@ def parse_moment(value: Any) -> dt.datetime:
     if not isinstance(value, str):
         raise ValueError("expected a date (YYYY-MM-DD) or an ISO datetime")
     try:
-        moment = dt.datetime.fromisoformat(value.strip())
+        moment = dt.datetime.fromisoformat(valid_text(value).strip())
     except ValueError:
-        raise ValueError(f"{value!r} is not a date (YYYY-MM-DD) or an ISO datetime") from None
-    return timezone.make_aware(moment) if timezone.is_naive(moment) else moment
+        raise ValueError(f"{value[:100]!r} is not a date (YYYY-MM-DD) or an ISO datetime") from None
+    moment = timezone.make_aware(moment) if timezone.is_naive(moment) else moment
+    try:
+        moment.astimezone(dt.UTC)  # how the database receives it: 0001-01-01 east of UTC is year 0
+    except OverflowError:
+        raise ValueError(f"{value!r} is out of range (years 1 to 9999 in UTC)") from None
+    return moment
+
+
+def valid_text(value: str) -> str:
+    """Text the database can bind: PostgreSQL refuses NUL, neither encodes a lone surrogate."""
+    if len(value) > MAX_TEXT:
+        raise ValueError(f"text longer than {MAX_TEXT} characters")
+    if "\x00" in value:
+        raise ValueError("text contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text is not valid Unicode (a lone surrogate)") from None
+    return value
+
+
+def valid_number(value: Any) -> int | float:
+    """A number the database can bind; ValueError naming the range otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("expected a number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("expected a finite number")
+    if isinstance(value, int) and not MIN_INT <= value <= MAX_INT:
+        raise ValueError(f"whole numbers must fit in 64 bits ({MIN_INT} to {MAX_INT})")
+    return value
 
 
 def normalise_value(kind: str, value: Any, spec: FieldSpec | None = None) -> Any:
@@ -113,13 +147,12 @@ def normalise_value(kind: str, value: Any, spec: FieldSpec | None = None) -> Any
     if kind in ("text", "choice"):
         if not isinstance(value, str):
             raise ValueError("expected text")
+        valid_text(value)
         if kind == "choice" and spec is not None:
             return spec.coerce(value)
         return value
     if kind == "number":
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError("expected a number")
-        return value
+        return valid_number(value)
     if kind == "bool":
         if not isinstance(value, bool):
             raise ValueError("expected true or false")
@@ -130,9 +163,9 @@ def normalise_value(kind: str, value: Any, spec: FieldSpec | None = None) -> Any
         if not isinstance(value, str):
             raise ValueError("expected a date (YYYY-MM-DD)")
         try:
-            return dt.date.fromisoformat(value.strip()).isoformat()
+            return dt.date.fromisoformat(valid_text(value).strip()).isoformat()
         except ValueError:
-            raise ValueError(f"{value!r} is not a date (use YYYY-MM-DD)") from None
+            raise ValueError(f"{value[:100]!r} is not a date (use YYYY-MM-DD)") from None
     raise ValueError(f"unknown kind {kind!r}")
 
 
@@ -143,6 +176,9 @@ def valid_days(value: Any) -> int:
 
 
 # --- SQL for JSON keys -------------------------------------------------------------------------------------
+
+
+_PG_FLOAT_MIN, _PG_FLOAT_MAX = "1e-307", "1e308"  # double precision's normal range, written as numeric
 
 
 class JsonKey(Func):
@@ -161,8 +197,18 @@ class JsonKey(Func):
 
     def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
         column, params = compiler.compile(self.source_expressions[0])
-        json_type, cast = {"number": ("number", "::double precision"), "bool": ("boolean", "::boolean")}.get(
-            self.kind, ("string", ""))
+        if self.kind == "number":
+            # jsonb numbers are arbitrary-precision: one beyond double precision's range (a contact's
+            # 1e400, kept as written) failed the cast and with it every query over this key. Clamp
+            # it as SQLite and Python read such JSON: +-infinity, or 0 below the smallest double.
+            # Nested CASE: PostgreSQL evaluates its branches in order (an AND may run a cast first).
+            number = f"({column} -> %s)::numeric"
+            sql = (f"(CASE WHEN jsonb_typeof({column} -> %s) = 'number' THEN CASE "
+                   f"WHEN abs({number}) > {_PG_FLOAT_MAX} THEN sign({number})::double precision * 'Infinity' "
+                   f"WHEN abs({number}) < {_PG_FLOAT_MIN} THEN 0 "
+                   f"ELSE ({column} ->> %s)::double precision END END)")
+            return sql, [*params, self.key] * 5
+        json_type, cast = {"bool": ("boolean", "::boolean")}.get(self.kind, ("string", ""))
         sql = f"(CASE WHEN jsonb_typeof({column} -> %s) = '{json_type}' THEN ({column} ->> %s){cast} END)"
         return sql, [*params, self.key, *params, self.key]
 
@@ -319,6 +365,8 @@ class _Walker:
         name = tree["tag"]
         if not isinstance(name, str) or not name:
             return self.error(f"{prefix}tag", "expected a tag name")
+        if problem := _text_problem(name):
+            return self.error(f"{prefix}tag", problem)
         through = Contact.tags.through.objects.filter(contact_id=OuterRef("pk"), tag__name=name)
         return Q(Exists(through))
 
@@ -326,6 +374,8 @@ class _Walker:
         name = tree["list"]
         if not isinstance(name, str) or not name:
             return self.error(f"{prefix}list", "expected a list name")
+        if problem := _text_problem(name):
+            return self.error(f"{prefix}list", problem)
         through = Contact.lists.through.objects.filter(contact_id=OuterRef("pk"), contactlist__name=name)
         return Q(Exists(through))
 
@@ -335,6 +385,8 @@ class _Walker:
         count = len(self.errors)
         if not isinstance(event_type, str) or not event_type:
             self.error(f"{prefix}event", "expected an event type")
+        elif problem := _text_problem(event_type):
+            self.error(f"{prefix}event", problem)
         if not isinstance(did, bool):
             self.error(f"{prefix}did", "expected true or false")
         if isinstance(min_count, bool) or not isinstance(min_count, int) or not 1 <= min_count <= 10_000:
@@ -352,6 +404,9 @@ class _Walker:
                 self.error(f"{prefix}properties.{key}", "property names use letters, digits, _ . - (up to 100)")
             elif not isinstance(value, str | int | float):
                 self.error(f"{prefix}properties.{key}", "expected text, a number or true/false")
+            elif problem := _text_problem(value) if isinstance(value, str) else \
+                    None if isinstance(value, bool) else _number_problem(value):
+                self.error(f"{prefix}properties.{key}", problem)
         if len(self.errors) > count:
             return FALSE
         events = Event.objects.filter(contact_id=OuterRef("pk"), event_type=event_type)
@@ -437,6 +492,22 @@ class _Walker:
                   "gte": GreaterThanOrEqual, "lt": LessThan, "lte": LessThanOrEqual}[op]
         condition = Q(lookup(column, value))
         return guard & condition if nullable else condition
+
+
+def _text_problem(value: str) -> str | None:
+    try:
+        valid_text(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _number_problem(value: int | float) -> str | None:
+    try:
+        valid_number(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _default_matches(op: str, value: Any, default: Any) -> bool:

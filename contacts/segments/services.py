@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -181,7 +181,7 @@ def segments_refresh_all() -> dict[int, tuple[int, int] | str]:
     for segment in Segment.objects.filter(is_active=True).order_by("pk"):
         try:
             outcome[segment.pk] = segment_refresh(segment=segment)  # records a failure on the segment
-        except (ValueError, DatabaseError) as exc:
+        except (ValueError, DatabaseError, OverflowError, UnicodeError) as exc:  # what bad parameters raise
             logger.warning("segment %s not refreshed: %s", segment.pk, exc)
             outcome[segment.pk] = refresh_error_text(exc)
     return outcome
@@ -208,15 +208,23 @@ def segments_update_contacts(*, contact_ids: Iterable[int]) -> list[Event]:
     for pk, segment in segments.items():
         try:
             conditions[pk] = compile_with(segment.definition, context=context, segment_id=pk)
-        except ValueError as exc:
-            logger.warning("segment %s skipped in incremental update: %s", pk, exc)
+        except Exception as exc:  # noqa: BLE001  invalid (a legacy row, a deleted field): skipped, shown
+            _live_failure_record(segment, exc)
     if not conditions:
         return []
+    # Segments already marked failed are queried one at a time, so one that still fails costs a
+    # statement, not its 39 neighbours' shared query (and a fixed one simply matches again).
+    suspects = {pk for pk in conditions if segments[pk].refresh_failed_at is not None}
     entered: list[tuple[int, int]] = []
     left: list[tuple[int, int]] = []
     with transaction.atomic():
         for chunk in chunked(ids, CONTACT_CHUNK):
-            wanted = _matching_pairs(chunk, conditions)
+            wanted, failed = _matching_pairs(chunk, conditions, suspects)
+            for pk, error in failed.items():  # membership left as it was, not emptied
+                del conditions[pk]
+                _live_failure_record(segments[pk], error)
+            if not conditions:
+                break
             current = dict(((s, c), pk) for pk, s, c in SegmentMembership.objects.filter(
                 contact_id__in=id_set(chunk), segment_id__in=list(conditions),
             ).values_list("pk", "segment_id", "contact_id"))
@@ -227,16 +235,57 @@ def segments_update_contacts(*, contact_ids: Iterable[int]) -> list[Event]:
                               + [(segments[s], c, SEGMENT_LEFT) for s, c in left], now)
 
 
-def _matching_pairs(contact_ids: Sequence[int], conditions: dict[int, Q]) -> set[tuple[int, int]]:
-    """(segment id, contact id) for every condition each contact meets: one query per SEGMENT_CHUNK segments."""
+def _matching_pairs(contact_ids: Sequence[int], conditions: dict[int, Q],
+                    suspects: Collection[int] = ()) -> tuple[set[tuple[int, int]], dict[int, Exception]]:
+    """(segment id, contact id) for every condition each contact meets: one query per SEGMENT_CHUNK
+    segments, `suspects` one query each; and the segments whose query failed, with the error.
+
+    Each query runs in a savepoint: on PostgreSQL a failed statement aborts the whole transaction,
+    which is the event batch's, so one segment's error used to fail every event job (scores,
+    workflow triggers, unsubscribes) until it was switched off. A group that fails is retried one
+    segment at a time to find the culprit; the others' results stand."""
     pairs: set[tuple[int, int]] = set()
-    for group in chunked(list(conditions), SEGMENT_CHUNK):
-        columns = {f"s{pk}": ExpressionWrapper(conditions[pk], output_field=BooleanField()) for pk in group}
-        rows = Contact.objects.filter(pk__in=id_set(contact_ids)).order_by().annotate(**columns).values_list(
-            "pk", *columns)
-        for contact_id, *flags in rows:
-            pairs.update((pk, contact_id) for pk, flag in zip(group, flags, strict=True) if flag)
+    failed: dict[int, Exception] = {}
+    healthy = [pk for pk in conditions if pk not in suspects]
+    groups = [*chunked(healthy, SEGMENT_CHUNK), *([pk] for pk in conditions if pk in suspects)]
+    for group in groups:
+        try:
+            pairs |= _group_pairs(contact_ids, group, conditions)
+        except Exception as exc:  # noqa: BLE001  a database or parameter error: isolated below
+            if len(group) == 1:
+                failed[group[0]] = exc
+                continue
+            for pk in group:
+                try:
+                    pairs |= _group_pairs(contact_ids, [pk], conditions)
+                except Exception as alone:  # noqa: BLE001
+                    failed[pk] = alone
+    return pairs, failed
+
+
+def _group_pairs(contact_ids: Sequence[int], group: Sequence[int], conditions: dict[int, Q]) -> set[tuple[int, int]]:
+    columns = {f"s{pk}": ExpressionWrapper(conditions[pk], output_field=BooleanField()) for pk in group}
+    with transaction.atomic():  # a savepoint, rolled back alone if the statement fails
+        rows = list(Contact.objects.filter(pk__in=id_set(contact_ids)).order_by().annotate(**columns).values_list(
+            "pk", *columns))
+    pairs: set[tuple[int, int]] = set()
+    for contact_id, *flags in rows:
+        pairs.update((pk, contact_id) for pk, flag in zip(group, flags, strict=True) if flag)
     return pairs
+
+
+def _live_failure_record(segment: Segment, exc: BaseException) -> None:
+    """Mark a segment the incremental update had to skip, with the same fields a failed full refresh
+    sets (the operations page and the segment admin show them; the next refresh that succeeds, e.g.
+    the one queued when the segment is saved, clears them). Written once, not on every batch: an
+    UPDATE per batch would make every event worker queue on this row's lock."""
+    logger.warning("segment %s skipped in incremental update: %s", segment.pk, exc)
+    if segment.refresh_failed_at is not None:
+        return
+    segment.refresh_failed_at, segment.refresh_error = timezone.now(), (
+        "Live update skipped this segment: " + refresh_error_text(exc))[:REFRESH_ERROR_MAX]
+    Segment.objects.filter(pk=segment.pk, refresh_failed_at__isnull=True).update(
+        refresh_failed_at=segment.refresh_failed_at, refresh_error=segment.refresh_error)
 
 
 def _insert_pairs(pairs: Sequence[tuple[int, int]], now: Any) -> list[tuple[int, int]]:
@@ -291,8 +340,9 @@ def segment_preview(*, definition_text: str, segment_id: int | None = None, samp
     """
     try:
         tree = json.loads(definition_text)
-    except ValueError as exc:
-        return {"count": None, "sample": [], "errors": [f"not valid JSON: {exc}"]}
+    except (ValueError, RecursionError) as exc:  # RecursionError: thousands of nested brackets
+        reason = exc if isinstance(exc, ValueError) else "nested too deeply"
+        return {"count": None, "sample": [], "errors": [f"not valid JSON: {reason}"]}
     context = FilterContext()
     if segment_id is not None:
         context.set_definition(segment_id, tree)
@@ -303,10 +353,15 @@ def segment_preview(*, definition_text: str, segment_id: int | None = None, samp
     matching = Contact.objects.filter(condition)
     sample = matching.order_by("-id").values(  # no ContactScore row: 0
         "email", "first_name", "last_name", score=Coalesce("scorecard__score", 0))[:sample_size]
+    try:
+        with transaction.atomic():  # a savepoint if the caller has a transaction open
+            count, rows = matching.count(), list(sample)
+    except (DatabaseError, OverflowError, UnicodeError) as exc:  # a valid tree the database still refused
+        return {"count": None, "sample": [], "errors": [f"the database could not run this filter: {exc}"]}
     return {
-        "count": matching.count(),
+        "count": count,
         "sample": [{"email": c["email"], "name": f"{c['first_name']} {c['last_name']}".strip(), "score": c["score"]}
-                   for c in sample],
+                   for c in rows],
         "errors": [],
     }
 
