@@ -10,7 +10,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -74,8 +74,9 @@ class WorkflowAdmin(admin.ModelAdmin):
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
                     extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        extra = {**(extra_context or {}),
-                 "versions_url": reverse("admin:automation_workflow_versions", args=[object_id])}
+        extra = {**(extra_context or {}),  # a non-numeric id: no link; the admin answers "does not exist"
+                 **({"versions_url": reverse("admin:automation_workflow_versions", args=[object_id])}
+                    if object_id.isdigit() else {})}
         return super().change_view(request, object_id, form_url, extra)
 
     def import_view(self, request: HttpRequest) -> HttpResponse:
@@ -142,7 +143,7 @@ class WorkflowAdmin(admin.ModelAdmin):
         action, migrate = request.POST.get("action", ""), request.POST.get("migrate") == "1"
         try:
             if action == "stage":
-                version = get_object_or_404(WorkflowVersion, pk=request.POST.get("version"), workflow=workflow)
+                version = get_object_or_404(WorkflowVersion, pk=_version_pk(request.POST), workflow=workflow)
                 services.workflow_stage(version=version, actor=request.user)
             elif action == "promote":
                 services.workflow_promote(workflow=workflow, actor=request.user, migrate=migrate)
@@ -165,11 +166,20 @@ class WorkflowAdmin(admin.ModelAdmin):
         workflow = get_object_or_404(Workflow, pk=pk)
         if not self.has_view_permission(request, workflow):
             raise PermissionDenied
-        version = get_object_or_404(WorkflowVersion, pk=request.GET.get("version"), workflow=workflow)
+        version = get_object_or_404(WorkflowVersion, pk=_version_pk(request.GET), workflow=workflow)
         text = services.version_export(version=version)
         response = HttpResponse(text, content_type="text/yaml; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="{workflow.key}-v{version.number}.yaml"'
         return response
+
+
+def _version_pk(params: Any) -> int:
+    """The `version` parameter as a primary key; anything else (missing, "abc", "1.5") is a 404
+    rather than the ValueError a lookup on it raises."""
+    raw = params.get("version", "")
+    if not raw.isdigit() or len(raw) > 18:  # past 64 bits it cannot be an id
+        raise Http404("no such version")
+    return int(raw)
 
 
 @admin.register(WorkflowVersion)

@@ -5,6 +5,7 @@ from django.urls import URLPattern, URLResolver, include, path
 from django.views.generic import RedirectView
 from django_rq import urls as rq_urls
 
+from core.rq_views import missing_queues_404
 from core.views import healthz, metrics, readyz, staff_permission_required
 from core.views_ops import operations, switch_toggle
 
@@ -34,6 +35,6 @@ urlpatterns = [
     path("api/v1/crm/", include("automation.crm.urls")),
     path("e/", include("campaigns.urls")),
     path("leads/", include("scoring.urls")),
-    path("admin/rq/", include((_guarded(rq_urls.urlpatterns, "django_rq.admin"), "django_rq"))),
+    path("admin/rq/", include((_guarded(missing_queues_404(rq_urls.urlpatterns), "django_rq.admin"), "django_rq"))),
     path("admin/", admin.site.urls),
 ]

@@ -1,7 +1,15 @@
 from django.contrib import admin
 from django.http import HttpRequest
+from django_rq.models import Dashboard
 
 from core.models import Heartbeat, Incident
+from core.rq_views import DashboardAdmin
+
+# django-rq registered its dashboard entry first (it is earlier in INSTALLED_APPS); ours 404s for
+# queues, workers and rows that do not exist instead of 500s.
+if admin.site.is_registered(Dashboard):
+    admin.site.unregister(Dashboard)
+    admin.site.register(Dashboard, DashboardAdmin)
 
 
 @admin.register(Heartbeat)
