@@ -20,7 +20,7 @@ from campaigns.services import BounceReport, bounces_record
 from contacts.api.views import ApiError, _items, _reject_constant, api_view, read_json
 from contacts.emails import normalize_email
 from contacts.ingest import ItemInvalid, check_storable, event_source, unstorable
-from contacts.models import ApiKey
+from contacts.models import ApiKey, ApiScope
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ MAX_DETAIL = 2000  # what the suppression and message rows keep
 MAX_MESSAGE_ID = 998  # RFC 5322's line limit
 
 
-@api_view(methods=("POST",))
+@api_view(methods=("POST",), scope=ApiScope.BOUNCES_WRITE)
 def bounces(request: HttpRequest, api_key: ApiKey) -> HttpResponse:
     # SNS posts its JSON as text/plain.
     data = read_json(request, content_types=("application/json", "text/plain"))

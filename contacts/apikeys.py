@@ -1,11 +1,13 @@
 """API keys for the event and contact API: created once (the plain key is shown once and only a
-SHA-256 hash is stored), found by their prefix, compared in constant time, revoked, never deleted."""
+SHA-256 hash is stored), found by their prefix, compared in constant time, revoked, never deleted.
+Each key has scopes (contacts.models.ApiScope); a new key gets events:write unless told otherwise."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -13,7 +15,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from contacts.models import ApiKey
+from contacts.models import ApiKey, api_key_default_scopes
 from core.audit import audit_record
 
 KEY_SCHEME = "lf"
@@ -38,8 +40,10 @@ def _split(raw: str) -> tuple[str, str] | None:
 @transaction.atomic
 def api_key_create(
     *, name: str, created_by: Any = None, rate_limit_per_minute: int = 600, create_unknown_contacts: bool = True,
+    scopes: Sequence[str] | None = None,
 ) -> tuple[ApiKey, str]:
-    """Create a key; returns (row, plain key). The plain key exists only in this return value."""
+    """Create a key; returns (row, plain key). The plain key exists only in this return value.
+    `scopes` None: events:write only (least access; contacts and bounces must be asked for)."""
     prefix = secrets.token_hex(PREFIX_BYTES)
     while ApiKey.objects.filter(prefix=prefix).exists():  # 1 in 10^12; the unique constraint is the real guard
         prefix = secrets.token_hex(PREFIX_BYTES)
@@ -47,12 +51,37 @@ def api_key_create(
     key = ApiKey(
         name=name.strip(), prefix=prefix, key_hash=hash_key(raw), rate_limit_per_minute=rate_limit_per_minute,
         create_unknown_contacts=create_unknown_contacts, created_by=created_by,
+        scopes=api_key_default_scopes() if scopes is None else list(scopes),
     )
     key.full_clean()
     key.save()
     audit_record(actor=created_by, action="api_key.created", target=key,
-                 data={"name": key.name, "prefix": prefix, "rate_limit_per_minute": rate_limit_per_minute})
+                 data={"name": key.name, "prefix": prefix, "rate_limit_per_minute": rate_limit_per_minute,
+                       "scopes": key.scopes})
     return key, raw
+
+
+EDITABLE = ("rate_limit_per_minute", "create_unknown_contacts", "scopes")
+
+
+@transaction.atomic
+def api_key_update(*, api_key: ApiKey, actor: Any = None, **changes: Any) -> list[str]:
+    """Change a key's limit, contact creation or scopes; audited with before and after. Returns
+    the names of the fields that changed."""
+    unknown = set(changes) - set(EDITABLE)
+    if unknown:
+        raise ValueError(f"not editable: {', '.join(sorted(unknown))}")
+    before = ApiKey.objects.select_for_update().get(pk=api_key.pk)
+    changed = [name for name, value in changes.items() if getattr(before, name) != value]
+    for name in changed:
+        setattr(api_key, name, changes[name])
+    if not changed:
+        return []
+    api_key.full_clean()
+    api_key.save(update_fields=changed)
+    audit_record(actor=actor, action="api_key.changed", target=api_key,
+                 data={name: {"from": getattr(before, name), "to": changes[name]} for name in changed})
+    return changed
 
 
 def api_key_authenticate(raw: str | None) -> ApiKey | None:

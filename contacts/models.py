@@ -363,6 +363,30 @@ class ImportJob(models.Model):
         return self.status in {ImportStatus.COMPLETED, ImportStatus.FAILED}
 
 
+class ApiScope(models.TextChoices):
+    """What an API key may do; each /api/v1/ endpoint needs one (contacts/api/views.py api_view)."""
+
+    EVENTS_WRITE = "events:write", "events:write - send events (POST /events)"
+    CONTACTS_READ = "contacts:read", "contacts:read - read a contact's score and data (GET /contacts/<email>)"
+    CONTACTS_WRITE = "contacts:write", "contacts:write - create and update contacts (POST /contacts)"
+    BOUNCES_WRITE = "bounces:write", "bounces:write - report bounces and complaints, which suppress (POST /bounces)"
+
+
+def api_key_default_scopes() -> list[str]:
+    """A new key sends events and nothing else unless more is chosen."""
+    return [ApiScope.EVENTS_WRITE.value]
+
+
+def validate_api_scopes(value: Any) -> None:
+    if not isinstance(value, list) or not all(isinstance(scope, str) for scope in value):
+        raise ValidationError("scopes must be a list of scope names")
+    unknown = sorted(set(value) - set(ApiScope.values))
+    if unknown:
+        raise ValidationError(f"unknown scope(s) {', '.join(unknown)}; known: {', '.join(ApiScope.values)}")
+    if len(set(value)) != len(value):
+        raise ValidationError("a scope is listed twice")
+
+
 class ApiKey(models.Model):
     """A key for the event and contact API. Only a hash is stored; the key is shown once."""
 
@@ -373,6 +397,9 @@ class ApiKey(models.Model):
     create_unknown_contacts = models.BooleanField(
         default=True, help_text="Events for unknown emails create the contact (else they are errors)"
     )
+    # A JSON list (portable to SQLite, unlike ArrayField); checked against ApiScope on every save.
+    scopes = models.JSONField(default=api_key_default_scopes, validators=[validate_api_scopes],
+                              help_text="What the key may do; a request outside them is refused with 403")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
@@ -384,6 +411,9 @@ class ApiKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in (self.scopes or [])
 
 
 class Event(models.Model):

@@ -136,7 +136,7 @@ def test_the_bounce_webhook_needs_a_key(client: Client):
 
 
 def test_a_hard_bounce_suppresses_the_address_and_marks_the_message(client: Client, sent: Message):
-    key = api_key_create(name="esp")[1]
+    key = api_key_create(name="esp", scopes=["bounces:write"])[1]
     response = post_bounces(client, {"bounces": [
         {"email": "Reader@Example.com", "type": "hard", "message_id": sent.provider_message_id,
          "reason": "550 5.1.1 mailbox unknown"},
@@ -155,14 +155,14 @@ def test_a_hard_bounce_suppresses_the_address_and_marks_the_message(client: Clie
 
 
 def test_a_malformed_bounce_body_is_a_400_that_names_the_problem(client: Client):
-    key = api_key_create(name="esp")[1]
+    key = api_key_create(name="esp", scopes=["bounces:write"])[1]
     response = post_bounces(client, {"bounce": []}, key)
     assert response.status_code == 400
     assert "bounces" in response.json()["error"]["message"]
 
 
 def test_ses_complaints_via_sns_with_basic_auth_suppress_and_withdraw_consent(client: Client, sent: Message):
-    key = api_key_create(name="ses")[1]
+    key = api_key_create(name="ses", scopes=["bounces:write"])[1]
     notification = {
         "notificationType": "Complaint",
         "complaint": {"complainedRecipients": [{"emailAddress": "reader@example.com"}],

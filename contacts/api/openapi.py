@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from contacts import ingest
+from contacts.models import ApiScope
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -23,6 +24,9 @@ def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str,
 def _common_errors() -> dict[str, Any]:
     return {
         "401": _error("No API key, or a wrong or revoked one.", {"WWW-Authenticate": {"schema": {"type": "string"}}}),
+        "403": _error("The key lacks this operation's scope (code insufficient_scope; the message names it).",
+                      {"WWW-Authenticate": {"description": 'Bearer error="insufficient_scope", scope="<scope>"',
+                                            "schema": {"type": "string"}}}),
         "405": _error("Wrong HTTP method."),
         "429": _error("The key's requests-per-minute limit is used up.",
                       {"Retry-After": {"description": "Seconds until the next window.",
@@ -84,8 +88,15 @@ def _schemas() -> dict[str, Any]:
     }
 
 
+def _needs(scope: ApiScope) -> list[dict[str, list[str]]]:
+    """An operation's security requirement: the bearer key, holding `scope` (OpenAPI 3.1 allows
+    role names in a requirement for non-OAuth schemes)."""
+    return [{"apiKey": [scope.value]}]
+
+
 def openapi_schema() -> dict[str, Any]:
     json_body = {"required": True, "content": {"application/json": {}}}
+    scopes = "; ".join(label for _, label in ApiScope.choices)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Leadflow API", "version": "1",
@@ -94,18 +105,20 @@ def openapi_schema() -> dict[str, Any]:
         "security": [{"apiKey": []}],
         "components": {
             "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer",
-                                           "description": "Authorization: Bearer lf_<prefix>_<secret>"}},
+                                           "description": "Authorization: Bearer lf_<prefix>_<secret>. Each "
+                                                          "operation needs one scope of the key: " + scopes}},
             "schemas": _schemas(),
         },
         "paths": {
             "/events": {"post": {
-                "summary": f"Send up to {ingest.MAX_EVENTS} events",
+                "summary": f"Send up to {ingest.MAX_EVENTS} events", "security": _needs(ApiScope.EVENTS_WRITE),
                 "requestBody": {**json_body, "content": {"application/json": {"schema": _ref("EventBatch")}}},
                 "responses": {"202": {"description": "Stored valid items; processing follows within seconds.",
                                       "content": {"application/json": {"schema": _ref("EventResult")}}},
                               **_body_errors(), **_common_errors()}}},
             "/contacts": {"post": {
                 "summary": f"Create or update one contact, or up to {ingest.MAX_EVENTS}",
+                "security": _needs(ApiScope.CONTACTS_WRITE),
                 "requestBody": {**json_body, "content": {"application/json": {
                     "schema": {"oneOf": [_ref("Contact"), _ref("ContactBatch")]}}}},
                 "responses": {"200": {"description": "Counts and per-item errors.",
@@ -113,12 +126,14 @@ def openapi_schema() -> dict[str, Any]:
                               **_body_errors(), **_common_errors()}}},
             "/contacts/{email}": {"get": {
                 "summary": "Score, grade, stage, segments and tags of one contact",
+                "security": _needs(ApiScope.CONTACTS_READ),
                 "parameters": [{"name": "email", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "responses": {"200": {"description": "The contact.",
                                       "content": {"application/json": {"schema": _ref("ContactSummary")}}},
                               "404": _error("No contact with this email."), **_common_errors()}}},
             "/bounces": {"post": {
                 "summary": "Report bounces and complaints (own format, or Amazon SES through SNS as text/plain)",
+                "security": _needs(ApiScope.BOUNCES_WRITE),
                 "description": "See docs/delivery.md. HTTP Basic with the key as the password is accepted too.",
                 "requestBody": {**json_body, "content": {"application/json": {"schema": {
                     "type": "object", "required": ["bounces"], "additionalProperties": False,

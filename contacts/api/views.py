@@ -19,7 +19,7 @@ from contacts.api.ratelimit import rate_limit_hit
 from contacts.apikeys import api_key_authenticate
 from contacts.emails import normalize_email
 from contacts.ingest import MAX_BODY_BYTES, MAX_EVENTS, contacts_upsert, events_ingest
-from contacts.models import ApiKey, Contact, SegmentMembership
+from contacts.models import ApiKey, ApiScope, Contact, SegmentMembership
 
 ApiView = Callable[..., HttpResponse]
 
@@ -36,8 +36,9 @@ class ApiError(Exception):
         return response
 
 
-def api_view(*, methods: tuple[str, ...]) -> Callable[[ApiView], ApiView]:
-    """CSRF-exempt (no cookies are used), method-checked, key-authenticated and rate-limited."""
+def api_view(*, methods: tuple[str, ...], scope: ApiScope) -> Callable[[ApiView], ApiView]:
+    """CSRF-exempt (no cookies are used), method-checked, key-authenticated, scope-checked (the key
+    must hold `scope`: required, so no endpoint is open to every key by omission) and rate-limited."""
 
     def decorator(view: ApiView) -> ApiView:
         @csrf_exempt
@@ -48,6 +49,7 @@ def api_view(*, methods: tuple[str, ...]) -> Callable[[ApiView], ApiView]:
                     raise ApiError(405, "method_not_allowed", f"use {' or '.join(methods)}",
                                    {"Allow": ", ".join(methods)})
                 api_key = _authenticate(request)
+                _check_scope(api_key, scope)
                 _check_rate(api_key)
                 response = view(request, api_key, *args, **kwargs)
             except ApiError as exc:
@@ -77,6 +79,16 @@ def _authenticate(request: HttpRequest) -> ApiKey:
     if api_key is None:
         raise ApiError(401, "unauthorized", "the API key is not valid or was revoked", challenge)
     return api_key
+
+
+def _check_scope(api_key: ApiKey, scope: ApiScope) -> None:
+    if api_key.has_scope(scope):
+        return
+    # RFC 6750 section 3.1: insufficient_scope, 403, with the scope the request needs.
+    raise ApiError(403, "insufficient_scope",
+                   f"this API key lacks the scope {scope.value} (it has: {', '.join(api_key.scopes) or 'none'}); "
+                   "an admin can add it under Contacts > API keys",
+                   {"WWW-Authenticate": f'Bearer realm="leadflow", error="insufficient_scope", scope="{scope.value}"'})
 
 
 def _check_rate(api_key: ApiKey) -> None:
@@ -135,7 +147,7 @@ def _items(data: Any, name: str, *, single_allowed: bool = False) -> list[Any]:
     return items
 
 
-@api_view(methods=("POST",))
+@api_view(methods=("POST",), scope=ApiScope.EVENTS_WRITE)
 def events(request: HttpRequest, api_key: ApiKey) -> HttpResponse:
     result = events_ingest(api_key=api_key, items=_items(read_json(request), "events"))
     return JsonResponse({
@@ -144,7 +156,7 @@ def events(request: HttpRequest, api_key: ApiKey) -> HttpResponse:
     }, status=202)
 
 
-@api_view(methods=("POST",))
+@api_view(methods=("POST",), scope=ApiScope.CONTACTS_WRITE)
 def contacts(request: HttpRequest, api_key: ApiKey) -> HttpResponse:
     result = contacts_upsert(items=_items(read_json(request), "contacts", single_allowed=True))
     return JsonResponse({
@@ -153,7 +165,7 @@ def contacts(request: HttpRequest, api_key: ApiKey) -> HttpResponse:
     })
 
 
-@api_view(methods=("GET",))
+@api_view(methods=("GET",), scope=ApiScope.CONTACTS_READ)
 def contact_detail(request: HttpRequest, api_key: ApiKey, email: str) -> HttpResponse:
     not_found = ApiError(404, "not_found", "no contact with this email")
     try:

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from contacts.api import ratelimit
 from contacts.apikeys import api_key_authenticate, api_key_create, api_key_revoke
-from contacts.models import ApiKey, Contact, CustomField, Event, Segment, SegmentMembership, Tag
+from contacts.models import ApiKey, ApiScope, Contact, CustomField, Event, Segment, SegmentMembership, Tag
 from core.models import AuditEntry
 from core.queues import get_connection
 from core.testing.scores import score_set
@@ -32,7 +32,7 @@ def empty_redis() -> None:
 
 @pytest.fixture
 def raw_key() -> str:
-    return api_key_create(name="website")[1]
+    return api_key_create(name="website", scopes=ApiScope.values)[1]  # scopes themselves: test_api_scopes.py
 
 
 def post(raw: str | None, path: str, body: Any, *, content_type: str = "application/json", **extra: Any) -> Any:
@@ -401,7 +401,8 @@ def test_ops_create_a_key_in_the_admin_see_it_once_and_revoke_it(role_users: dic
     client = Client()
     client.force_login(role_users["ops"])
     response = client.post("/admin/contacts/apikey/add/", {"name": "hubspot", "rate_limit_per_minute": "100",
-                                                          "create_unknown_contacts": "on"}, follow=True)
+                                                          "create_unknown_contacts": "on",
+                                                          "scopes": ["events:write"]}, follow=True)
     assert response.status_code == 200
     shown = [str(m) for m in response.context["messages"]]
     raw = next(word for m in shown for word in m.split() if word.startswith("lf_"))

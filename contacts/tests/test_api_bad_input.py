@@ -29,7 +29,7 @@ def empty_redis() -> None:
 
 @pytest.fixture
 def raw_key() -> str:
-    return api_key_create(name="website")[1]
+    return api_key_create(name="website", scopes=["events:write", "contacts:write", "bounces:write"])[1]
 
 
 def post(raw: str, path: str, body: Any, *, content_type: str = "application/json") -> Any:

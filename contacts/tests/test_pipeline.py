@@ -244,7 +244,7 @@ def test_the_sweeper_job_is_importable_by_path(engines: Engines) -> None:
 def test_an_api_upsert_enqueues_contacts_changed_and_the_worker_runs_fit_and_segments(
     api_key: ApiKey, engines: Engines,
 ) -> None:
-    raw = api_key_create(name="crm")[1]
+    raw = api_key_create(name="crm", scopes=["contacts:write"])[1]
     body = {"contacts": [{"email": "ann@acme.example", "company": "Acme"}, {"email": "bob@acme.example"}]}
     response = Client().post("/api/v1/contacts", json.dumps(body), content_type="application/json",
                              HTTP_AUTHORIZATION=f"Bearer {raw}")

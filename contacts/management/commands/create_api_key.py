@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from contacts.apikeys import api_key_create
+from contacts.models import ApiScope, api_key_default_scopes
 
 
 class Command(BaseCommand):
@@ -18,6 +19,9 @@ class Command(BaseCommand):
         parser.add_argument("--rate-limit", type=int, default=600, help="requests per minute (default 600)")
         parser.add_argument("--no-create-contacts", action="store_true",
                             help="events for unknown emails are errors instead of creating contacts")
+        parser.add_argument("--scope", action="append", dest="scopes", choices=ApiScope.values, metavar="SCOPE",
+                            help=f"what the key may do; repeat for more than one. One of: {', '.join(ApiScope.values)}"
+                                 f" (default: {' '.join(api_key_default_scopes())} only)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["rate_limit"] < 1:
@@ -26,9 +30,11 @@ class Command(BaseCommand):
             key, raw = api_key_create(
                 name=options["name"], created_by=None, rate_limit_per_minute=options["rate_limit"],
                 create_unknown_contacts=not options["no_create_contacts"],
+                scopes=list(dict.fromkeys(options["scopes"])) if options["scopes"] else None,
             )
         except ValidationError as exc:
             raise CommandError("; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())
                                ) from None
-        self.stderr.write(f"Created API key {key.name!r} (prefix {key.prefix}). It is shown only now:")
+        self.stderr.write(f"Created API key {key.name!r} (prefix {key.prefix}, scopes {' '.join(key.scopes)}). "
+                          "It is shown only now:")
         self.stdout.write(raw)
