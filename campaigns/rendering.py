@@ -23,9 +23,13 @@ from django.template import Context, Engine, Template, TemplateSyntaxError
 from django.template.defaulttags import DebugNode
 from django.template.loader import render_to_string
 
+from campaigns import template_limits
+
 _ENGINE = Engine(
     dirs=[], app_dirs=False, loaders=[("django.template.loaders.locmem.Loader", {})],
     libraries={}, autoescape=True, debug=False, string_if_invalid="",
+    # Last, so its capped filters and tags replace the builtins of the same name.
+    builtins=[*Engine.default_builtins, "campaigns.template_limits"],
 )
 
 CONTACT_FIELDS = ("email", "first_name", "last_name", "company", "job_title", "phone", "country",
@@ -55,22 +59,28 @@ def _compile(part: str, source: str) -> Template:
         raise TemplateInvalid(part, f"{part}: {type(exc).__name__}: {exc}") from None
     if template.nodelist.get_nodes_by_type(DebugNode):
         raise TemplateInvalid(part, f"{part}: the {{% debug %}} tag is not allowed in emails")
-    return template
+    return template_limits.guard(template)
 
 
 def _render(part: str, source: str, context: dict[str, Any]) -> str:
+    """Render one part within the current budget (template_limits: a deadline and an output cap)."""
     template = _compile(part, source)
     try:
-        return template.render(Context(context, autoescape=part != "subject" and part != "text"))
+        with template_limits.budget():
+            return template.render(Context(context, autoescape=part != "subject" and part != "text"))
+    except template_limits.RenderLimitExceeded as exc:
+        raise TemplateInvalid(part, f"{part}: {exc}") from None
     except Exception as exc:  # noqa: BLE001  any failure inside a user template is a render error
         raise TemplateInvalid(part, f"{part}: {type(exc).__name__}: {exc}") from None
 
 
 def template_validate(*, subject: str, html: str, text: str = "") -> None:
-    """Compile each part and render it against a sample contact; TemplateInvalid names the part."""
+    """Compile each part and render it against a sample contact; TemplateInvalid names the part.
+    The parts share one render budget, as they do when the email is sent."""
     context = render_context(contact=SAMPLE_CONTACT, attributes={}, extra={})
-    for part, source in (("subject", subject), ("html", html), ("text", text)):
-        _render(part, source or "", context)
+    with template_limits.budget():
+        for part, source in (("subject", subject), ("html", html), ("text", text)):
+            _render(part, source or "", context)
 
 
 def contact_data(contact: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -103,10 +113,11 @@ class Rendered:
 
 
 def render_parts(*, subject: str, html: str, text: str, context: dict[str, Any]) -> Rendered:
-    """The template's own parts, rendered (no layout, no tracking)."""
-    subject_out = " ".join(_render("subject", subject, context).split())  # no header injection via newlines
-    html_out = _render("html", html, context)
-    text_out = _render("text", text, context) if text.strip() else html_to_text(html_out)
+    """The template's own parts, rendered (no layout, no tracking), within one render budget."""
+    with template_limits.budget():
+        subject_out = " ".join(_render("subject", subject, context).split())  # no header injection via newlines
+        html_out = _render("html", html, context)
+        text_out = _render("text", text, context) if text.strip() else html_to_text(html_out)
     return Rendered(subject_out, html_out, text_out)
 
 

@@ -161,6 +161,14 @@ if DELIVERY_STALE_SECONDS <= DELIVERY_BATCH_SECONDS + EMAIL_TIMEOUT:
     )
 # Marketing email only to contacts whose consent is "granted" (GDPR/CASL); false: anyone not withdrawn.
 EMAIL_REQUIRE_CONSENT = env_bool("EMAIL_REQUIRE_CONSENT", True)
+# Rendering one email (save, preview, send): a deadline and an output cap stop templates built to
+# tie up a worker (nested loops, padding filters); campaigns/template_limits.py.
+EMAIL_RENDER_MAX_MS = env_int("EMAIL_RENDER_MAX_MS", 500, minimum=10)
+EMAIL_RENDER_MAX_CHARS = env_int("EMAIL_RENDER_MAX_CHARS", 1_000_000, minimum=10_000)
+# Workflow files (YAML/JSON import): a size cap, and few YAML aliases (a 690-byte alias bomb
+# expanded to 10 million strings); automation/definition.py.
+WORKFLOW_FILE_MAX_BYTES = env_int("WORKFLOW_FILE_MAX_BYTES", 1024 * 1024, minimum=1024)
+WORKFLOW_FILE_MAX_ALIASES = env_int("WORKFLOW_FILE_MAX_ALIASES", 100, minimum=0)
 
 # --- Auth, i18n -------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
