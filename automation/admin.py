@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
@@ -21,6 +22,8 @@ from automation.definition import DefinitionError
 from automation.models import Enrollment, StepRun, VersionState, WebhookDelivery, Workflow, WorkflowVersion
 from core.admin_utils import ReadOnlyAdmin
 
+SIMULATE_MAX_CONTACTS = 50  # the versions screen's random field offers up to 50
+
 
 class ImportForm(forms.Form):
     file = forms.FileField(required=False, help_text="A YAML or JSON workflow file")
@@ -32,10 +35,34 @@ class ImportForm(forms.Form):
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         upload = data.get("file")
-        data["content"] = upload.read().decode("utf-8") if upload else data.get("text", "")
+        limit = settings.WORKFLOW_FILE_MAX_BYTES
+        if upload and upload.size > limit:  # refused unread (the upload may be far larger than memory allows)
+            raise forms.ValidationError(
+                f"The file is {upload.size:,} bytes; at most {limit:,} (WORKFLOW_FILE_MAX_BYTES).")
+        try:
+            data["content"] = upload.read().decode("utf-8") if upload else data.get("text", "")
+        except UnicodeDecodeError as exc:
+            raise forms.ValidationError(f"The file is not UTF-8 text (byte {exc.start}).") from None
         if not data["content"].strip():
             raise forms.ValidationError("Choose a file or paste one.")
         return data
+
+
+class SimulateForm(forms.Form):
+    """The versions screen's simulation query: bounded here, since each contact is a walk through the
+    workflow with its own queries (random=100000 kept a core busy for 5 minutes)."""
+
+    random = forms.IntegerField(required=False, min_value=0, max_value=SIMULATE_MAX_CONTACTS,
+                                error_messages={"max_value": f"at most {SIMULATE_MAX_CONTACTS} random contacts",
+                                                "min_value": "a number of random contacts from 0",
+                                                "invalid": "a whole number of random contacts"})
+    contacts = forms.CharField(required=False, max_length=SIMULATE_MAX_CONTACTS * 255)
+
+    def clean_contacts(self) -> list[str]:
+        emails = [e.strip() for e in self.cleaned_data.get("contacts", "").split(",") if e.strip()]
+        if len(emails) > SIMULATE_MAX_CONTACTS:
+            raise forms.ValidationError(f"at most {SIMULATE_MAX_CONTACTS} contacts by email")
+        return emails
 
 
 @admin.register(Workflow)
@@ -111,9 +138,14 @@ class WorkflowAdmin(admin.ModelAdmin):
         sim_version = next((v for v in versions if str(v.pk) == request.GET.get("simulate")), None)
         simulations = []
         if sim_version is not None:
-            contacts = selectors.simulation_contacts(emails=request.GET.get("contacts", "").split(","),
-                                                     random_count=int(request.GET.get("random") or 0))
-            simulations = selectors.simulate(version=sim_version, contacts=contacts)
+            sim_form = SimulateForm(request.GET)
+            if sim_form.is_valid():
+                contacts = selectors.simulation_contacts(emails=sim_form.cleaned_data["contacts"],
+                                                         random_count=sim_form.cleaned_data["random"] or 0)
+                simulations = selectors.simulate(version=sim_version, contacts=contacts)
+            else:
+                for field, problems in sim_form.errors.items():
+                    self.message_user(request, f"Simulation not run: {field}: {'; '.join(problems)}", messages.ERROR)
         rollback_to = services.rollback_target(workflow=workflow)
         user = request.user
         return TemplateResponse(request, "admin/automation/workflow/versions.html", {

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
+from django.conf import settings
 
 END = "end"  # a `next`/`then`/`else` target that finishes the enrollment
 TRIGGER_TYPES = ("event", "segment_entered", "score_reached", "manual")
@@ -62,9 +63,22 @@ class Issue:
 
 
 def parse_text(text: str) -> dict[str, Any]:
-    """A file's content (JSON or YAML) as {"templates": [...], "workflows": [...]}."""
+    """A file's content (JSON or YAML) as {"templates": [...], "workflows": [...]}.
+
+    Refused before anything is built: a file over WORKFLOW_FILE_MAX_BYTES, more than
+    WORKFLOW_FILE_MAX_ALIASES YAML aliases, aliases that would expand the document by more than
+    MAX_ALIAS_EXPANSION nodes (a 690-byte "billion laughs" file expanded to 10 million strings
+    and ~150 MB in the database), nesting deeper than MAX_NESTING."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > settings.WORKFLOW_FILE_MAX_BYTES:
+        raise DefinitionError(f"the file is {size:,} bytes; at most {settings.WORKFLOW_FILE_MAX_BYTES:,} "
+                              "(WORKFLOW_FILE_MAX_BYTES)")
     try:
-        data = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
+        data = json.loads(text) if text.lstrip().startswith("{") else _yaml_load(text)
+    except DefinitionError:
+        raise
+    except RecursionError:  # JSON: thousands of nested brackets
+        raise DefinitionError("not valid YAML or JSON: nested too deeply") from None
     except (ValueError, yaml.YAMLError) as exc:
         raise DefinitionError(f"not valid YAML or JSON: {exc}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("workflows"), list):
@@ -78,6 +92,73 @@ def parse_text(text: str) -> dict[str, Any]:
     if not all(isinstance(w, dict) for w in data["workflows"]):
         raise DefinitionError("each workflow must be a mapping")
     return {"templates": templates, "workflows": data["workflows"]}
+
+
+MAX_NESTING = 50  # levels of mappings and lists; a workflow file needs about 8
+MAX_ALIAS_EXPANSION = 10_000  # nodes that aliases may add to what is written
+
+
+class _LimitedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, counting alias events and nesting while it composes (before any
+    Python object exists). An alias is a reference, so parsing a bomb is quick; what explodes is
+    everything that walks the result afterwards (validation, the JSON column), so the expanded size
+    is checked on the composed node graph, each node's size computed once."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.aliases = 0
+        self.depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > settings.WORKFLOW_FILE_MAX_ALIASES:
+                raise DefinitionError(f"more than {settings.WORKFLOW_FILE_MAX_ALIASES} YAML aliases (*name) "
+                                      "(WORKFLOW_FILE_MAX_ALIASES)")
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise DefinitionError(f"YAML nested deeper than {MAX_NESTING} levels")
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _yaml_load(text: str) -> Any:
+    loader = _LimitedLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        written: set[int] = set()
+        expanded = _expanded_size(node, {}, set(), written)
+        if expanded - len(written) > MAX_ALIAS_EXPANSION:
+            raise DefinitionError(f"YAML aliases would expand the file to {expanded:,} values; aliases may add "
+                                  f"at most {MAX_ALIAS_EXPANSION:,}")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int], written: set[int]) -> int:
+    """Nodes in the document once every alias is replaced by what it names (memoised by node, so
+    a bomb costs one visit per distinct node); `written` collects the distinct nodes."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:
+        raise DefinitionError("a YAML alias refers to a node that contains it (a recursive structure)")
+    written.add(key)
+    open_nodes.add(key)
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(child, sizes, open_nodes, written) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(k, sizes, open_nodes, written) + _expanded_size(v, sizes, open_nodes, written)
+                    for k, v in node.value)
+    open_nodes.discard(key)
+    sizes[key] = size
+    return size
 
 
 def dump_text(data: dict[str, Any], *, fmt: str = "yaml") -> str:
