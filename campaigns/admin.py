@@ -18,7 +18,8 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from campaigns import rendering, services
-from campaigns.models import EmailTemplate, Message, SenderProfile, Suppression
+from campaigns.models import EmailTemplate, Message, SenderProfile, Suppression, email_hash
+from contacts.emails import CanonicalEmailField
 from core.admin_utils import EstimatedCountPaginator
 
 
@@ -162,8 +163,27 @@ class MessageAdmin(admin.ModelAdmin):
         return request.user.has_perm("campaigns.retry_message")
 
 
+class SuppressionForm(forms.ModelForm):
+    # The canonical form (contacts/emails.py), as delivery's check computes it: an address typed
+    # with a fullwidth letter or an upper-case domain suppresses the mailbox it looks like.
+    email = CanonicalEmailField(required=False, help_text="Empty only for an erased contact's entry")
+
+    class Meta:
+        model = Suppression
+        fields = ["email", "reason", "detail", "source"]
+
+    def clean_email(self) -> str:
+        email = str(self.cleaned_data.get("email") or "")
+        if not email and not (self.instance.pk and self.instance.email_hash):
+            raise ValidationError("Enter the address to suppress.")
+        if email and Suppression.objects.filter(email_hash=email_hash(email)).exclude(pk=self.instance.pk).exists():
+            raise ValidationError(f"{email} is already on the suppression list.")
+        return email
+
+
 @admin.register(Suppression)
 class SuppressionAdmin(admin.ModelAdmin):
+    form = SuppressionForm
     list_display = ["email_or_hash", "reason", "source", "created_at"]
     list_filter = ["reason"]
     search_fields = ["email"]
@@ -175,9 +195,7 @@ class SuppressionAdmin(admin.ModelAdmin):
         return obj.email or f"(erased) {obj.email_hash[:12]}…"
 
     def save_model(self, request: HttpRequest, obj: Suppression, form: Any, change: bool) -> None:
-        from campaigns.models import email_hash
-
-        obj.email = obj.email.strip().lower()
-        obj.email_hash = email_hash(obj.email)
+        if obj.email:  # an erased contact's entry has only its hash, which must stay
+            obj.email_hash = email_hash(obj.email)
         super().save_model(request, obj, form, change)
 

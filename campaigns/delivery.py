@@ -49,6 +49,7 @@ from campaigns.models import (
     SuppressionReason,
     email_hash,
 )
+from contacts.emails import InvalidEmail, email_canonical, suppression_key
 from contacts.models import ConsentStatus, contact_scores_set, with_contact_scores
 from core.logs import rows_extra
 from core.outbound import checked_backend
@@ -164,11 +165,21 @@ def backoff(attempts: int) -> dt.timedelta:
 
 
 def _suppression_reasons(messages: Sequence[Message]) -> dict[int, str]:
-    """Message id -> why it must not be sent. One query for the suppression list."""
-    hashes = {m.pk: email_hash(m.contact.email) for m in messages}
-    listed = dict(Suppression.objects.filter(email_hash__in=set(hashes.values())).values_list("email_hash", "reason"))
+    """Message id -> why it must not be sent. One query for the suppression list, keyed on the
+    canonical address: a contact row from before the canonical rule (a fullwidth or upper-case
+    domain) still finds its entry, and one the rule refuses (a soft hyphen or zero-width space,
+    which some relays drop on the way to the real mailbox) is never sent at all."""
     reasons: dict[int, str] = {}
+    hashes: dict[int, str] = {}
     for message in messages:
+        try:
+            hashes[message.pk] = email_hash(email_canonical(message.contact.email))
+        except InvalidEmail:
+            reasons[message.pk] = "invalid_address"
+    listed = dict(Suppression.objects.filter(email_hash__in=set(hashes.values())).values_list("email_hash", "reason"))
+    for message in messages:
+        if message.pk in reasons:
+            continue
         marketing = message.kind == MessageKind.MARKETING
         listed_reason = listed.get(hashes[message.pk])
         if listed_reason and (marketing or listed_reason != SuppressionReason.UNSUBSCRIBED):
@@ -272,7 +283,9 @@ def message_render(message: Message, sender: SenderProfile) -> None:
     message.text = text_out
     message.links = links
     message.subject = f"[{label}] {parts.subject}" if message.redirect_to else parts.subject
-    message.to_email = message.redirect_to or message.contact.email
+    # The canonical address (the suppression check above used the same form); an address the rule
+    # refuses never gets here from delivery (previews keep it as stored).
+    message.to_email = message.redirect_to or suppression_key(message.contact.email)
 
 
 def _headers(message: Message) -> dict[str, str]:
@@ -408,7 +421,7 @@ def _send_all(sender: SenderProfile, messages: list[Message], result: BatchResul
         with _async_commit():
             while pending:
                 message = pending[0]
-                domain = message.contact.email.rpartition("@")[2].lower()
+                domain = message.to_email.rpartition("@")[2].lower()
                 if domain in domains and not message.redirect_to:
                     grant = domains[domain].take(1)
                     if not grant.granted:

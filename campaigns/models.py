@@ -7,13 +7,13 @@ conditional UPDATEs (see campaigns/delivery.py). Redis only carries the "go look
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 
+from contacts.emails import suppression_hash
 from contacts.models import Contact
 
 
@@ -211,7 +211,9 @@ class SuppressionReason(models.TextChoices):
 
 
 def email_hash(email: str) -> str:
-    return hashlib.sha256(email.strip().lower().encode("utf-8")).hexdigest()
+    """The suppression list's key: a hash of the canonical address (contacts/emails.py), so every
+    spelling of a suppressed address (fullwidth, upper-case or Unicode domain) finds the entry."""
+    return suppression_hash(email)
 
 
 class Suppression(models.Model):

@@ -24,7 +24,7 @@ from campaigns.models import (
     SuppressionReason,
     email_hash,
 )
-from contacts.emails import normalize_email
+from contacts.emails import normalize_email, suppression_key
 from contacts.ingest import enqueue_processing
 from contacts.models import ConsentStatus, Contact, Event
 from core.audit import audit_record
@@ -132,9 +132,10 @@ def messages_retry(*, message_ids: Iterable[int], actor: Any) -> int:
 
 
 def suppression_add(*, email: str, reason: str, detail: str = "", source: str = "") -> bool:
-    """Suppress an address (idempotent); returns whether it was new. Erasures keep no address."""
+    """Suppress an address (idempotent); returns whether it was new. Erasures keep no address.
+    Keyed on the canonical form (contacts/emails.py), whatever spelling the caller has."""
     hashed = email_hash(email)
-    stored_email = "" if reason == SuppressionReason.ERASED else email.strip().lower()
+    stored_email = "" if reason == SuppressionReason.ERASED else suppression_key(email)[:254]
     with transaction.atomic():
         existing = Suppression.objects.select_for_update().filter(email_hash=hashed).first()
         if existing is None:
@@ -236,7 +237,7 @@ def bounces_record(*, reports: Sequence[BounceReport], source: str) -> BounceRes
     result = BounceResult()
     with transaction.atomic():
         for report in reports:
-            email = report.email.strip().lower()
+            email = suppression_key(report.email)  # what we sent to and suppress: the canonical form
             message = _message_for(report, email)
             contact_id = message.contact_id if message else \
                 Contact.objects.filter(email=email).values_list("id", flat=True).first()

@@ -31,6 +31,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.text import capfirst
 from import_export.admin import ExportMixin
 
+from contacts.emails import CanonicalEmailField
 from contacts.fields import load_specs
 from contacts.imports.jobs import import_job_create, import_job_fail, import_job_start, import_preview
 from contacts.imports.mapping import (
@@ -58,8 +59,19 @@ TEMPLATES = "admin/contacts/importjob/"
 # --- Contacts -------------------------------------------------------------------------------------
 
 
+class ContactAdminForm(forms.ModelForm):
+    # The canonical form before the unique check (Django's EmailField would refuse a fullwidth
+    # address with a vague message and let a soft hyphen in the domain through as a new contact).
+    email = CanonicalEmailField(label="Email")
+
+    class Meta:
+        model = Contact
+        fields = ["email"]  # the admin adds the fieldsets' other fields
+
+
 @admin.register(Contact)
 class ContactAdmin(ExportMixin, admin.ModelAdmin):
+    form = ContactAdminForm
     resource_classes = [ContactResource]
     list_display = [
         "email", "first_name", "last_name", "company", "lifecycle_stage", "consent_status", "is_test", "created_at",

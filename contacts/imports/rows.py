@@ -8,10 +8,9 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
 from django.utils import timezone
 
+from contacts.emails import email_canonical
 from contacts.fields import FieldSpec
 from contacts.imports.mapping import ATTR_PREFIX
 from contacts.models import ConsentStatus, Contact, LifecycleStage
@@ -25,13 +24,6 @@ TEXT_FIELDS = ("first_name", "last_name", "company", "job_title", "phone", "cons
 MAX_LENGTH: dict[str, int] = {
     name: int(getattr(Contact._meta.get_field(name), "max_length", 0)) for name in (*TEXT_FIELDS, "email")
 }
-# Django's EmailValidator restricted to lower-case ASCII: a match is valid for Django too, so
-# only the rare other address (IDN domain, quoted local part) pays for the full validator.
-FAST_EMAIL = re.compile(
-    r"[-!#$%&'*+/=?^_`{}|~0-9a-z]+(?:\.[-!#$%&'*+/=?^_`{}|~0-9a-z]+)*"
-    r"@[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.(?!-)[a-z0-9-]{1,63}(?<!-))*\.(?!-)"
-    r"(?:[a-z-]{2,63}|xn--[a-z0-9]{1,59})(?<!-)"
-)
 COUNTRY = re.compile(r"[A-Z]{2}")
 STAGES = {**{v: v for v in LifecycleStage.values}, **{str(label).casefold(): v for v, label in LifecycleStage.choices}}
 CONSENTS = {
@@ -45,18 +37,10 @@ BOOLS = {"true": True, "yes": True, "1": True, "y": True, "false": False, "no": 
 RowError = tuple[str, str, str]  # (column, value, reason)
 
 
-def check_email(raw: str) -> str:
-    email = raw.strip().lower()
-    if not email:
-        raise ValueError("email is empty")
-    if len(email) > MAX_LENGTH["email"]:
-        raise ValueError(f"longer than {MAX_LENGTH['email']} characters")
-    if FAST_EMAIL.fullmatch(email) is None:
-        try:
-            validate_email(email)
-        except ValidationError:
-            raise ValueError("not a valid email address") from None
-    return email
+# The canonical address (contacts/emails.py: one rule for every write path, so a look-alike
+# spelling merges with its contact or is refused). Pure-ASCII canonical addresses, nearly every
+# row, take its regex fast path; its InvalidEmail is a ValueError naming the reason.
+check_email = email_canonical
 
 
 _quote = json.encoder.encode_basestring  # C-accelerated JSON string quoting

@@ -100,7 +100,8 @@ def test_marketer_uploads_maps_previews_and_runs_an_import(
     assert "René" in html
     assert "Windows-1252" in html
     assert "semicolons" in html
-    assert preview_rows(html) == [(2, "create", ""), (3, "reject", "E-Mail: not a valid email address")]
+    assert preview_rows(html) == [(2, "create", ""), (3, "reject", "E-Mail: not a valid email address: "
+                                                                "an email address must have an @-sign")]
     assert 'id="import-new-fields"' in html
     assert "<strong>plan</strong>" in html
 
@@ -148,7 +149,8 @@ def test_marketer_uploads_maps_previews_and_runs_an_import(
     content = report.getvalue()  # a streaming response: read it once
     assert content.startswith(b"\xef\xbb\xbf"), "a BOM, so Excel reads the accents right"
     rows = list(csv.reader(io.StringIO(content.decode("utf-8-sig"))))
-    assert rows == [["line", "column", "value", "reason"], ["3", "E-Mail", "not-an-email", "not a valid email address"]]
+    assert rows == [["line", "column", "value", "reason"],
+                    ["3", "E-Mail", "not-an-email", "not a valid email address: an email address must have an @-sign"]]
 
 
 def test_changing_the_mapping_recomputes_the_preview_and_a_broken_one_is_explained(marketer: Client) -> None:

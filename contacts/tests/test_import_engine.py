@@ -92,7 +92,8 @@ def test_quoted_newlines_blank_lines_and_trailing_columns(tmp_path: Path) -> Non
     assert (result.rows_read, result.created, result.rejected) == (3, 2, 1)
     assert Contact.objects.get(email="a@x.example").company == "Line one\nLine two"
     assert Contact.objects.get(email="b@x.example").job_title == ""
-    assert report == [{"line": "8", "column": "email", "value": "bad-address", "reason": "not a valid email address"}]
+    assert report == [{"line": "8", "column": "email", "value": "bad-address",
+                       "reason": "not a valid email address: an email address must have an @-sign"}]
 
 
 def test_a_row_with_more_values_than_columns_is_rejected_not_misaligned(tmp_path: Path) -> None:

@@ -56,7 +56,7 @@ def test_a_queued_import_runs_on_a_worker_and_records_counts_and_report() -> Non
     assert job.attempts == 1
     assert job.finished_at is not None
     report = job.error_report.read().decode()
-    assert "3,Email,not-an-email,not a valid email address" in report
+    assert "3,Email,not-an-email,not a valid email address: an email address must have an @-sign" in report
     assert "duplicate in file: line 4" in report
     assert [entry["message"].split(":")[0] for entry in job.log] == ["started", "attempt 1 started", "completed"]
     assert Contact.objects.get().company == "Acme 2"
