@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -20,6 +21,7 @@ from config.env import (
     env_url,
     read_env_file,
 )
+from config.private import make_private_dir, make_private_file
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # A local .env (written by `make run`, never committed) is read first; real env wins.
@@ -29,7 +31,8 @@ if _env_file:
     read_env_file(Path(_env_file))
 
 VAR_DIR = Path(env_str("VAR_DIR") or BASE_DIR / "var").resolve()
-VAR_DIR.mkdir(parents=True, exist_ok=True)  # SQLite file, embedded Redis socket, uploads
+# SQLite file, embedded Redis socket, uploads, demo passwords: private to the user running us.
+make_private_dir(VAR_DIR)
 
 DEBUG = env_bool("DEBUG", False)
 
@@ -59,6 +62,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_rq",
     "import_export",
+    "axes",  # admin login throttling (core/login_throttle.py)
     "core",
     "contacts",
     "scoring",
@@ -77,6 +81,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a locked-out login into the lockout page
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -100,6 +105,8 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------------------
 DATABASES = {"default": env_database("DATABASE_URL", f"sqlite:///{VAR_DIR / 'leadflow.sqlite3'}")}
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # Created 0600 before SQLite opens it; its -wal and -shm files take the same mode.
+    make_private_file(Path(DATABASES["default"]["NAME"]))
     # WAL lets web and worker processes read while one writes; the timeout rides out
     # short write locks instead of failing with "database is locked".
     DATABASES["default"]["OPTIONS"] = {
@@ -171,6 +178,20 @@ WORKFLOW_FILE_MAX_BYTES = env_int("WORKFLOW_FILE_MAX_BYTES", 1024 * 1024, minimu
 WORKFLOW_FILE_MAX_ALIASES = env_int("WORKFLOW_FILE_MAX_ALIASES", 100, minimum=0)
 
 # --- Auth, i18n -------------------------------------------------------------------------
+# django-axes checks each login against the throttle before the password (core/login_throttle.py).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)  # one username from one address
+LOGIN_IP_FAILURE_LIMIT = env_int("LOGIN_IP_FAILURE_LIMIT", 30, minimum=1)  # one address, any usernames
+LOGIN_COOLOFF_MINUTES = env_int("LOGIN_COOLOFF_MINUTES", 15, minimum=1)
+# Proxies in front that append to X-Forwarded-For; 0: the client is REMOTE_ADDR (a forged header is ignored).
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 1 if env_bool("BEHIND_TLS_PROXY", False) else 0, minimum=0)
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "ip_address"]
+AXES_HANDLER = "core.login_throttle.LoginThrottleHandler"
+AXES_CLIENT_IP_CALLABLE = "core.login_throttle.client_ip"
+AXES_LOCKOUT_CALLABLE = "core.login_throttle.lockout_response"
+AXES_RESET_ON_SUCCESS = False  # a success would also clear the address's count for a sprayer with one password
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -195,6 +216,8 @@ STORAGES = {
     },
 }
 MEDIA_ROOT = VAR_DIR / "media"
+FILE_UPLOAD_PERMISSIONS = 0o600  # uploads (CSV imports) are the user's alone
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 MEDIA_URL = "media/"
 
 # --- Security -------------------------------------------------------------------------
@@ -243,6 +266,7 @@ LOGGING = {
 # --- Admin export (django-import-export) ---------------------------------------------
 IMPORT_EXPORT_ESCAPE_FORMULAE_ON_EXPORT = True  # =cmd() in a cell must not run in Excel
 IMPORT_EXPORT_SKIP_ADMIN_ACTION_EXPORT_UI = False
+IMPORT_EXPORT_EXPORT_PERMISSION_CODE = "view"  # exporting a model needs its view permission, not just staff
 
 # --- Contact imports ------------------------------------------------------------------
 IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 1024 * 1024 * 1024, minimum=1024)  # 1 GiB

@@ -1,15 +1,36 @@
 from django.contrib import admin
 from django.http import HttpRequest
+from django.urls import URLPattern
 from django_rq.models import Dashboard
 
 from core.models import Heartbeat, Incident
+from core.roles import QUEUES_PERMISSION
 from core.rq_views import DashboardAdmin
+from core.views import permission_guarded
+
+
+class QueuesAdmin(DashboardAdmin):
+    """django-rq's admin entry is its whole dashboard (changelist, queues, jobs, empty, delete),
+    which django-rq opens to any staff user: here every view needs the queues permission (Ops)."""
+
+    def get_urls(self) -> list[URLPattern]:
+        return permission_guarded(super().get_urls(), QUEUES_PERMISSION)  # type: ignore[return-value]
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(QUEUES_PERMISSION)
+
+    def has_view_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return request.user.has_perm(QUEUES_PERMISSION)
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return request.user.has_perm(QUEUES_PERMISSION)
+
 
 # django-rq registered its dashboard entry first (it is earlier in INSTALLED_APPS); ours 404s for
-# queues, workers and rows that do not exist instead of 500s.
+# queues, workers and rows that do not exist instead of 500s, and is Ops only.
 if admin.site.is_registered(Dashboard):
     admin.site.unregister(Dashboard)
-    admin.site.register(Dashboard, DashboardAdmin)
+    admin.site.register(Dashboard, QueuesAdmin)
 
 
 @admin.register(Heartbeat)

