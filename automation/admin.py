@@ -145,7 +145,7 @@ class WorkflowAdmin(admin.ModelAdmin):
                 simulations = selectors.simulate(version=sim_version, contacts=contacts)
             else:
                 for field, problems in sim_form.errors.items():
-                    self.message_user(request, f"Simulation not run: {field}: {'; '.join(problems)}", messages.ERROR)
+                    self.message_user(request, f"Simulation not run: {field}: {'; '.join(str(p) for p in problems)}", messages.ERROR)
         rollback_to = services.rollback_target(workflow=workflow)
         user = request.user
         return TemplateResponse(request, "admin/automation/workflow/versions.html", {

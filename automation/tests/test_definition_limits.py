@@ -115,7 +115,7 @@ def test_the_simulation_refuses_a_bad_sample_size(client: Client, role_users, ra
     make_contact("a@example.com")
     client.force_login(role_users["marketer"])
     version = workflow.versions.get()
-    page = client.get(f"/admin/automation/workflow/{workflow.pk}/versions/", {"simulate": version.pk,
+    page = client.get(f"/admin/automation/workflow/{workflow.pk}/versions/", {"simulate": str(version.pk),
                                                                               "random": random}, follow=True)
     assert page.status_code == 200
     assert page.context["simulations"] == []
@@ -128,5 +128,5 @@ def test_the_simulation_runs_a_sample_within_the_bound(client: Client, role_user
         make_contact(f"c{n}@example.com")
     client.force_login(role_users["marketer"])
     page = client.get(f"/admin/automation/workflow/{workflow.pk}/versions/",
-                      {"simulate": workflow.versions.get().pk, "random": "50"})
+                      {"simulate": str(workflow.versions.get().pk), "random": "50"})
     assert len(page.context["simulations"]) == 3
