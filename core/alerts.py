@@ -61,6 +61,12 @@ def evaluate(now: dt.datetime | None = None) -> list[Firing]:
     if crm["stuck"]:
         firing.append(Firing("crm_stuck", f"CRM sync: {crm['stuck']} row(s) stuck past their deadline",
                              {"stuck": crm["stuck"]}))
+    from automation.crm.models import CrmConnection  # a CRM whose daily API limit is spent (issue 16)
+
+    for conn_id, name, until in CrmConnection.objects.filter(paused_until__gt=now).values_list(
+            "pk", "name", "paused_until"):
+        firing.append(Firing(f"crm_daily_limit:{conn_id}", f"CRM sync: {name}'s daily API limit is spent; paused "
+                             f"until {until:%Y-%m-%d %H:%M} UTC", {"connection": name, "paused_until": str(until)}))
     return firing
 
 
@@ -95,6 +101,19 @@ def alerts_check(*, now: dt.datetime | None = None) -> dict[str, int]:
         notified += _notify(incident)
     resolved = Incident.objects.filter(resolved_at__isnull=True).exclude(key__in=list(firing)).update(resolved_at=now)
     return {"firing": len(firing), "opened": opened, "notified": notified, "resolved": resolved}
+
+
+def open_incident(fire: Firing, *, now: dt.datetime | None = None) -> bool:
+    """Open (and notify, once) an incident at once, from where the condition is seen (the minute check
+    keeps it open while evaluate() still fires it). False when it is already open."""
+    try:
+        with transaction.atomic():
+            incident = Incident.objects.create(key=fire.key, summary=fire.summary[:300], detail=fire.detail,
+                                               opened_at=now or timezone.now())
+    except IntegrityError:
+        return False
+    _notify(incident)
+    return True
 
 
 def _notify(incident: Incident) -> int:

@@ -35,8 +35,9 @@ class CrmConnectionForm(forms.ModelForm):
 
     class Meta:
         model = CrmConnection
-        fields = ["name", "kind", "base_url", "token_env", "field_mapping", "score_step", "rate_limit", "batch_size",
-                  "timeout_seconds", "is_sandbox", "is_active"]
+        fields = ["name", "kind", "base_url", "api_version", "token_env", "field_mapping", "value_mapping",
+                  "score_step", "rate_limit", "batch_size", "timeout_seconds", "account_time_zone", "is_sandbox",
+                  "is_active"]
         help_texts = {"token_env": "Name of the environment variable holding the API token (preferred); it must "
                                    "start with LEADFLOW_CRM_ or be listed in the CRM_TOKEN_ENV_ALLOWED setting"}
 
@@ -54,14 +55,28 @@ class CrmConnectionForm(forms.ModelForm):
 @admin.register(CrmConnection)
 class CrmConnectionAdmin(admin.ModelAdmin):
     form = CrmConnectionForm
-    list_display = ["name", "kind", "is_active", "is_sandbox", "rate_limit", "batch_size", "queue", "links"]
+    list_display = ["name", "kind", "is_active", "is_sandbox", "rate_limit", "batch_size", "paused", "queue", "links"]
     list_filter = ["kind", "is_active", "is_sandbox"]
-    readonly_fields = ["token_stored", "inbound_url", "queue", "links"]
+    readonly_fields = ["token_stored", "inbound_url", "paused", "values_in_force", "queue", "links"]
     actions = ["sync_due", "resync_all", "retry_failed"]
 
     @admin.display(description="token stored")
     def token_stored(self, obj: CrmConnection) -> str:
         return "yes (encrypted)" if obj.token_encrypted else "no"
+
+    @admin.display(description="paused")
+    def paused(self, obj: CrmConnection) -> str:
+        from django.utils import timezone
+
+        if obj.paused_until and obj.paused_until > timezone.now():
+            return f"until {obj.paused_until:%Y-%m-%d %H:%M} UTC: the CRM's daily API limit is spent"
+        return "no"
+
+    @admin.display(description="value mapping in force")
+    def values_in_force(self, obj: CrmConnection) -> str:
+        import json
+
+        return json.dumps(obj.values(), sort_keys=True) if obj.pk else "-"
 
     @admin.display(description="inbound webhook")
     def inbound_url(self, obj: CrmConnection) -> str:

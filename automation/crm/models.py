@@ -34,6 +34,23 @@ class CrmConnection(models.Model):
         default=dict, blank=True,
         help_text='Our field -> CRM property, e.g. {"first_name": "firstname", "score": "lead_score", '
                   '"attributes.plan": "plan"}. The email is always sent (it identifies the contact).')
+    value_mapping = models.JSONField(
+        default=dict, blank=True,
+        help_text='Per mapped field, our value -> the CRM\'s value for enumeration properties, e.g. '
+                  '{"lifecycle_stage": {"mql": "marketingqualifiedlead"}}. HubSpot: lifecycle_stage mapped to '
+                  'lifecyclestage defaults to HubSpot\'s internal stage names. Values without an entry are sent '
+                  'as they are.')
+    api_version = models.CharField(
+        max_length=10, default="v3",
+        help_text='HubSpot API path version: "v3" (/crm/v3/objects/...) or a date version such as "2026-03" '
+                  '(/crm/objects/2026-03/...)')
+    account_time_zone = models.CharField(
+        max_length=64, default="UTC",
+        help_text="The CRM account's time zone (HubSpot: Settings > Account defaults); its daily API limit "
+                  "resets at midnight there")
+    paused_until = models.DateTimeField(
+        null=True, blank=True, editable=False,
+        help_text="The CRM's daily API limit is spent: nothing is sent before this (its next midnight)")
     score_step = models.PositiveIntegerField(
         default=10, help_text="When score is mapped: a score change queues a sync only when it crosses a multiple "
                               "of this step (0: every change). Grade and MQL changes always count.")
@@ -59,8 +76,19 @@ class CrmConnection(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.get_kind_display()}{', sandbox' if self.is_sandbox else ''})"
 
+    def values(self) -> dict[str, dict[str, str]]:
+        """The value mapping in force (HubSpot's lifecycle stage names by default)."""
+        from automation.crm.mapping import values_for
+
+        return values_for(kind=self.kind, mapping=self.field_mapping or {}, values=self.value_mapping)
+
     def clean(self) -> None:
-        from automation.crm.mapping import validate_mapping  # the mapping module reads Contact fields
+        from automation.crm.connectors.hubspot import version_problem
+        from automation.crm.mapping import (  # the mapping module reads Contact fields
+            time_zone_problem,
+            validate_mapping,
+            validate_value_mapping,
+        )
         from automation.crm.vault import token_env_problem
         from core.outbound import url_problem
         from core.throttle import parse_rate
@@ -76,6 +104,12 @@ class CrmConnection(models.Model):
         problem = validate_mapping(self.field_mapping)
         if problem:
             errors["field_mapping"] = problem
+        elif problem := validate_value_mapping(self.value_mapping, self.field_mapping):
+            errors["value_mapping"] = problem
+        if self.kind == ConnectionKind.HUBSPOT and (problem := version_problem(self.api_version)):
+            errors["api_version"] = problem
+        if problem := time_zone_problem(self.account_time_zone):
+            errors["account_time_zone"] = problem
         if self.token_env and (problem := token_env_problem(self.token_env)):
             errors["token_env"] = problem
         # Names are checked again on every connection (core.outbound); this catches literals early.

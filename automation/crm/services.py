@@ -77,7 +77,8 @@ def crm_contacts_changed(*, contact_ids: Collection[int], reason: str, correlati
     queued = 0
     for conn in _active_connections():
         for chunk in chunked(sorted(ids), CHUNK):
-            payloads = list(payloads_for(contact_ids=chunk, mapping=conn.field_mapping, score_step=conn.score_step))
+            payloads = list(payloads_for(contact_ids=chunk, mapping=conn.field_mapping, score_step=conn.score_step,
+                                         values=conn.values()))
             causes = {cid: correlation_id or correlation_for_contact(cid) for cid in chunk}
             queued += _queue(conn, payloads, reason=reason, force=False, causes=causes)
     return queued
@@ -212,7 +213,7 @@ def crm_sync_request(*, contact_id: int, connection: CrmConnection | None = None
     elif sandbox and not connection.is_sandbox:
         dry_run = True  # staging never writes to a production CRM
     payloads = list(payloads_for(contact_ids=[contact_id], mapping=connection.field_mapping,
-                                 score_step=connection.score_step))
+                                 score_step=connection.score_step, values=connection.values()))
     if not payloads:
         return SyncRequest(connection.pk, message=f"contact {contact_id} does not exist")
     if dry_run:
@@ -232,7 +233,7 @@ def crm_sync_now(*, connection: CrmConnection, contact_ids: Collection[int], act
     with transaction.atomic():
         for chunk in chunked(sorted(set(contact_ids)), CHUNK):
             payloads = list(payloads_for(contact_ids=chunk, mapping=connection.field_mapping,
-                                         score_step=connection.score_step))
+                                         score_step=connection.score_step, values=connection.values()))
             count += _queue(connection, payloads, reason="sync now", force=True)
         audit_record(actor=actor, action="crm.sync_now", target=connection, data={"contacts": count})
     return count
@@ -334,6 +335,7 @@ class BatchResult:
     failed: int = 0
     retrying: int = 0
     rate_limited: int = 0  # 429 answers received
+    splits: int = 0  # batches refused whole (400) and split to isolate the bad contacts
     requests: int = 0
     outcomes: list[str] = field(default_factory=list)
 
@@ -373,11 +375,14 @@ def crm_sync_batch(*, connection_id: int, env: SyncEnv | None = None) -> BatchRe
     conn = CrmConnection.objects.filter(pk=connection_id, is_active=True).first()
     if conn is None:
         return result
+    if conn.paused_until and conn.paused_until > env.now():
+        return result  # the CRM's daily limit is spent: rows wait; the job comes back at the reset
     token, rows = _claim(conn, conn.batch_size, env.now())
     result.claimed = len(rows)
     if not rows:
         return result
-    payloads = {row["id"]: build_payload(row, conn.field_mapping, conn.score_step)
+    values = conn.values()
+    payloads = {row["id"]: build_payload(row, conn.field_mapping, conn.score_step, values)
                 for row in contact_rows([r.contact_id for r in rows], conn.field_mapping)}
     outcomes: dict[int, tuple[str, str]] = {}  # row id -> (outcome, message)
     to_send: list[tuple[CrmSyncItem, Payload]] = []
@@ -390,13 +395,17 @@ def crm_sync_batch(*, connection_id: int, env: SyncEnv | None = None) -> BatchRe
             outcomes[row.pk] = (LogOutcome.UNCHANGED, "")
         else:
             to_send.append((row, payload))
-    send = _send(conn, [OutItem(p.contact_id, p.email, p.properties) for _, p in to_send], env, result) \
-        if to_send else None
-    for row, payload in to_send:
-        assert send is not None
-        outcomes[row.pk] = _item_outcome(send, payload.email, row, env)
+    sends: dict[int, SendResult] = {}  # row id -> the answer to the request that carried it
+    if to_send:
+        by_contact = {payload.contact_id: row for row, payload in to_send}
+        parts = _send_isolating(conn, [OutItem(p.contact_id, p.email, p.properties) for _, p in to_send], env, result)
+        for items, send in parts:
+            for item in items:
+                row = by_contact[item.contact_id]
+                sends[row.pk] = send
+                outcomes[row.pk] = _item_outcome(send, item.email, row, env)
     result.sent = len(to_send) if result.requests else 0
-    _record(conn, token, rows, outcomes, send, env, result)
+    _record(conn, token, rows, outcomes, sends, env, result)
     _log_batch(conn, rows, outcomes)
     return result
 
@@ -444,6 +453,8 @@ def _send(conn: CrmConnection, items: list[OutItem], env: SyncEnv, result: Batch
         if send.fate is not Fate.RATE_LIMITED:
             return send
         result.rate_limited += 1
+        if send.daily_exhausted:
+            return send  # not a matter of seconds: the caller pauses the connection until the reset
         wait = send.retry_after if send.retry_after is not None else 10.0
         throttle.pause(wait)  # everyone sharing the limit holds off, not just this worker
         CrmSyncLog.objects.create(connection=conn, at=env.now(), outcome=LogOutcome.RATE_LIMITED,
@@ -451,6 +462,70 @@ def _send(conn: CrmConnection, items: list[OutItem], env: SyncEnv, result: Batch
         if wait > MAX_INLINE_WAIT:
             return send
     return send
+
+
+def _send_isolating(conn: CrmConnection, items: list[OutItem], env: SyncEnv,
+                    result: BatchResult) -> list[tuple[list[OutItem], SendResult]]:
+    """Send the batch; when the CRM refuses it whole for some input's values without saying which
+    (HubSpot's 400 without multi-status), split it in halves and send each, down to single contacts,
+    so every valid contact goes through and each bad one fails alone with the CRM's message. Every
+    extra request takes its token from the shared limiter like any other. Returns each part sent
+    with its answer."""
+    if conn.paused_until and conn.paused_until > env.now():
+        return [(items, _daily_paused(conn, env))]
+    send = _send(conn, items, env, result)
+    if send.daily_exhausted:
+        pause_for_the_day(conn=conn, env=env, send=send)
+        if send.fate is Fate.RATE_LIMITED:
+            send = _daily_paused(conn, env)
+    if send.fate is Fate.PERMANENT and send.splittable and len(items) > 1:
+        result.splits += 1
+        half = len(items) // 2
+        return _send_isolating(conn, items[:half], env, result) + _send_isolating(conn, items[half:], env, result)
+    return [(items, send)]
+
+
+def _daily_paused(conn: CrmConnection, env: SyncEnv) -> SendResult:
+    assert conn.paused_until is not None
+    wait = max(1.0, (conn.paused_until - env.now()).total_seconds())
+    return SendResult(Fate.RATE_LIMITED, 429, f"the CRM's daily API limit is spent; paused until "
+                      f"{conn.paused_until:%Y-%m-%d %H:%M %Z}", retry_after=wait)
+
+
+DAILY_RESET_MARGIN = dt.timedelta(minutes=1)  # our clock and the CRM's may differ a little
+
+
+def next_daily_reset(now: dt.datetime, time_zone: str) -> dt.datetime:
+    """The CRM's next midnight in the account's time zone (HubSpot: "the daily limits reset at
+    midnight based on the time zone setting of the HubSpot account"), plus a small margin."""
+    import zoneinfo
+
+    zone = zoneinfo.ZoneInfo(time_zone or "UTC")
+    tomorrow = now.astimezone(zone).date() + dt.timedelta(days=1)
+    return dt.datetime.combine(tomorrow, dt.time(0), tzinfo=zone).astimezone(dt.UTC) + DAILY_RESET_MARGIN
+
+
+def pause_for_the_day(*, conn: CrmConnection, env: SyncEnv | None = None, send: SendResult | None = None) -> None:
+    """The CRM's daily budget is spent: nothing goes out on this connection before its reset, and an
+    incident is opened (core.alerts; it resolves itself once the pause is over)."""
+    from core.alerts import Firing, open_incident
+
+    now = (env or SyncEnv()).now()
+    until = next_daily_reset(now, conn.account_time_zone)
+    CrmConnection.objects.filter(pk=conn.pk).update(paused_until=until)
+    conn.paused_until = until
+    why = send.message if send and send.message else "the CRM reported no daily requests left"
+    CrmSyncLog.objects.create(connection=conn, at=now, outcome=LogOutcome.RATE_LIMITED,
+                              http_status=send.http_status if send else None,
+                              message=f"daily limit: paused until {until:%Y-%m-%d %H:%M %Z} ({why})"[:2000])
+    log.warning("crm: daily API limit spent on connection %s; paused until %s", conn.pk, until.isoformat())
+    open_incident(Firing(daily_limit_incident_key(conn.pk),
+                         f"CRM sync: {conn.name}'s daily API limit is spent; paused until {until:%Y-%m-%d %H:%M} UTC",
+                         {"connection": conn.name, "paused_until": until.isoformat()}), now=now)
+
+
+def daily_limit_incident_key(connection_id: int) -> str:
+    return f"crm_daily_limit:{connection_id}"
 
 
 def _item_outcome(send: SendResult, email: str, row: CrmSyncItem, env: SyncEnv) -> tuple[str, str]:
@@ -467,18 +542,19 @@ def _item_outcome(send: SendResult, email: str, row: CrmSyncItem, env: SyncEnv) 
 
 
 def _record(conn: CrmConnection, token: str, rows: list[CrmSyncItem], outcomes: dict[int, tuple[str, str]],
-            send: SendResult | None, env: SyncEnv, result: BatchResult) -> None:
+            sends: dict[int, SendResult], env: SyncEnv, result: BatchResult) -> None:
     """Every claimed row's new state in one bulk UPDATE (only while still ours), plus its log entry.
     A batch that failed as a whole retries as a whole: one jittered delay per attempt number."""
     now = env.now()
     delays: dict[int, float] = {}
     logs: list[CrmSyncLog] = []
     done: list[CrmSyncItem] = []
-    http_status = send.http_status if send else None
     for row in rows:
         if row.pk not in outcomes:
             continue
         outcome, message = outcomes[row.pk]
+        send = sends.get(row.pk)
+        http_status = send.http_status if send else None
         row.claim_token, row.claimed_at = "", None
         if outcome in (LogOutcome.SYNCED, LogOutcome.UNCHANGED):
             row.status, row.synced_hash, row.synced_at, row.attempts, row.last_error, row.force = (
@@ -583,6 +659,9 @@ def _schedule_next(connection_id: int) -> None:
     now = timezone.now()
     nxt = CrmSyncItem.objects.filter(connection_id=connection_id, status=SyncStatus.PENDING).aggregate(
         at=Min("next_attempt_at"))["at"]
+    paused_until = CrmConnection.objects.filter(pk=connection_id).values_list("paused_until", flat=True).first()
+    if nxt is not None and paused_until is not None:
+        nxt = max(nxt, paused_until)  # a daily pause: come back at the reset, not before
     if nxt is not None:
         _enqueue_now(connection_id, max(0.0, (nxt - now).total_seconds()))
 
@@ -593,7 +672,8 @@ def crm_sweep(*, now: dt.datetime | None = None) -> int:
     now = now or timezone.now()
     released = CrmSyncItem.objects.filter(status=SyncStatus.SENDING, claimed_at__lt=now - STALE_SENDING).update(
         status=SyncStatus.PENDING, claim_token="", claimed_at=None, next_attempt_at=now)
-    due = CrmSyncItem.objects.filter(status=SyncStatus.PENDING, next_attempt_at__lte=now, connection__is_active=True)
+    due = CrmSyncItem.objects.filter(status=SyncStatus.PENDING, next_attempt_at__lte=now, connection__is_active=True
+                                     ).exclude(connection__paused_until__gt=now)  # daily pause: its job comes back
     for connection_id in due.values_list("connection_id", flat=True).distinct().order_by():
         get_connection().delete(_queued_flag(connection_id))  # a job queued over a minute ago may be lost
         _enqueue_now(connection_id, 0.0)

@@ -20,7 +20,8 @@ def connector_for(connection: CrmConnection) -> Connector:
 
     token = connection_token(token_env=connection.token_env, token_encrypted=connection.token_encrypted)
     if connection.kind == ConnectionKind.HUBSPOT:
-        return HubSpotConnector(base_url=connection.base_url, token=token, timeout=connection.timeout_seconds)
+        return HubSpotConnector(base_url=connection.base_url, token=token, timeout=connection.timeout_seconds,
+                                api_version=connection.api_version)
     if connection.kind == ConnectionKind.WEBHOOK:
         return WebhookConnector(url=connection.base_url, token=token,
                                 secret=decrypt(connection.signing_secret_encrypted), timeout=connection.timeout_seconds)

@@ -50,6 +50,12 @@ class SendResult:
     items: dict[str, ItemResult] = field(default_factory=dict)  # by email
     retry_after: float | None = None  # seconds, from Retry-After
     pause: float | None = None  # seconds the whole connection should hold off (rate-limit headers say so)
+    # A 400 that refuses the batch for some input's values without saying which (HubSpot without
+    # multi-status): the sync service splits the batch until each bad input fails alone.
+    splittable: bool = False
+    # The CRM's daily budget is spent (a DAILY 429, or a remaining-daily header of 0): the connection
+    # pauses until the CRM's day turns over.
+    daily_exhausted: bool = False
 
 
 class Connector(Protocol):

@@ -307,6 +307,7 @@ def test_ops_adds_a_connection_with_an_encrypted_token_and_resyncs_all(client, r
         "name": "HubSpot prod", "kind": "hubspot", "base_url": "https://api.hubapi.com", "token_env": "",
         "token": "pat-secret", "signing_secret": "", "field_mapping": json.dumps({"first_name": "firstname"}),
         "score_step": 10, "rate_limit": "100/10s", "batch_size": 100, "timeout_seconds": 30, "is_active": "on",
+        "api_version": "2026-03", "account_time_zone": "Europe/Berlin", "value_mapping": "{}",
     })
     assert response.status_code == 302, response.content[:2000]
     conn = CrmConnection.objects.get(name="HubSpot prod")
