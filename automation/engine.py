@@ -261,15 +261,15 @@ def _set_send_email(group: list[Enrollment], step: dict[str, Any], default_next:
     back: only rows this call created run), their messages in one `messages_queue` call, the
     StepRuns' results in one UPDATE; all in a savepoint. Errors, missing templates or senders and
     StepRuns that already exist go the one-by-one way (which fails, retries or skips them)."""
-    from campaigns.models import EmailTemplate, Message
+    from campaigns.models import Message
     from campaigns.services import NoSender, QueueItem, messages_queue, sender_default
 
-    template = EmailTemplate.objects.filter(key=step.get("template")).first()
+    revision = pinned_revision(group[0].version_id, step.get("template"))
     try:
         sender = sender_default()
     except NoSender:
         return [], group
-    if template is None:
+    if revision is None:
         return [], group
     redirect = staging_recipient(sender)
     by_key = {_key(e): e for e in group if redirect or not e.is_staging}
@@ -283,7 +283,8 @@ def _set_send_email(group: list[Enrollment], step: dict[str, Any], default_next:
     try:
         with transaction.atomic():
             # The messages' keys derive from the step runs' keys, so they are known before the rows.
-            messages_queue(template=template, sender=sender, source=f"workflow:{wf.key}"[:100], items=[
+            messages_queue(template=revision.template, revision=revision, sender=sender,
+                           source=f"workflow:{wf.key}"[:100], items=[
                 QueueItem(e.contact_id, f"wf:{k}", {"workflow": wf.key, "step": step["id"]},
                           redirect if e.is_staging else "", e.correlation_id) for k, e in fresh.items()])
             message_ids = dict(Message.objects.filter(idempotency_key__in=[f"wf:{k}" for k in fresh])
@@ -451,13 +452,23 @@ def retry_delay(attempt: int, *, base: dt.timedelta = RETRY_BASE) -> dt.timedelt
 # --- Step handlers (each runs inside the step's savepoint) --------------------------------------------
 
 
+def pinned_revision(version_id: int, key: Any) -> Any:
+    """The template revision a version sends for `key` (with its template), or None. Content is
+    part of the version: never the template's current fields, which may be an unapproved draft."""
+    from automation.models import TemplatePin
+
+    pin = TemplatePin.objects.select_related("revision__template").filter(
+        version_id=version_id, template__key=str(key)).first()
+    return pin.revision if pin else None
+
+
 def _send_email(ctx: Ctx) -> StepResult:
-    from campaigns.models import EmailTemplate
     from campaigns.services import NoSender, QueueItem, messages_queue, sender_default
 
-    template = EmailTemplate.objects.filter(key=ctx.step.get("template")).first()
-    if template is None:
-        raise StepError(f"template {ctx.step.get('template')!r} does not exist")
+    revision = pinned_revision(ctx.enrollment.version_id, ctx.step.get("template"))
+    if revision is None:
+        raise StepError(f"v{ctx.enrollment.version.number} pins no revision of template "
+                        f"{ctx.step.get('template')!r} (template deleted, or a version made without pins)")
     try:
         sender = sender_default()
     except NoSender as exc:
@@ -467,7 +478,8 @@ def _send_email(ctx: Ctx) -> StepResult:
         # Never fall back to the contact's own address: staging mail must not reach real inboxes.
         raise StepError("staging email needs a staging recipient (sender profile or WORKFLOW_STAGING_RECIPIENT)")
     wf = ctx.enrollment.workflow
-    ids = messages_queue(template=template, sender=sender, source=f"workflow:{wf.key}"[:100], items=[
+    ids = messages_queue(template=revision.template, revision=revision, sender=sender,
+                         source=f"workflow:{wf.key}"[:100], items=[
         QueueItem(ctx.contact.pk, f"wf:{ctx.key}", {"workflow": wf.key, "step": ctx.step["id"]}, redirect,
                   ctx.enrollment.correlation_id)])
     return StepResult({"message_id": ids[0] if ids else None, "redirect_to": redirect})

@@ -58,6 +58,8 @@ class WorkflowVersion(models.Model):
     promoted_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                     related_name="+")
     promoted_at = models.DateTimeField(null=True, blank=True, help_text="Last time it became production")
+    replaced = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                 help_text="The production version it replaced when it last became production")
 
     class Meta:
         ordering = ["workflow", "-number"]
@@ -76,6 +78,24 @@ class WorkflowVersion(models.Model):
     @property
     def steps(self) -> list[dict[str, Any]]:
         return list(self.definition.get("steps") or [])
+
+
+class TemplatePin(models.Model):
+    """The exact template revision a version sends for a template key: content is part of the
+    version, so production changes only by a promotion (docs/workflows.md)."""
+
+    version = models.ForeignKey(WorkflowVersion, on_delete=models.CASCADE, related_name="pins")
+    template = models.ForeignKey("campaigns.EmailTemplate", on_delete=models.PROTECT, related_name="+")
+    revision = models.ForeignKey("campaigns.EmailTemplateRevision", on_delete=models.PROTECT, related_name="pins")
+
+    class Meta:
+        ordering = ["version", "template"]
+        constraints = [
+            models.UniqueConstraint(fields=["version", "template"], name="templatepin_one_per_template"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.version} pins {self.revision}"
 
 
 class EnrollmentStatus(models.TextChoices):

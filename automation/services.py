@@ -26,6 +26,7 @@ from automation.models import (
     LIVE_STATUSES,
     Enrollment,
     EnrollmentStatus,
+    TemplatePin,
     VersionState,
     Workflow,
     WorkflowVersion,
@@ -240,7 +241,32 @@ def _known_templates() -> set[str]:
 
 
 def version_issues(*, version: WorkflowVersion) -> list[d.Issue]:
-    return d.validate_workflow(version.definition, known_templates=_known_templates())
+    issues = d.validate_workflow(version.definition, known_templates=_known_templates())
+    pinned = version_pins(version=version)
+    wf = str(version.definition.get("key") or version.workflow.key)
+    issues += [d.Issue(wf, "", f"v{version.number} pins no revision of template {key!r}: make a new draft")
+               for key in sorted(d.template_keys(version.definition) - set(pinned))]
+    return issues
+
+
+def version_pins(*, version: WorkflowVersion | None) -> dict[str, Any]:
+    """Template key -> the EmailTemplateRevision the version sends."""
+    if version is None:
+        return {}
+    return {pin.template.key: pin.revision
+            for pin in TemplatePin.objects.filter(version=version).select_related("template", "revision__created_by")}
+
+
+def _revisions_for(keys: Collection[str], given: dict[str, Any], actor: Any) -> dict[str, Any]:
+    """The revision to pin per template key: the one given (a file's templates), else the
+    template's current content."""
+    from campaigns.models import EmailTemplate
+    from campaigns.revisions import template_revision_current
+
+    chosen = {k: given[k] for k in keys if k in given}
+    for template in EmailTemplate.objects.filter(key__in=set(keys) - set(chosen)):
+        chosen[template.key] = template_revision_current(template=template, actor=actor, source="workflow")
+    return chosen
 
 
 def _sync_workflow_fields(workflow: Workflow, definition: dict[str, Any]) -> None:
@@ -254,19 +280,56 @@ def _sync_workflow_fields(workflow: Workflow, definition: dict[str, Any]) -> Non
     workflow.save()
 
 
-def version_create_draft(*, workflow: Workflow, definition: dict[str, Any], actor: Any) -> WorkflowVersion:
-    """A new draft (editing a non-draft always goes through here). Must validate."""
+def version_create_draft(*, workflow: Workflow, definition: dict[str, Any], actor: Any,
+                         revisions: dict[str, Any] | None = None) -> WorkflowVersion:
+    """A new draft (editing a non-draft always goes through here). Must validate. It pins a
+    revision of every template it sends: `revisions` (key -> revision) where given, else each
+    template's current content."""
     issues = d.validate_workflow(definition, known_templates=_known_templates())
     if issues:
         raise ValidationError([str(i) for i in issues])
     if definition.get("key") != workflow.key:
         raise ValidationError(f"the definition's key {definition.get('key')!r} is not {workflow.key!r}")
+    pins = _revisions_for(d.template_keys(definition), revisions or {}, actor)
     version = WorkflowVersion(workflow=workflow, number=_next_number(workflow), definition=definition,
                               author=_user(actor))
     version.full_clean()
     version.save()
-    audit_record(actor=actor, action="workflow.draft_created", target=version, data={"number": version.number})
+    TemplatePin.objects.bulk_create([TemplatePin(version=version, template_id=r.template_id, revision=r)
+                                     for _, r in sorted(pins.items())])
+    audit_record(actor=actor, action="workflow.draft_created", target=version, data={
+        "number": version.number, "revisions": {k: r.number for k, r in sorted(pins.items())}})
     return version
+
+
+def version_draft_with_latest_templates(*, workflow: Workflow, actor: Any) -> WorkflowVersion:
+    """A new draft of the newest definition pinning each template's current content (after
+    template edits in the admin). Nothing changes in production until it is promoted."""
+    latest = workflow.versions.order_by("-number").first()
+    if latest is None:
+        raise ValidationError("the workflow has no version to start from")
+    wanted = _revisions_for(d.template_keys(latest.definition), {}, actor)
+    if {k: r.pk for k, r in version_pins(version=latest).items()} == {k: r.pk for k, r in wanted.items()}:
+        raise ValidationError(f"v{latest.number} already pins the templates' current content")
+    return version_create_draft(workflow=workflow, definition=latest.definition, actor=actor, revisions=wanted)
+
+
+def templates_newer_than_pinned(*, version: WorkflowVersion | None) -> dict[str, tuple[Any, Any]]:
+    """Template key -> (pinned revision, the template's current revision) where they differ."""
+    from campaigns.models import EmailTemplate, EmailTemplateRevision, template_content_hash
+
+    if version is None:
+        return {}
+    pinned = version_pins(version=version)
+    newer: dict[str, tuple[Any, Any]] = {}
+    for template in EmailTemplate.objects.filter(key__in=d.template_keys(version.definition)):
+        digest = template_content_hash(kind=template.kind, subject=template.subject, html=template.html,
+                                       text=template.text)
+        old = pinned.get(template.key)
+        if old is None or old.content_hash != digest:
+            current = EmailTemplateRevision.objects.filter(template=template, content_hash=digest).first()
+            newer[template.key] = (old, current)
+    return newer
 
 
 def _user(actor: Any) -> Any:
@@ -290,16 +353,20 @@ def workflow_import(*, text: str, actor: Any, to: str = VersionState.DRAFT) -> I
     issues = d.validate_file(data, known_templates=_known_templates())
     if issues:
         raise ValidationError([str(i) for i in issues])
-    result = ImportResult(templates=_import_templates(data["templates"]))
+    revisions, changed = _import_templates(data["templates"], actor)
+    result = ImportResult(templates=changed)
     for definition in data["workflows"]:
         workflow, _ = Workflow.objects.get_or_create(key=definition["key"], defaults={"name": definition["name"]})
         latest = workflow.versions.order_by("-number").first()
-        if latest is not None and latest.definition == definition:
+        # Content is part of the version: the same steps with a changed template are a new version.
+        pins = _revisions_for(d.template_keys(definition), revisions, actor)
+        if latest is not None and latest.definition == definition and \
+                {k: r.pk for k, r in version_pins(version=latest).items()} == {k: r.pk for k, r in pins.items()}:
             version = latest
             result.unchanged.append(version)
         else:
             _sync_workflow_fields(workflow, definition)
-            version = version_create_draft(workflow=workflow, definition=definition, actor=actor)
+            version = version_create_draft(workflow=workflow, definition=definition, actor=actor, revisions=pins)
             result.versions.append(version)
         if to == VersionState.STAGING and version.state == VersionState.DRAFT:
             workflow_stage(version=version, actor=actor)
@@ -309,21 +376,28 @@ def workflow_import(*, text: str, actor: Any, to: str = VersionState.DRAFT) -> I
     return result
 
 
-def _import_templates(templates: list[dict[str, Any]]) -> list[str]:
+def _import_templates(templates: list[dict[str, Any]], actor: Any) -> tuple[dict[str, Any], list[str]]:
+    """The file's templates as revisions (key -> revision) and the keys whose content changed. A
+    template's fields (its working copy) take the file's content; versions pin the revisions, so
+    production sends none of it before a promotion."""
     from campaigns.models import EmailTemplate
+    from campaigns.revisions import template_revision_current, template_save
 
+    revisions: dict[str, Any] = {}
     changed = []
     for spec in templates:
-        fields = {k: v for k, v in spec.items() if k in d.TEMPLATE_KEYS and k != "key"}
+        # Content the file leaves out takes its default, so the file says all a revision holds.
+        fields = {"kind": "marketing", "text": "",
+                  **{k: v for k, v in spec.items() if k in d.TEMPLATE_KEYS and k != "key"}}
         template = EmailTemplate.objects.filter(key=spec["key"]).first() or EmailTemplate(key=spec["key"])
         if all(getattr(template, k) == v for k, v in fields.items()) and template.pk:
+            revisions[template.key] = template_revision_current(template=template, actor=actor, source="import")
             continue
         for k, v in fields.items():
             setattr(template, k, v)
-        template.full_clean()
-        template.save()
+        revisions[template.key] = template_save(template=template, actor=actor, source="import")
         changed.append(template.key)
-    return changed
+    return revisions, changed
 
 
 def _locked(workflow: Workflow) -> Workflow:
@@ -353,13 +427,25 @@ def workflow_stage(*, version: WorkflowVersion, actor: Any) -> WorkflowVersion:
 
 def can_promote(*, actor: Any, version: WorkflowVersion) -> str:
     """Why `actor` may not promote `version` ("" when they may). A string actor is manage.py (CI):
-    shell access to the deployment is the authority there, and the audit entry names it."""
+    shell access to the deployment is the authority there, and the audit entry names it. With a
+    second person required, neither the version's author nor the author of any template revision
+    it would change in production may promote it: approval covers what is sent."""
     if isinstance(actor, str):
         return ""
     if not getattr(actor, "has_perm", None) or not actor.has_perm("automation.promote_workflow"):
         return "promoting needs the automation.promote_workflow permission (Approver role)"
-    if getattr(settings, "WORKFLOW_PROMOTE_SECOND_PERSON", False) and version.author_id == actor.pk:
+    if not getattr(settings, "WORKFLOW_PROMOTE_SECOND_PERSON", False):
+        return ""
+    if version.author_id == actor.pk:
         return "a different person than the author must promote this version (WORKFLOW_PROMOTE_SECOND_PERSON)"
+    production = WorkflowVersion.objects.filter(workflow_id=version.workflow_id, state=VersionState.PRODUCTION) \
+        .exclude(pk=version.pk).first()
+    live = {k: r.pk for k, r in version_pins(version=production).items()}
+    mine = sorted(f"{r}" for k, r in version_pins(version=version).items()
+                  if live.get(k) != r.pk and r.created_by_id == actor.pk)
+    if mine:
+        return (f"a different person than the author of {', '.join(mine)} must promote this version "
+                "(WORKFLOW_PROMOTE_SECOND_PERSON)")
     return ""
 
 
@@ -441,7 +527,7 @@ def _make_production(workflow: Workflow, version: WorkflowVersion, *, actor: Any
         WorkflowVersion.objects.filter(pk=current.pk).update(state=VersionState.ARCHIVED)
     old_state = version.state
     if WorkflowVersion.objects.filter(pk=version.pk, state=old_state).update(
-            state=VersionState.PRODUCTION, promoted_by=_user(actor), promoted_at=now) != 1:
+            state=VersionState.PRODUCTION, promoted_by=_user(actor), promoted_at=now, replaced=current) != 1:
         raise ValidationError("the version changed meanwhile; reload")
     moved = _migrate(current, version, now) if migrate and current is not None else 0
     version.refresh_from_db()
@@ -472,33 +558,39 @@ def export_version(*, workflow: Workflow, state: str | None = None) -> WorkflowV
 def workflows_export(*, keys: Sequence[str] = (), state: str | None = None, fmt: str = "yaml") -> str:
     """A file with the chosen version (newest, or the one in `state`) of each workflow and the
     templates they use; importing it creates nothing new (round trip)."""
-    from campaigns.models import EmailTemplate
-
     workflows = Workflow.objects.order_by("key")
     if keys:
         workflows = workflows.filter(key__in=keys)
         missing = set(keys) - set(workflows.values_list("key", flat=True))
         if missing:
             raise ValidationError(f"unknown workflow(s): {', '.join(sorted(missing))}")
-    definitions = [v.definition for w in workflows if (v := export_version(workflow=w, state=state))]
-    used = set().union(*(d.template_keys(defn) for defn in definitions)) if definitions else set()
-    templates = [_template_spec(t) for t in EmailTemplate.objects.filter(key__in=used).order_by("key")]
-    return d.dump_text({"templates": templates, "workflows": definitions}, fmt=fmt)
+    versions = [v for w in workflows if (v := export_version(workflow=w, state=state))]
+    return d.dump_text({"templates": _templates_of(versions), "workflows": [v.definition for v in versions]},
+                       fmt=fmt)
 
 
 def version_export(*, version: WorkflowVersion) -> str:
-    """One version (any state) as a file, with the templates it uses."""
-    from campaigns.models import EmailTemplate
-
-    templates = [_template_spec(t) for t in EmailTemplate.objects.filter(
-        key__in=d.template_keys(version.definition)).order_by("key")]
-    return d.dump_text({"templates": templates, "workflows": [version.definition]})
+    """One version (any state) as a file, with the template revisions it pins."""
+    return d.dump_text({"templates": _templates_of([version]), "workflows": [version.definition]})
 
 
-def _template_spec(template: Any) -> dict[str, Any]:
+def _templates_of(versions: Sequence[WorkflowVersion]) -> list[dict[str, Any]]:
+    """The content each version pins (not the templates' current drafts), one entry per key. Two
+    versions pinning different revisions of one template cannot share a file; refused by name."""
+    specs: dict[str, dict[str, Any]] = {}
+    for version in versions:
+        for key, revision in version_pins(version=version).items():
+            spec = _template_spec(revision.template, revision)
+            if specs.setdefault(key, spec) != spec:
+                raise ValidationError(f"template {key!r}: the exported versions pin different revisions; "
+                                      "export those workflows one at a time")
+    return [specs[k] for k in sorted(specs)]
+
+
+def _template_spec(template: Any, revision: Any) -> dict[str, Any]:
     spec = {"key": template.key}
     for name in ("name", "kind", "subject", "html", "text"):
-        value = getattr(template, name)
+        value = getattr(template if name == "name" else revision, name)
         if value and not (name == "kind" and value == "marketing"):
             spec[name] = value
     return spec

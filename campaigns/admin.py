@@ -16,6 +16,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
 from campaigns import rendering, services
 from campaigns.models import EmailTemplate, Message, SenderProfile, Suppression, email_hash
@@ -34,8 +35,33 @@ class EmailTemplateAdmin(admin.ModelAdmin):
     list_display = ["key", "name", "kind", "subject", "updated_at"]
     list_filter = ["kind"]
     search_fields = ["key", "name", "subject"]
-    readonly_fields = ["created_at", "updated_at"]
+    readonly_fields = ["created_at", "updated_at", "revision_history"]
     change_form_template = "admin/campaigns/emailtemplate/change_form.html"
+
+    def save_model(self, request: HttpRequest, obj: EmailTemplate, form: Any, change: bool) -> None:
+        from campaigns.revisions import template_save
+
+        # A new revision (the draft): workflows keep sending the revisions their versions pin.
+        revision = template_save(template=obj, actor=request.user, source="admin")
+        live = revision.pins.filter(version__state="production").exists()
+        self.message_user(request, f"Saved as revision r{revision.number}. "
+                          + ("It is live in a production workflow version." if live else
+                             "Production keeps sending the revision its workflow versions pin until a version "
+                             "pinning this one is promoted (workflow > Versions > New draft with the latest "
+                             "templates)."), messages.INFO)
+
+    @admin.display(description="Revisions")
+    def revision_history(self, obj: EmailTemplate) -> str:
+        if not obj.pk:
+            return "—"
+        revisions = obj.revisions.select_related("created_by") \
+            .prefetch_related("pins__version__workflow").order_by("-number")[:20]
+        rows = [format_html("<li>r{} · {} · {} · {}{}</li>", r.number, r.created_at.strftime("%Y-%m-%d %H:%M"),
+                            r.created_by or r.source or "—", r.subject,
+                            format_html(" · pinned by {}", ", ".join(str(p.version) for p in r.pins.all()))
+                            if r.pins.all() else "")
+                 for r in revisions]
+        return format_html("<ul id='template-revisions'>{}</ul>", mark_safe("".join(rows)))  # noqa: S308  escaped above
 
     def get_urls(self) -> list[URLPattern]:
         return [path("<int:pk>/preview/", self.admin_site.admin_view(self.preview_view),

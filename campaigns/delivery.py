@@ -126,7 +126,7 @@ def messages_claim(*, sender_id: int, limit: int, now: dt.datetime) -> list[Mess
         )
     return contact_scores_set(list(with_contact_scores(
         Message.objects.filter(claim_token=token, status=MessageStatus.SENDING)
-        .select_related("contact", "template").order_by("id"))))
+        .select_related("contact", "template", "revision").order_by("id"))))
 
 
 # --- Outcomes -----------------------------------------------------------------------------------
@@ -264,12 +264,13 @@ def message_render(message: Message, sender: SenderProfile) -> None:
     """Fill the message's rendered fields (in memory). Raises rendering.TemplateInvalid."""
     if message.html:  # rendered at an earlier attempt: a retry sends the same email
         return
-    if message.template is None:
+    # The revision it was queued with (a workflow version's pin); older rows: the template's fields.
+    content = message.revision if message.revision_id else message.template
+    if content is None:
         raise rendering.TemplateInvalid("html", "the message has no template")
     fields, attributes = rendering.contact_data(message.contact)
     context = rendering.render_context(contact=fields, attributes=attributes, extra=message.context or {})
-    parts = rendering.render_parts(subject=message.template.subject, html=message.template.html,
-                                   text=message.template.text, context=context)
+    parts = rendering.render_parts(subject=content.subject, html=content.html, text=content.text, context=context)
     body_html, links = rendering.rewrite_links(parts.html, lambda i: tracking.click_url(message.pk, i))
     label = "TEST" if message.source == TEST_SOURCE else "STAGING"
     banner = f"{label.title()} email for {message.contact.email}" if message.redirect_to else ""
@@ -689,7 +690,7 @@ def message_deliver(*, message_id: int) -> BatchResult:
         return result
     result.claimed = 1
     [message] = contact_scores_set([with_contact_scores(Message.objects.select_related(
-        "contact", "template", "sender")).get(pk=message_id)])
+        "contact", "template", "revision", "sender")).get(pk=message_id)])
     sendable = _apply_rules(message.sender, [message], result, now)
     _send_all(message.sender, sendable, result, time.monotonic() + settings.DELIVERY_BATCH_SECONDS)
     return result

@@ -7,8 +7,11 @@ conditional UPDATEs (see campaigns/delivery.py). Redis only carries the "go look
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
@@ -51,6 +54,41 @@ class EmailTemplate(models.Model):
             template_validate(subject=self.subject, html=self.html, text=self.text)
         except TemplateInvalid as exc:
             raise ValidationError({exc.part: str(exc)}) from None
+
+
+class EmailTemplateRevision(models.Model):
+    """The exact content of a template at one point (subject, HTML, text, kind): immutable. Saving a
+    template (admin, file import) makes one, deduplicated by content hash; workflow versions pin
+    revisions (automation.TemplatePin), so production sends what was promoted, whatever the
+    template's editable (draft) fields say now. Previews and test sends use those draft fields."""
+
+    template = models.ForeignKey(EmailTemplate, on_delete=models.CASCADE, related_name="revisions")
+    number = models.PositiveIntegerField()
+    kind = models.CharField(max_length=20, choices=MessageKind.choices, default=MessageKind.MARKETING)
+    subject = models.CharField(max_length=300)
+    html = models.TextField()
+    text = models.TextField(blank=True)
+    content_hash = models.CharField(max_length=64, editable=False)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+", help_text="Who wrote this content (second-person approval)")
+    source = models.CharField(max_length=50, blank=True, help_text="admin, import, migration, send")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["template", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["template", "number"], name="tplrevision_number_unique"),
+            # Saving the same content again reuses its revision (and the import round trip makes nothing new).
+            models.UniqueConstraint(fields=["template", "content_hash"], name="tplrevision_content_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.template.key} r{self.number}"
+
+
+def template_content_hash(*, kind: str, subject: str, html: str, text: str) -> str:
+    payload = json.dumps([kind, subject, html, text], ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 _rate_validator = RegexValidator(r"^\s*\d+(\.\d+)?\s*/\s*\d*\s*[smhd]\s*$",
@@ -141,6 +179,10 @@ class Message(models.Model):
     # Deleting a template or sender that has messages is refused (PROTECT) via a rare full scan.
     template = models.ForeignKey(EmailTemplate, null=True, blank=True, on_delete=models.PROTECT,
                                  related_name="messages", db_index=False)
+    # The exact content it renders (a workflow step: the revision its version pins); empty on
+    # messages queued before revisions existed, which render the template's fields.
+    revision = models.ForeignKey(EmailTemplateRevision, null=True, blank=True, on_delete=models.PROTECT,
+                                 related_name="+", db_index=False)
     sender = models.ForeignKey(SenderProfile, on_delete=models.PROTECT, related_name="messages", db_index=False)
     kind = models.CharField(max_length=20, choices=MessageKind.choices, default=MessageKind.MARKETING)
     idempotency_key = models.CharField(max_length=200, unique=True,

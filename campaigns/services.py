@@ -56,16 +56,18 @@ class QueueItem:
 
 
 def messages_queue(*, template: Any, items: Sequence[QueueItem], sender: SenderProfile | None = None,
-                   kind: str | None = None, source: str = "", is_test: bool = False) -> list[int]:
+                   kind: str | None = None, source: str = "", is_test: bool = False,
+                   revision: Any = None) -> list[int]:
     """Queue one message per item, skipping idempotency keys already queued (the same cause twice
     makes one message). Call inside the transaction that records the cause: the rows commit with
     it and the delivery kick leaves after COMMIT. Returns the ids of the messages now queued for
-    these keys (new or earlier)."""
+    these keys (new or earlier). They render `revision` (a workflow version's pin, a test send's
+    draft) and record it; without one, the template's fields when they are first sent."""
     sender = sender or sender_default()
-    kind = kind or template.kind
+    kind = kind or (revision or template).kind
     current = current_correlation_id()
     rows = [
-        Message(contact_id=item.contact_id, template=template, sender=sender, kind=kind,
+        Message(contact_id=item.contact_id, template=template, revision=revision, sender=sender, kind=kind,
                 idempotency_key=item.idempotency_key, context=item.context, source=source,
                 redirect_to=item.redirect_to, is_test=is_test or bool(item.redirect_to),
                 correlation_id=item.correlation_id or current)
@@ -83,26 +85,31 @@ def messages_queue(*, template: Any, items: Sequence[QueueItem], sender: SenderP
 
 def message_queue(*, contact: Contact, template: Any, idempotency_key: str, sender: SenderProfile | None = None,
                   context: dict[str, Any] | None = None, source: str = "", redirect_to: str = "",
-                  kind: str | None = None) -> Message:
-    ids = messages_queue(template=template, sender=sender, source=source, kind=kind,
+                  kind: str | None = None, revision: Any = None) -> Message:
+    ids = messages_queue(template=template, sender=sender, source=source, kind=kind, revision=revision,
                          items=[QueueItem(contact.pk, idempotency_key, context or {}, redirect_to)])
     return Message.objects.get(pk=ids[0])
 
 
 def message_send_test(*, template: Any, contact: Contact, to_email: str, actor: Any,
                       sender: SenderProfile | None = None) -> Message:
-    """Send the template, rendered for `contact`, to `to_email` (an admin's "send test")."""
+    """Send the template, rendered for `contact`, to `to_email` (an admin's "send test"): its
+    current (draft) content, which the message records as a revision."""
+    from campaigns.revisions import template_revision_current
+
+    revision = template_revision_current(template=template, actor=actor, source="admin")
     # Transactional: a test goes to the marketer's own address, whatever the contact's consent.
     message = message_queue(contact=contact, template=template, sender=sender, source=TEST_SOURCE,
-                            idempotency_key=f"test:{uuid.uuid4()}", redirect_to=normalize_email(to_email),
-                            kind=MessageKind.TRANSACTIONAL)
+                            revision=revision, idempotency_key=f"test:{uuid.uuid4()}",
+                            redirect_to=normalize_email(to_email), kind=MessageKind.TRANSACTIONAL)
     audit_record(actor=actor, action="template.test_sent", target=("campaigns.emailtemplate", template.pk),
                  data={"message": message.pk, "contact": contact.pk})
     return message
 
 
 def message_preview(*, template: Any, contact: Contact, sender: SenderProfile | None = None) -> Message:
-    """The message as it would be sent to `contact`, rendered in memory; nothing is saved."""
+    """The message as it would be sent to `contact`, rendered in memory from the template's
+    current (draft) fields; nothing is saved."""
     sender = sender or sender_default()
     message = Message(pk=0, contact=contact, template=template, sender=sender, kind=template.kind)
     message_render(message, sender)
