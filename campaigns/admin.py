@@ -156,7 +156,8 @@ class SenderProfileAdmin(admin.ModelAdmin):
 class MessageAdmin(admin.ModelAdmin):
     list_display = ["id", "to", "template", "sender", "kind", "status", "reason", "attempts", "created_at", "sent_at"]
     list_filter = ["status", "reason", "kind", "sender", "template"]
-    search_fields = ["=id", "=correlation_id", "contact__email", "to_email", "idempotency_key", "provider_message_id"]
+    search_fields = ["=id", "=correlation_id", "contact__email", "to_email", "idempotency_key", "provider_message_id",
+                     "relay_message_id"]
     list_select_related = ["contact", "template", "sender"]
     show_full_result_count = False
     paginator = EstimatedCountPaginator
@@ -180,10 +181,15 @@ class MessageAdmin(admin.ModelAdmin):
     @admin.action(description="Retry selected failed, deferred or bounced messages",
                   permissions=["retry"])
     def retry_messages(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
-        count = services.messages_retry(message_ids=queryset.values_list("id", flat=True), actor=request.user)
-        skipped = queryset.count() - count
-        self.message_user(request, f"{count} message(s) queued again"
+        result = services.messages_retry(message_ids=queryset.values_list("id", flat=True), actor=request.user)
+        skipped = queryset.count() - result.queued - len(result.refused)
+        self.message_user(request, f"{result.queued} message(s) queued again"
                           + (f"; {skipped} skipped (sent, queued or suppressed)" if skipped else "") + ".")
+        if result.refused:
+            shown = "; ".join(f"#{pk} to {address} ({reason})" for pk, address, reason in result.refused[:10])
+            more = f" and {len(result.refused) - 10} more" if len(result.refused) > 10 else ""
+            self.message_user(request, f"Not retried, the address is on the suppression list: {shown}{more}. "
+                              "Remove the suppression first if the address works again.", messages.ERROR)
 
     def has_retry_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("campaigns.retry_message")

@@ -1,10 +1,16 @@
 """POST /api/v1/bounces: bounce and complaint reports, authenticated with an API key.
 
-Two formats, told apart by their shape:
+Three formats, told apart by their shape:
 - Leadflow's own: {"bounces": [{"email": ..., "type": "hard"|"soft"|"complaint",
-  "message_id": <provider Message-ID, optional>, "reason": <diagnostic, optional>}, ...]}
+  "message_id": <our Message-ID header or the provider's id, optional>, "reason": <diagnostic, optional>}, ...]}
 - Amazon SES through an SNS HTTPS subscription: the SNS envelope ({"Type": "Notification",
-  "Message": "<SES notification JSON>"}) with notificationType Bounce or Complaint.
+  "Message": "<SES notification JSON>"}, or a subscription/unsubscribe confirmation), signed by SNS
+  and checked against SNS_TOPIC_ARNS (campaigns/sns.py).
+- The same SES notification without the envelope (SNS "raw message delivery"): nothing is signed
+  then, so the API key is its only authentication (see docs/delivery.md).
+
+A 401 asks for Basic credentials: SNS sends the user:password of an HTTPS subscription URL only
+after such a challenge.
 """
 
 from __future__ import annotations
@@ -13,10 +19,12 @@ import json
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from campaigns.services import BounceReport, bounces_record
+from campaigns import sns
+from campaigns.services import BounceReport, DeliveryReport, bounces_record, deliveries_record
 from contacts.api.views import ApiError, _items, _reject_constant, api_view, read_json
 from contacts.emails import normalize_email
 from contacts.ingest import ItemInvalid, check_storable, event_source, unstorable
@@ -30,12 +38,14 @@ MAX_DETAIL = 2000  # what the suppression and message rows keep
 MAX_MESSAGE_ID = 998  # RFC 5322's line limit
 
 
-@api_view(methods=("POST",), scope=ApiScope.BOUNCES_WRITE)
+@api_view(methods=("POST",), scope=ApiScope.BOUNCES_WRITE, challenge="Basic")
 def bounces(request: HttpRequest, api_key: ApiKey) -> HttpResponse:
     # SNS posts its JSON as text/plain.
     data = read_json(request, content_types=("application/json", "text/plain"))
     if isinstance(data, dict) and "Type" in data:
         return _sns(data, api_key)
+    if isinstance(data, dict) and ("notificationType" in data or "eventType" in data):
+        return _ses_raw(request, data, api_key)
     reports, errors = [], []
     for index, item in enumerate(_items(data, "bounces")):
         try:
@@ -57,9 +67,11 @@ def _report(item: Any) -> BounceReport:
     kind = item.get("type")
     if not isinstance(kind, str) or kind not in KINDS:
         raise ItemInvalid(f"type: one of {', '.join(KINDS)}")
+    message_id = _text(item.get("message_id"), "message_id", MAX_MESSAGE_ID)
+    # Either our Message-ID header or the id the provider answered the send with: both are tried.
     return BounceReport(email=_address(item.get("email"), "email"), kind=kind,
                         detail=_text(item.get("reason"), "reason", MAX_DETAIL),
-                        provider_message_id=_text(item.get("message_id"), "message_id", MAX_MESSAGE_ID))
+                        provider_message_id=message_id, relay_message_id=message_id)
 
 
 def _address(value: Any, where: str) -> str:
@@ -90,55 +102,88 @@ def _text(value: Any, where: str, limit: int) -> str:
 # --- Amazon SES through SNS -----------------------------------------------------------------------
 # Envelope: https://docs.aws.amazon.com/sns/latest/dg/sns-message-and-json-formats.html (Type, MessageId,
 # Message as a string, SubscribeURL for confirmations). Notification: https://docs.aws.amazon.com/ses/
-# latest/dg/notification-contents.html (notificationType, or eventType for event publishing; mail.headers
-# a list of {name, value}; bounce.bouncedRecipients and complaint.complainedRecipients lists of objects
-# with emailAddress). SES may add fields, so unknown ones are ignored; the ones we read are type-checked.
+# latest/dg/notification-contents.html (notificationType, or eventType for event publishing; mail.messageId
+# the id SES answered the send with; mail.headers a list of {name, value}; bounce.bouncedRecipients and
+# complaint.complainedRecipients lists of objects with emailAddress; delivery.recipients a list of
+# addresses). SES may add fields, so unknown ones are ignored; the ones we read are type-checked.
 # A malformed envelope or notification is a 400; one bad recipient is an item error (index in its list).
+# SES notification types other than Bounce, Complaint and Delivery are acknowledged and ignored.
 
 
 def _sns(envelope: dict[str, Any], api_key: ApiKey) -> HttpResponse:
-    kind = envelope.get("Type")
-    if kind == "SubscriptionConfirmation":
-        url = envelope.get("SubscribeURL")
-        if not isinstance(url, str) or unstorable(url):
-            raise ApiError(400, "invalid_body", "SNS SubscriptionConfirmation needs SubscribeURL, a string")
-        # Confirming means fetching SubscribeURL; we do not make outbound calls from a request.
-        log.warning("SNS subscription confirmation received; confirm it by opening: %s", url[:2000])
-        return JsonResponse({"status": "confirmation logged; open SubscribeURL to confirm"}, status=200)
-    if kind != "Notification":
-        shown = repr(kind)[:60] if isinstance(kind, str) else f"a {type(kind).__name__}"
-        raise ApiError(400, "invalid_body", f"unsupported SNS Type {shown} (Notification or SubscriptionConfirmation)")
-    message = envelope.get("Message")
-    if not isinstance(message, str):
-        raise ApiError(400, "invalid_body", "SNS Message must be a string holding the SES notification JSON")
     try:
-        notification = json.loads(message, parse_constant=_reject_constant)
+        kind = sns.sns_verify(envelope)
+        if kind == sns.SUBSCRIPTION_CONFIRMATION:
+            sns.subscription_confirm(envelope)
+            return JsonResponse({"status": "subscription confirmed", "topic": envelope["TopicArn"]})
+    except sns.SnsRejected as exc:
+        raise ApiError(exc.status, exc.code, exc.message) from None
+    if kind == sns.UNSUBSCRIBE_CONFIRMATION:
+        # Visiting its SubscribeURL would subscribe again: an unsubscribe is only noted.
+        log.warning("SNS: this endpoint was unsubscribed from %s", envelope["TopicArn"])
+        return JsonResponse({"status": "unsubscribe noted", "topic": envelope["TopicArn"]})
+    try:
+        notification = json.loads(envelope["Message"], parse_constant=_reject_constant)
     except RecursionError:
         raise ApiError(400, "invalid_body", "SNS Message is nested too deeply") from None
     except ValueError:
         raise ApiError(400, "invalid_body", "SNS Message is not JSON (expected an SES notification)") from None
     if not isinstance(notification, dict):
         raise ApiError(400, "invalid_body", "SNS Message must be an SES notification object")
-    reports, errors = _ses_reports(notification)
+    return _ses(notification, api_key)
+
+
+def _ses_raw(request: HttpRequest, notification: dict[str, Any], api_key: ApiKey) -> HttpResponse:
+    """SNS raw message delivery: the SES JSON alone, unsigned. SNS still names the topic in a
+    header (unsigned too): a topic outside SNS_TOPIC_ARNS is a subscription pointed at the wrong
+    place, refused like a signed one."""
+    topic = request.headers.get("x-amz-sns-topic-arn")
+    if topic is not None and topic not in settings.SNS_TOPIC_ARNS:
+        raise ApiError(403, "topic_not_allowed", f"SNS topic {topic[:200]!r} is not in SNS_TOPIC_ARNS")
+    return _ses(notification, api_key)
+
+
+def _ses(notification: dict[str, Any], api_key: ApiKey) -> HttpResponse:
+    ntype = notification.get("notificationType") or notification.get("eventType")
+    if not isinstance(ntype, str):
+        shown = "missing" if ntype is None else f"a {type(ntype).__name__}"
+        raise ApiError(400, "invalid_body", f"SES notification: notificationType must be a string ({shown})")
+    ids = _ses_ids(notification.get("mail"))
+    if ntype == "Delivery":
+        return _ses_delivery(notification, ids)
+    if ntype not in ("Bounce", "Complaint"):
+        return JsonResponse({"ignored": ntype[:60]}, status=202)
+    reports, errors = _ses_reports(notification, ntype, ids)
     return _record(reports, errors, api_key)
 
 
-def _ses_reports(notification: dict[str, Any]) -> tuple[list[BounceReport], list[dict[str, Any]]]:
-    ntype = notification.get("notificationType") or notification.get("eventType")
-    message_id = _ses_message_id(notification.get("mail"))
+def _ses_reports(notification: dict[str, Any], ntype: str,
+                 ids: dict[str, Any]) -> tuple[list[BounceReport], list[dict[str, Any]]]:
     if ntype == "Bounce":
         bounce = _ses_object(notification, "bounce")
         kind = "hard" if bounce.get("bounceType") == "Permanent" else "soft"
         subtype = bounce.get("bounceSubType")
         fallback = subtype if isinstance(subtype, str) else ""
-        return _ses_recipients(bounce, "bounce", "bouncedRecipients", kind, "diagnosticCode", fallback, message_id)
-    if ntype == "Complaint":
-        complaint = _ses_object(notification, "complaint")
-        feedback = complaint.get("complaintFeedbackType")
-        detail = feedback if isinstance(feedback, str) else ""
-        return _ses_recipients(complaint, "complaint", "complainedRecipients", "complaint", None, detail, message_id)
-    shown = repr(ntype)[:60] if isinstance(ntype, str | None) else f"a {type(ntype).__name__}"
-    raise ApiError(400, "invalid_body", f"unsupported SES notificationType {shown} (Bounce or Complaint)")
+        return _ses_recipients(bounce, "bounce", "bouncedRecipients", kind, "diagnosticCode", fallback, ids)
+    complaint = _ses_object(notification, "complaint")
+    feedback = complaint.get("complaintFeedbackType")
+    detail = feedback if isinstance(feedback, str) else ""
+    return _ses_recipients(complaint, "complaint", "complainedRecipients", "complaint", None, detail, ids)
+
+
+def _ses_delivery(notification: dict[str, Any], ids: dict[str, Any]) -> HttpResponse:
+    delivery = _ses_object(notification, "delivery")
+    recipients = delivery.get("recipients")
+    if not isinstance(recipients, list):
+        raise ApiError(400, "invalid_body", "SES notification: delivery.recipients must be a list")
+    reports, errors = [], []
+    for index, address in enumerate(recipients):
+        try:
+            reports.append(DeliveryReport(email=_address(address, f"delivery.recipients[{index}]"), **ids))
+        except ItemInvalid as exc:
+            errors.append({"index": index, "message": str(exc)})
+    result = deliveries_record(reports=reports)
+    return JsonResponse({"delivered": result.delivered, "unknown": result.unknown, "errors": errors}, status=202)
 
 
 def _ses_object(notification: dict[str, Any], name: str) -> dict[str, Any]:
@@ -148,27 +193,37 @@ def _ses_object(notification: dict[str, Any], name: str) -> dict[str, Any]:
     return value
 
 
-def _ses_message_id(mail: Any) -> str:
-    """Our Message-ID header as SES echoes it back in mail.headers (SES's own mail.messageId is not
-    our header; it is the fallback)."""
+def _ses_ids(mail: Any) -> dict[str, Any]:
+    """What names the message we sent: SES's own id (mail.messageId, which SES answered our SMTP
+    DATA with), and our Message-ID and X-Leadflow-Message headers when SES echoes the headers
+    back ("include original headers")."""
+    ids: dict[str, Any] = {"relay_message_id": "", "provider_message_id": "", "leadflow_id": None}
     if mail is None:
-        return ""
+        return ids
     if not isinstance(mail, dict):
         raise ApiError(400, "invalid_body", "SES notification: mail must be an object")
     headers = mail.get("headers") or []
     if not isinstance(headers, list):
         raise ApiError(400, "invalid_body", "SES notification: mail.headers must be a list")
-    message_id = mail.get("messageId")
-    message_id = message_id if isinstance(message_id, str) else ""
+    ids["relay_message_id"] = _storable_id(mail.get("messageId"))
     for header in headers:
-        if isinstance(header, dict) and isinstance(header.get("name"), str) \
-                and header["name"].lower() == "message-id" and isinstance(header.get("value"), str):
-            message_id = header["value"]
-    return "" if unstorable(message_id) else message_id[:MAX_MESSAGE_ID]
+        if not (isinstance(header, dict) and isinstance(header.get("name"), str)
+                and isinstance(header.get("value"), str)):
+            continue
+        name, value = header["name"].lower(), header["value"]
+        if name == "message-id":
+            ids["provider_message_id"] = _storable_id(value)
+        elif name == "x-leadflow-message" and value.strip().isascii() and value.strip().isdigit():
+            ids["leadflow_id"] = int(value.strip()[:18])
+    return ids
+
+
+def _storable_id(value: Any) -> str:
+    return value[:MAX_MESSAGE_ID] if isinstance(value, str) and not unstorable(value) else ""
 
 
 def _ses_recipients(parent: dict[str, Any], name: str, field: str, kind: str, detail_field: str | None,
-                    fallback: str, message_id: str) -> tuple[list[BounceReport], list[dict[str, Any]]]:
+                    fallback: str, ids: dict[str, Any]) -> tuple[list[BounceReport], list[dict[str, Any]]]:
     recipients = parent.get(field)
     if not isinstance(recipients, list):
         raise ApiError(400, "invalid_body", f"SES notification: {name}.{field} must be a list")
@@ -181,8 +236,7 @@ def _ses_recipients(parent: dict[str, Any], name: str, field: str, kind: str, de
             detail = _text(recipient.get(detail_field), f"{where}.{detail_field}", MAX_DETAIL) if detail_field \
                 else ""
             reports.append(BounceReport(email=_address(recipient.get("emailAddress"), f"{where}.emailAddress"),
-                                        kind=kind, detail=detail or _text(fallback, name, MAX_DETAIL),
-                                        provider_message_id=message_id))
+                                        kind=kind, detail=detail or _text(fallback, name, MAX_DETAIL), **ids))
         except ItemInvalid as exc:
             errors.append({"index": index, "message": str(exc)})
     return reports, errors

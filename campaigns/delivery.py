@@ -18,6 +18,7 @@ import contextlib
 import datetime as dt
 import logging
 import random
+import re
 import smtplib
 import time
 import uuid
@@ -176,12 +177,16 @@ def _suppression_reasons(messages: Sequence[Message]) -> dict[int, str]:
             hashes[message.pk] = email_hash(email_canonical(message.contact.email))
         except InvalidEmail:
             reasons[message.pk] = "invalid_address"
-    listed = dict(Suppression.objects.filter(email_hash__in=set(hashes.values())).values_list("email_hash", "reason"))
+    # A test or staging copy goes to its redirect address (a tester's): that address's own entry
+    # counts too, so a copy never goes to an address that hard-bounced or complained.
+    redirects = {m.pk: email_hash(m.redirect_to) for m in messages if m.redirect_to}
+    listed = dict(Suppression.objects.filter(email_hash__in=set(hashes.values()) | set(redirects.values()))
+                  .values_list("email_hash", "reason"))
     for message in messages:
         if message.pk in reasons:
             continue
         marketing = message.kind == MessageKind.MARKETING
-        listed_reason = listed.get(hashes[message.pk])
+        listed_reason = listed.get(redirects.get(message.pk, "")) or listed.get(hashes[message.pk])
         if listed_reason and (marketing or listed_reason != SuppressionReason.UNSUBSCRIBED):
             reasons[message.pk] = listed_reason
         elif marketing and message.contact.consent_status == ConsentStatus.WITHDRAWN:
@@ -355,6 +360,7 @@ class _Sender:
     def open(self) -> None:
         if not self.opened:
             self.conn.open()
+            _keep_data_reply(getattr(self.conn, "connection", None))
             self.opened = True
 
     def close(self) -> None:
@@ -365,9 +371,12 @@ class _Sender:
                 log.debug("delivery: close failed", exc_info=True)
             self.opened = False
 
-    def send(self, message: Message) -> None:
+    def send(self, message: Message) -> str:
+        """Send; returns the id the server answered DATA with (SES: its message id), or ""."""
         self.open()
         smtp = getattr(self.conn, "connection", None) if isinstance(self.conn, SmtpBackend) else None
+        if smtp is not None:
+            smtp.leadflow_data_reply = None
         data = mime.build(subject=message.subject, from_name=self.sender.from_name,
                           from_email=self.sender.from_email, to=message.to_email, reply_to=self.sender.reply_to,
                           text=message.text, html=message.html, headers=_headers(message)) if smtp else None
@@ -375,6 +384,39 @@ class _Sender:
             smtp.sendmail(self.sender.from_email, [message.to_email], data)  # raises like Django's backend
         else:
             self.conn.send_messages([_email_for(message, self.sender, self.conn)])
+        reply = getattr(smtp, "leadflow_data_reply", None)
+        return relay_message_id(reply[1]) if reply and reply[0] == 250 else ""
+
+
+def _keep_data_reply(smtp: Any) -> None:
+    """smtplib's sendmail() drops the server's reply to DATA, where Amazon SES puts the id its
+    bounce, complaint and delivery notifications name ("250 Ok <id>"): keep the last reply on
+    the connection (leadflow_data_reply), for any smtplib.SMTP class the backend uses."""
+    if not isinstance(smtp, smtplib.SMTP) or getattr(smtp, "leadflow_keeps_reply", False):
+        return
+    send_data = smtp.data
+
+    def data(msg: Any) -> tuple[int, bytes]:
+        reply = send_data(msg)
+        smtp.leadflow_data_reply = reply  # type: ignore[attr-defined]
+        return reply
+
+    setattr(smtp, "data", data)  # noqa: B010  an instance attribute: this connection only
+    smtp.leadflow_keeps_reply = True  # type: ignore[attr-defined]
+
+
+# SES: "Ok 0100018c5d1e2f3a-...-000000" (https://docs.aws.amazon.com/ses/latest/dg/smtp-response-codes.html);
+# Postfix and most relays: "2.0.0 Ok: queued as 4Bx1Yz3nQ2".
+_SES_REPLY = re.compile(r"(?:2\.\d{1,3}\.\d{1,3}\s+)?ok\s+(?:id=)?<?([^\s<>:]+)>?", re.IGNORECASE)
+_QUEUED_AS = re.compile(r"queued as\s+<?([^\s<>]+?)>?\s*$", re.IGNORECASE)
+
+
+def relay_message_id(reply: bytes | str) -> str:
+    """The message id in a server's reply to DATA (text after the 250), or "" if it names none."""
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
+    text = text.strip()
+    match = _SES_REPLY.fullmatch(text) or _QUEUED_AS.search(text)
+    return match.group(1)[:255] if match else ""
 
 
 def _record(message: Message, token: Any, **updates: Any) -> bool:
@@ -485,7 +527,7 @@ def _token_param(token: uuid.UUID | None) -> Any:
 # Raw SQL on the two hot writes; table and column names come from the model, values are parameters.
 _STORE_SQL = "UPDATE {table} SET {assignments} WHERE id = %s AND claim_token = %s"
 _SENT_SQL = ("UPDATE {table} SET status = %s, reason = '', last_error = '', attempts = %s, sent_at = %s, "
-             "updated_at = %s, next_attempt_at = NULL, claim_token = NULL "
+             "updated_at = %s, relay_message_id = %s, next_attempt_at = NULL, claim_token = NULL "
              "WHERE id = %s AND claim_token = %s AND status = %s")
 
 
@@ -503,13 +545,13 @@ def _store_rendered(messages: list[Message]) -> None:
         cursor.executemany(_STORE_SQL.format(table=Message._meta.db_table, assignments=assignments), rows)
 
 
-def _mark_sent(message: Message, attempts: int) -> bool:
+def _mark_sent(message: Message, attempts: int, relay_id: str = "") -> bool:
     """The hot path's write: small, raw, one statement (its own commit: see _async_commit)."""
     now = timezone.now()
     with db_connection.cursor() as cursor:
         cursor.execute(
             _SENT_SQL.format(table=Message._meta.db_table),
-            [MessageStatus.SENT.value, attempts, now, now, message.pk, _token_param(message.claim_token),
+            [MessageStatus.SENT.value, attempts, now, now, relay_id, message.pk, _token_param(message.claim_token),
              MessageStatus.SENDING.value],
         )
         done = cursor.rowcount == 1
@@ -533,7 +575,8 @@ class _SentMarks:
 
     _SQL = (
         "UPDATE {table} SET status = 'sent', reason = '', last_error = '', attempts = $1::integer, "
-        "sent_at = $2::timestamptz, updated_at = $2::timestamptz, next_attempt_at = NULL, claim_token = NULL "
+        "sent_at = $2::timestamptz, updated_at = $2::timestamptz, relay_message_id = $5::text, "
+        "next_attempt_at = NULL, claim_token = NULL "
         "WHERE id = $3::bigint AND claim_token = $4::uuid AND status = 'sending'"
     )
 
@@ -543,15 +586,15 @@ class _SentMarks:
                           and not db_connection.in_atomic_block)
         self.sql = self._SQL.format(table=Message._meta.db_table).encode()
 
-    def mark(self, message: Message, attempts: int) -> None:
+    def mark(self, message: Message, attempts: int, relay_id: str = "") -> None:
         self.drain()
         if not self.pipelined:
-            _mark_sent(message, attempts)
+            _mark_sent(message, attempts, relay_id)
             return
         db_connection.ensure_connection()
         pgconn = db_connection.connection.pgconn
         params = [str(attempts).encode(), timezone.now().isoformat().encode(), str(message.pk).encode(),
-                  str(message.claim_token).encode()]
+                  str(message.claim_token).encode(), relay_id.encode()]
         pgconn.send_query_params(self.sql, params)
         while pgconn.flush():  # 1 while data remains: the statement must leave before the next send
             pass
@@ -578,7 +621,7 @@ def _send_one(sender: SenderProfile, smtp: _Sender, message: Message, result: Ba
               marks: _SentMarks) -> None:
     attempts = message.attempts + 1
     try:
-        smtp.send(message)
+        relay_id = smtp.send(message)
     except Exception as exc:  # noqa: BLE001  classified below: every failure is recorded with its reason
         try:
             status, reason, error = _classify(exc)
@@ -589,7 +632,7 @@ def _send_one(sender: SenderProfile, smtp: _Sender, message: Message, result: Ba
         _record_failure(message, message.claim_token, status=status, reason=reason, error=error, attempts=attempts)
         result.add(MessageStatus.DEFERRED if status == MessageStatus.DEFERRED else status)
         return
-    marks.mark(message, attempts)
+    marks.mark(message, attempts, relay_id)
     result.add(MessageStatus.SENT)
     result.sent.append((message.pk, message.correlation_id))
 

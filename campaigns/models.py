@@ -211,12 +211,18 @@ class Message(models.Model):
     html = models.TextField(blank=True)
     text = models.TextField(blank=True)
     links = models.JSONField(default=list, blank=True, help_text="The URLs in the message; clicks may go only here")
-    provider_message_id = models.CharField(max_length=255, blank=True)
+    provider_message_id = models.CharField(max_length=255, blank=True, help_text="Our Message-ID header")
+    # The id the SMTP server gave the message in its reply to DATA (Amazon SES: "250 Ok <id>", the
+    # id its notifications carry as mail.messageId): how a provider's report finds the message.
+    relay_message_id = models.CharField(max_length=255, blank=True, default="", db_default="",
+                                        help_text="The id the SMTP server answered the send with")
 
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     opened_at = models.DateTimeField(null=True, blank=True)
     clicked_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True,
+                                        help_text="When the provider reported it handed to the recipient's server")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -238,6 +244,13 @@ class Message(models.Model):
             models.Index(fields=["status", "-updated_at"], name="message_status_idx"),
             models.Index(fields=["sender", "sent_at"], name="message_sender_sent_idx",
                          condition=models.Q(status="sent")),
+            # Bounce, complaint and delivery reports (POST /api/v1/bounces) find their message by the
+            # provider's id, our Message-ID header, else the address it went to.
+            models.Index(fields=["relay_message_id"], name="message_relay_id_idx",
+                         condition=~models.Q(relay_message_id="")),
+            models.Index(fields=["provider_message_id"], name="message_header_id_idx",
+                         condition=~models.Q(provider_message_id="")),
+            models.Index(fields=["to_email"], name="message_to_email_idx", condition=~models.Q(to_email="")),
         ]
 
     def __str__(self) -> str:

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from campaigns.delivery import TEST_SOURCE, delivery_kick, message_render
@@ -119,20 +118,43 @@ def message_preview(*, template: Any, contact: Contact, sender: SenderProfile | 
 RETRYABLE = (MessageStatus.FAILED, MessageStatus.DEFERRED, MessageStatus.BOUNCED)
 
 
-def messages_retry(*, message_ids: Iterable[int], actor: Any) -> int:
+@dataclass
+class RetryResult:
+    queued: int = 0
+    # (message id, address, suppression reason label): not queued, the address is suppressed
+    refused: list[tuple[int, str, str]] = field(default_factory=list)
+
+
+def messages_retry(*, message_ids: Iterable[int], actor: Any) -> RetryResult:
     """Queue failed, deferred or bounced messages again now (after a fix). Suppressed and sent
-    messages stay as they are. Re-renders: the fix may have been in the template."""
+    messages stay as they are, and so does a message whose address (the one it goes to: a test
+    copy's tester, else the contact's) is on the suppression list: a retry must not mail a
+    hard-bounced or complaining address again. Re-renders: the fix may have been in the template."""
     ids = list(message_ids)
+    result = RetryResult()
     with transaction.atomic():
-        retry = Message.objects.filter(pk__in=ids, status__in=RETRYABLE)
+        candidates = {m.pk: m for m in Message.objects.filter(pk__in=ids, status__in=RETRYABLE)
+                      .select_related("contact").only("id", "kind", "to_email", "redirect_to", "contact__email")}
+        addresses = {pk: m.redirect_to or m.to_email or m.contact.email for pk, m in candidates.items()}
+        hashes = {pk: email_hash(address) for pk, address in addresses.items()}
+        listed = dict(Suppression.objects.filter(email_hash__in=set(hashes.values()))
+                      .values_list("email_hash", "reason"))
+        for pk in sorted(addresses):
+            reason = listed.get(hashes[pk])
+            # As at send time: an unsubscribe stops marketing only (a receipt still goes).
+            if reason is not None and (reason != SuppressionReason.UNSUBSCRIBED
+                                       or candidates[pk].kind == MessageKind.MARKETING):
+                result.refused.append((pk, addresses[pk], SuppressionReason(reason).label))
+        refused = {pk for pk, _, _ in result.refused}
+        retry = Message.objects.filter(pk__in=[pk for pk in addresses if pk not in refused], status__in=RETRYABLE)
         senders = set(retry.values_list("sender_id", flat=True))
-        count = retry.update(status=MessageStatus.QUEUED, next_attempt_at=None, reason="", html="", text="",
-                             subject="", links=[], updated_at=timezone.now())
+        result.queued = retry.update(status=MessageStatus.QUEUED, next_attempt_at=None, reason="", html="",
+                                     text="", subject="", links=[], updated_at=timezone.now())
         audit_record(actor=actor, action="messages.retried", target=("campaigns.message", None),
-                     data={"count": count, "ids": ids[:100]})
+                     data={"count": result.queued, "ids": ids[:100], "refused_suppressed": sorted(refused)[:100]})
         for sender_id in senders:
             delivery_kick(sender_id)
-    return count
+    return result
 
 
 # --- Suppression --------------------------------------------------------------------------------
@@ -228,7 +250,9 @@ class BounceReport:
     email: str
     kind: str  # hard | soft | complaint
     detail: str = ""
-    provider_message_id: str = ""
+    provider_message_id: str = ""  # our Message-ID header, as the report quotes it
+    relay_message_id: str = ""  # the id the provider answered the send with (SES: mail.messageId)
+    leadflow_id: int | None = None  # our X-Leadflow-Message header
 
 
 @dataclass
@@ -240,13 +264,20 @@ class BounceResult:
 
 def bounces_record(*, reports: Sequence[BounceReport], source: str) -> BounceResult:
     """Hard bounces and complaints suppress the address and mark the message; soft bounces are
-    events only (the provider retries). Each becomes an event on the contact when we know them."""
+    events only (the provider retries). Each becomes an event on the contact when we know them.
+
+    A report about a test copy (an admin's "send test", a staging redirect) is about the address
+    that copy went to, never about the contact it was rendered for: that address is suppressed
+    (it bounced or complained), the message is marked, and the contact is left alone."""
     result = BounceResult()
     with transaction.atomic():
         for report in reports:
             email = suppression_key(report.email)  # what we sent to and suppress: the canonical form
-            message = _message_for(report, email)
-            contact_id = message.contact_id if message else \
+            message = message_for_report(email=email, relay_message_id=report.relay_message_id,
+                                         provider_message_id=report.provider_message_id,
+                                         leadflow_id=report.leadflow_id)
+            test_copy = message is not None and message.is_test
+            contact_id = None if test_copy else message.contact_id if message else \
                 Contact.objects.filter(email=email).values_list("id", flat=True).first()
             if report.kind in ("hard", "complaint"):
                 reason = SuppressionReason.HARD_BOUNCE if report.kind == "hard" else SuppressionReason.COMPLAINT
@@ -259,11 +290,15 @@ def bounces_record(*, reports: Sequence[BounceReport], source: str) -> BounceRes
                     Contact.objects.filter(pk=contact_id).update(consent_status=ConsentStatus.WITHDRAWN,
                                                                  consent_source=f"complaint via {source}"[:200],
                                                                  consent_at=timezone.now())
+            if test_copy:
+                result.recorded += 1  # recorded on the message and the suppression list, not on a contact
+                continue
             if contact_id is None:
                 result.unknown += 1
                 continue
             event_type = "email_complained" if report.kind == "complaint" else "email_bounced"
-            key = f"{report.kind}:{message.pk if message else email_hash(email)[:16]}:{report.provider_message_id[:80]}"
+            report_id = (report.relay_message_id or report.provider_message_id)[:80]
+            key = f"{report.kind}:{message.pk if message else email_hash(email)[:16]}:{report_id}"
             _tracking_event(contact_id, event_type,
                             {"kind": report.kind, "detail": report.detail[:500],
                              "message_id": message.pk if message else None}, key=key)
@@ -271,13 +306,66 @@ def bounces_record(*, reports: Sequence[BounceReport], source: str) -> BounceRes
     return result
 
 
-def _message_for(report: BounceReport, email: str) -> Message | None:
-    query = Message.objects.filter(to_email=email)
-    if report.provider_message_id:
-        pid = report.provider_message_id.strip()
+def message_for_report(*, email: str, relay_message_id: str = "", provider_message_id: str = "",
+                       leadflow_id: int | None = None) -> Message | None:
+    """The message a provider's report (a bounce, complaint or delivery; later a DSN) is about,
+    `email` being the canonical address it names. Tried in order: the id the provider answered the
+    send with (SES's mail.messageId), our Message-ID header, our X-Leadflow-Message header (an id
+    match must also be to that address, so a report quoting another message's id cannot mark it),
+    then the latest message sent to the address."""
+    relay = relay_message_id.strip().strip("<>")
+    if relay:
+        found = _to_address(Message.objects.filter(relay_message_id=relay), email)
+        if found is not None:
+            return found
+    pid = provider_message_id.strip()
+    if pid:
         bracketed = pid if pid.startswith("<") else f"<{pid}>"
-        query = Message.objects.filter(Q(provider_message_id=pid) | Q(provider_message_id=bracketed))
-    return query.order_by("-id").first()
+        found = _to_address(Message.objects.filter(provider_message_id__in={pid, bracketed}), email)
+        if found is not None:
+            return found
+    if leadflow_id is not None:
+        found = _to_address(Message.objects.filter(pk=leadflow_id), email)
+        if found is not None:
+            return found
+    return Message.objects.filter(to_email=email).order_by("-id").first()
+
+
+def _to_address(query: Any, email: str) -> Message | None:
+    message: Message | None = query.order_by("-id").first()
+    if message is None or (message.to_email and message.to_email != email):
+        return None
+    return message
+
+
+@dataclass
+class DeliveryReport:
+    email: str
+    relay_message_id: str = ""
+    provider_message_id: str = ""
+    leadflow_id: int | None = None
+
+
+@dataclass
+class DeliveryResult:
+    delivered: int = 0
+    unknown: int = 0
+
+
+def deliveries_record(*, reports: Sequence[DeliveryReport]) -> DeliveryResult:
+    """The provider handed these messages to the recipient's server (SES Delivery): set
+    `delivered_at` once. Nothing else changes (a message is `sent` either way)."""
+    result = DeliveryResult()
+    now = timezone.now()
+    for report in reports:
+        message = message_for_report(email=suppression_key(report.email), relay_message_id=report.relay_message_id,
+                                     provider_message_id=report.provider_message_id, leadflow_id=report.leadflow_id)
+        if message is None:
+            result.unknown += 1
+            continue
+        Message.objects.filter(pk=message.pk, delivered_at__isnull=True).update(delivered_at=now, updated_at=now)
+        result.delivered += 1
+    return result
 
 
 def messages_stats(*, since: dt.datetime) -> dict[int, dict[str, int]]:

@@ -134,3 +134,15 @@ def env_names(name: str, default: list[str]) -> list[str]:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", item):
             raise ImproperlyConfigured(f"{name}: {item!r} is not an environment variable name")
     return names
+
+
+def env_sns_topics(name: str, default: list[str]) -> list[str]:
+    """Comma-separated Amazon SNS topic ARNs (arn:aws:sns:us-east-1:123456789012:ses-bounces)."""
+    import re
+
+    topics = env_list(name, default)
+    for item in topics:
+        if not re.fullmatch(r"arn:aws(-[a-z]+)*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_.-]{1,256}", item):
+            raise ImproperlyConfigured(f"{name}: {item!r} is not an SNS topic ARN "
+                                       "(like arn:aws:sns:us-east-1:123456789012:ses-bounces)")
+    return topics

@@ -17,6 +17,7 @@ from config.env import (
     env_list,
     env_names,
     env_networks,
+    env_sns_topics,
     env_str,
     env_url,
     read_env_file,
@@ -305,6 +306,11 @@ CRM_TOKEN_ENV_ALLOWED = env_names("CRM_TOKEN_ENV_ALLOWED", [])
 # Webhooks, CRM calls, the alert webhook and sender profiles' SMTP servers connect only to public
 # addresses; these CIDRs are allowed besides (an on-premise CRM, a local SMTP relay).
 OUTBOUND_ALLOWED_NETWORKS = env_networks("OUTBOUND_ALLOWED_NETWORKS", [])
+
+# --- Bounce notifications (campaigns/sns.py) ----------------------------------------------
+# Amazon SNS topics whose signed messages POST /api/v1/bounces accepts (the SES bounce, complaint
+# and delivery topics); empty: no SNS message is accepted. Subscriptions are confirmed automatically.
+SNS_TOPIC_ARNS = env_sns_topics("SNS_TOPIC_ARNS", [])
 
 # --- Workflows ----------------------------------------------------------------------------
 # Where staging versions' emails go when the sender profile names no staging recipient; empty:

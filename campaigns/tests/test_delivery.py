@@ -229,7 +229,7 @@ def test_retry_after_a_fix_sends_the_failed_message(sender, sink, django_user_mo
     delivery_run_batch(sender=sender)
     broken.html = "<p>Fixed</p>"
     broken.save(update_fields=["html"])
-    assert messages_retry(message_ids=Message.objects.values_list("id", flat=True), actor=None) == 1
+    assert messages_retry(message_ids=Message.objects.values_list("id", flat=True), actor=None).queued == 1
     delivery_run_batch(sender=sender)
     assert Message.objects.get().status == MessageStatus.SENT
     assert "Fixed" in sink.received[0].data.decode()

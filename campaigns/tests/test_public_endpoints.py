@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
 import pytest
 from django.core import signing
@@ -17,6 +18,7 @@ from campaigns.services import QueueItem, messages_queue
 from campaigns.tests.conftest import make_contact
 from contacts.apikeys import api_key_create
 from contacts.models import ConsentStatus, Contact, Event
+from core.testing.sns import fake_sns_for
 
 pytestmark = pytest.mark.django_db
 
@@ -130,9 +132,13 @@ def post_bounces(client: Client, body: object, key: str | None, *, basic: bool =
     return client.post("/api/v1/bounces", data=json.dumps(body), content_type=content_type, headers=headers)
 
 
-def test_the_bounce_webhook_needs_a_key(client: Client):
-    assert post_bounces(client, {"bounces": []}, None).status_code == 401
-    assert post_bounces(client, {"bounces": []}, "lf_bogus.key").status_code == 401
+def test_the_bounce_webhook_needs_a_key_and_asks_for_basic(client: Client):
+    # Basic: SNS sends the credentials of its subscription URL only after such a challenge
+    # (the whole exchange: test_bounces_sns.py).
+    for key in (None, "lf_bogus.key"):
+        response = post_bounces(client, {"bounces": []}, key)
+        assert response.status_code == 401
+        assert response["WWW-Authenticate"] == 'Basic realm="leadflow", charset="UTF-8"'
 
 
 def test_a_hard_bounce_suppresses_the_address_and_marks_the_message(client: Client, sent: Message):
@@ -161,7 +167,8 @@ def test_a_malformed_bounce_body_is_a_400_that_names_the_problem(client: Client)
     assert "bounces" in response.json()["error"]["message"]
 
 
-def test_ses_complaints_via_sns_with_basic_auth_suppress_and_withdraw_consent(client: Client, sent: Message):
+def test_ses_complaints_via_sns_with_basic_auth_suppress_and_withdraw_consent(client: Client, sent: Message,
+                                                                            settings: Any):
     key = api_key_create(name="ses", scopes=["bounces:write"])[1]
     notification = {
         "notificationType": "Complaint",
@@ -170,8 +177,8 @@ def test_ses_complaints_via_sns_with_basic_auth_suppress_and_withdraw_consent(cl
         "mail": {"messageId": "0100018c-ses-id",
                  "headers": [{"name": "Message-ID", "value": sent.provider_message_id}]},
     }
-    envelope = {"Type": "Notification", "MessageId": "sns-1", "Message": json.dumps(notification)}
-    response = post_bounces(client, envelope, key, basic=True, content_type="text/plain")
+    with fake_sns_for(settings) as sns:
+        response = post_bounces(client, sns.notification(notification), key, basic=True, content_type="text/plain")
     assert response.status_code == 202, response.content
     assert Suppression.objects.get().reason == SuppressionReason.COMPLAINT
     assert Contact.objects.get().consent_status == ConsentStatus.WITHDRAWN

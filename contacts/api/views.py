@@ -36,9 +36,12 @@ class ApiError(Exception):
         return response
 
 
-def api_view(*, methods: tuple[str, ...], scope: ApiScope) -> Callable[[ApiView], ApiView]:
+def api_view(*, methods: tuple[str, ...], scope: ApiScope,
+             challenge: str = "Bearer") -> Callable[[ApiView], ApiView]:
     """CSRF-exempt (no cookies are used), method-checked, key-authenticated, scope-checked (the key
-    must hold `scope`: required, so no endpoint is open to every key by omission) and rate-limited."""
+    must hold `scope`: required, so no endpoint is open to every key by omission) and rate-limited.
+    `challenge`: the scheme a 401 asks for; "Basic" for webhook senders that send the credentials
+    of their URL only after a Basic challenge (Amazon SNS)."""
 
     def decorator(view: ApiView) -> ApiView:
         @csrf_exempt
@@ -48,7 +51,7 @@ def api_view(*, methods: tuple[str, ...], scope: ApiScope) -> Callable[[ApiView]
                 if request.method not in methods:
                     raise ApiError(405, "method_not_allowed", f"use {' or '.join(methods)}",
                                    {"Allow": ", ".join(methods)})
-                api_key = _authenticate(request)
+                api_key = _authenticate(request, challenge)
                 _check_scope(api_key, scope)
                 _check_rate(api_key)
                 response = view(request, api_key, *args, **kwargs)
@@ -62,9 +65,11 @@ def api_view(*, methods: tuple[str, ...], scope: ApiScope) -> Callable[[ApiView]
     return decorator
 
 
-def _authenticate(request: HttpRequest) -> ApiKey:
+def _authenticate(request: HttpRequest, scheme_asked: str = "Bearer") -> ApiKey:
     scheme, _, raw = request.headers.get("Authorization", "").partition(" ")
-    challenge = {"WWW-Authenticate": 'Bearer realm="leadflow"'}
+    # RFC 7617 for Basic (SNS answers it with the user:password of the subscription URL).
+    challenge = {"WWW-Authenticate": 'Basic realm="leadflow", charset="UTF-8"' if scheme_asked == "Basic"
+                 else 'Bearer realm="leadflow"'}
     if scheme.lower() == "basic":
         # Webhook senders that cannot set headers (Amazon SNS) put credentials in the URL:
         # https://leadflow:<key>@host/api/v1/bounces. The key is the password.
@@ -74,7 +79,8 @@ def _authenticate(request: HttpRequest) -> ApiKey:
             raise ApiError(401, "unauthorized", "the Basic credentials are not valid base64", challenge) from None
         scheme = "bearer"
     if scheme.lower() != "bearer" or not raw.strip():
-        raise ApiError(401, "unauthorized", "send an API key: Authorization: Bearer <key>", challenge)
+        also = ", or HTTP Basic with the key as the password" if scheme_asked == "Basic" else ""
+        raise ApiError(401, "unauthorized", f"send an API key: Authorization: Bearer <key>{also}", challenge)
     api_key = api_key_authenticate(raw.strip())
     if api_key is None:
         raise ApiError(401, "unauthorized", "the API key is not valid or was revoked", challenge)

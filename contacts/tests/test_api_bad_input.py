@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from contacts.apikeys import api_key_create
 from contacts.ingest import MAX_PROPERTIES_DEPTH
 from contacts.models import Contact, Event
 from core.queues import get_connection
+from core.testing.sns import TOPIC, FakeSns, fake_sns_for
 
 pytestmark = pytest.mark.django_db
 CRM_SECRET = "crm-signing-secret"
@@ -140,9 +142,24 @@ def test_contact_items_with_surrogates_bad_times_or_deep_attributes_fail_alone(r
 # --- Bounces --------------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def fake_sns(settings: Any) -> Iterator[FakeSns]:
+    with fake_sns_for(settings) as fake:
+        yield fake
+
+
 def sns(message: Any, **envelope: Any) -> dict[str, Any]:
+    """A Notification to be signed by the fake SNS (signed_if_whole) before it is posted."""
     return {"Type": "Notification", "MessageId": "sns-1",
             "Message": message if isinstance(message, str) else json.dumps(message), **envelope}
+
+
+def signed_if_whole(fake: FakeSns, body: Any) -> Any:
+    """A Notification with a string Message gets SNS's signature (a genuine SNS message whose SES
+    content is malformed); broken envelopes are posted as they are."""
+    if isinstance(body, dict) and body.get("Type") == "Notification" and isinstance(body.get("Message"), str):
+        return fake.notification(body["Message"])
+    return body
 
 
 @pytest.mark.parametrize(("body", "problem"), [
@@ -164,15 +181,17 @@ def sns(message: Any, **envelope: Any) -> dict[str, Any]:
     (sns({"notificationType": "Complaint", "complaint": None}), "complaint"),
     (sns({"notificationType": "Complaint", "complaint": {"complainedRecipients": {"a": 1}}}),
      "complainedRecipients"),
-    ({"Type": "SubscriptionConfirmation", "SubscribeURL": 12}, "SubscribeURL"),
+    ({"Type": "SubscriptionConfirmation", "Message": "m", "MessageId": "1", "SubscribeURL": 12, "Timestamp": "t",
+      "Token": "t", "TopicArn": TOPIC}, "SubscribeURL"),
 ])
-def test_malformed_sns_envelopes_are_400_naming_the_problem(raw_key: str, body: Any, problem: str) -> None:
-    response = post(raw_key, "bounces", body, content_type="text/plain")
+def test_malformed_sns_envelopes_are_400_naming_the_problem(raw_key: str, fake_sns: FakeSns, body: Any,
+                                                            problem: str) -> None:
+    response = post(raw_key, "bounces", signed_if_whole(fake_sns, body), content_type="text/plain")
     assert response.status_code == 400, response.content
     assert problem in response.json()["error"]["message"]
 
 
-def test_one_bad_ses_recipient_is_an_item_error_and_the_others_are_recorded(raw_key: str) -> None:
+def test_one_bad_ses_recipient_is_an_item_error_and_the_others_are_recorded(raw_key: str, fake_sns: FakeSns) -> None:
     Contact.objects.create(email="ann@example.com")
     Contact.objects.create(email="bob@example.com")
     notification = {"notificationType": "Bounce", "mail": {"messageId": "ses-1"},
@@ -180,7 +199,7 @@ def test_one_bad_ses_recipient_is_an_item_error_and_the_others_are_recorded(raw_
                         {"emailAddress": "ann@example.com"}, {"emailAddress": "x\ud800@example.com"},
                         "not an object", {"emailAddress": "a" * 300 + "@example.com"},
                         {"emailAddress": "bob@example.com", "diagnosticCode": ["550"]}]}}
-    response = post(raw_key, "bounces", sns(notification), content_type="text/plain")
+    response = post(raw_key, "bounces", fake_sns.notification(notification), content_type="text/plain")
     assert response.status_code == 202, response.content
     body = response.json()
     assert body["recorded"] == 1

@@ -2,6 +2,11 @@
 
 It can refuse chosen recipients permanently (550) or temporarily (451), refuse every connection
 for a while (to play an outage), and slow each message down (to kill a worker mid-batch).
+
+It accepts a message the way Amazon SES's SMTP interface does, "250 Ok <message id>" (SES's
+"SMTP response codes" table: https://docs.aws.amazon.com/ses/latest/dg/smtp-response-codes.html),
+with an id shaped like SES's (16 hex digits, a UUID, "-000000"); SES's notifications later name
+the message by that id (mail.messageId). `received[i].relay_id` is the id it answered with.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import email
 import logging
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from email.message import Message as MimeMessage
 from email.policy import default as default_policy
@@ -29,6 +35,7 @@ class Received:
     rcpt_tos: list[str]
     data: bytes
     at: float
+    relay_id: str = ""  # the id the sink answered DATA with
 
     @property
     def message(self) -> MimeMessage:
@@ -69,9 +76,11 @@ class _Handler:
 
             await asyncio.sleep(self.state.delay)
         content = envelope.original_content or b""
+        relay_id = f"{time.time_ns() // 1_000_000:016x}-{uuid.uuid4()}-000000"
         with self.state.lock:
-            self.state.received.append(Received(str(envelope.mail_from), list(envelope.rcpt_tos), content, time.time()))
-        return "250 Message accepted for delivery"
+            self.state.received.append(Received(str(envelope.mail_from), list(envelope.rcpt_tos), content, time.time(),
+                                                relay_id))
+        return f"250 Ok {relay_id}"
 
 
 class SmtpSink:
