@@ -23,6 +23,7 @@ from automation.models import Enrollment, StepRun, VersionState, WebhookDelivery
 from core.admin_utils import ReadOnlyAdmin
 
 SIMULATE_MAX_CONTACTS = 50  # the versions screen's random field offers up to 50
+CONFIRMED = ("promote", "rollback", "pause")  # actions that show what changes and ask first
 
 
 class ImportForm(forms.Form):
@@ -145,15 +146,23 @@ class WorkflowAdmin(admin.ModelAdmin):
                 simulations = selectors.simulate(version=sim_version, contacts=contacts)
             else:
                 for field, problems in sim_form.errors.items():
-                    self.message_user(request, f"Simulation not run: {field}: {'; '.join(str(p) for p in problems)}", messages.ERROR)
+                    self.message_user(request, f"Simulation not run: {field}: {'; '.join(str(p) for p in problems)}",
+                                      messages.ERROR)
         rollback_to = services.rollback_target(workflow=workflow)
         user = request.user
+        # What the screen compares: what promoting staging would change; with no staging, the last
+        # promotion (production against the version it replaced).
+        before, after = (production, staging) if staging or not production else (production.replaced, production)
+        newest = versions[0] if versions else None
         return TemplateResponse(request, "admin/automation/workflow/versions.html", {
             **self.admin_site.each_context(request), "opts": self.model._meta, "original": workflow,
             "title": f"Versions of {workflow.name}", "workflow": workflow, "versions": versions,
-            "staging": staging, "production": production,
-            "diff": selectors.step_diff(production, staging),
-            "workflow_diff": selectors.workflow_level_diff(production, staging),
+            "staging": staging, "production": production, "compare_old": before, "compare_new": after,
+            "diff": selectors.step_diff(before, after),
+            "template_diff": selectors.template_diff(before, after),
+            "workflow_diff": selectors.workflow_level_diff(before, after),
+            "newer_templates": services.templates_newer_than_pinned(version=newest), "newest": newest,
+            "rollback_templates": selectors.template_diff(production, rollback_to) if rollback_to else [],
             "staging_svg": mark_safe(selectors.graph_svg(staging)),  # noqa: S308  built with escape()
             "production_svg": mark_safe(selectors.graph_svg(production)),  # noqa: S308
             "issues": {v.number: services.version_issues(version=v) for v in (staging, production) if v},
@@ -173,6 +182,8 @@ class WorkflowAdmin(admin.ModelAdmin):
         if request.method != "POST" or not self.has_change_permission(request, workflow):
             raise PermissionDenied
         action, migrate = request.POST.get("action", ""), request.POST.get("migrate") == "1"
+        if action in CONFIRMED and request.POST.get("confirm") != "1":
+            return self._confirm_view(request, workflow, action, migrate)
         try:
             if action == "stage":
                 version = get_object_or_404(WorkflowVersion, pk=_version_pk(request.POST), workflow=workflow)
@@ -183,6 +194,11 @@ class WorkflowAdmin(admin.ModelAdmin):
                 services.workflow_rollback(workflow=workflow, actor=request.user, migrate=migrate)
             elif action in ("pause", "resume"):
                 services.workflow_set_paused(workflow=workflow, paused=action == "pause", actor=request.user)
+            elif action == "draft_latest":
+                version = services.version_draft_with_latest_templates(workflow=workflow, actor=request.user)
+                self.message_user(request, f"Draft v{version.number} pins the templates' current content; "
+                                  "stage it to test, then an approver promotes it.", messages.SUCCESS)
+                return back
             else:
                 raise ValidationError(f"unknown action {action!r}")
         except PermissionDenied as exc:
@@ -193,6 +209,29 @@ class WorkflowAdmin(admin.ModelAdmin):
             return back
         self.message_user(request, f"{action.title()}: done.", messages.SUCCESS)
         return back
+
+    def _confirm_view(self, request: HttpRequest, workflow: Workflow, action: str, migrate: bool) -> HttpResponse:
+        """Promote, rollback and pause ask first: what changes (steps and the content sent) and
+        how many contacts are in flight. Nothing happens until the confirming POST."""
+        production = workflow.versions.filter(state=VersionState.PRODUCTION).first()
+        target = None
+        if action == "promote":
+            target = workflow.versions.filter(state=VersionState.STAGING).first()
+        elif action == "rollback":
+            target = services.rollback_target(workflow=workflow)
+        if action in ("promote", "rollback") and target is None:
+            self.message_user(request, f"Nothing to {action}.", messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:automation_workflow_versions", args=[workflow.pk]))
+        return TemplateResponse(request, "admin/automation/workflow/confirm.html", {
+            **self.admin_site.each_context(request), "opts": self.model._meta, "original": workflow,
+            "title": f"Confirm: {action} {workflow.name}", "workflow": workflow, "action": action,
+            "migrate": migrate, "production": production, "target": target,
+            "diff": selectors.step_diff(production, target) if target else [],
+            "template_diff": selectors.template_diff(production, target) if target else [],
+            "in_flight": selectors.in_flight(workflow=workflow),
+            "preview": services.migration_preview(source=production, target=target) if target else None,
+            "blocked": services.can_promote(actor=request.user, version=target) if target else "",
+        })
 
     def export_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         workflow = get_object_or_404(Workflow, pk=pk)

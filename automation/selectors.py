@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,10 +30,22 @@ class StepChange:
     fields: list[str] = field(default_factory=list)
 
 
+def _pins(version: WorkflowVersion | None) -> dict[str, Any]:
+    from automation.models import TemplatePin
+
+    if version is None:
+        return {}
+    return {p.template.key: p.revision for p in TemplatePin.objects.filter(version=version)
+            .select_related("template", "revision__created_by")}
+
+
 def step_diff(old: WorkflowVersion | None, new: WorkflowVersion | None) -> list[StepChange]:
-    """Steps of both versions matched by id, in the new version's order, removed ones after."""
+    """Steps of both versions matched by id, in the new version's order, removed ones after. A
+    send_email step whose template content (the pinned revision) differs is changed, field
+    "content", even when its fields are the same."""
     old_steps = {str(s["id"]): s for s in (old.steps if old else [])}
     new_steps = {str(s["id"]): s for s in (new.steps if new else [])}
+    old_pins, new_pins = _pins(old), _pins(new)
     changes = []
     for sid, step in new_steps.items():
         before = old_steps.get(sid)
@@ -40,9 +53,69 @@ def step_diff(old: WorkflowVersion | None, new: WorkflowVersion | None) -> list[
             changes.append(StepChange(sid, "added", None, step))
             continue
         fields = sorted(k for k in set(before) | set(step) if before.get(k) != step.get(k))
+        if step.get("type") == "send_email" and "template" not in fields:
+            was, now = old_pins.get(str(before.get("template"))), new_pins.get(str(step.get("template")))
+            if (was.pk if was else None) != (now.pk if now else None):
+                fields.append("content")
         changes.append(StepChange(sid, "changed" if fields else "same", before, step, fields))
     changes += [StepChange(sid, "removed", step, None) for sid, step in old_steps.items() if sid not in new_steps]
     return changes
+
+
+@dataclass
+class TemplateChange:
+    """One template of two versions: the revisions each pins and, when they differ, what differs."""
+
+    key: str
+    change: str  # added | removed | changed | same
+    old: Any  # EmailTemplateRevision | None
+    new: Any
+    fields: list[str] = field(default_factory=list)  # kind, subject, html, text
+    text_diff: str = ""  # unified diff (difflib) of subject, HTML and text
+    old_render: Any = None  # rendering.Rendered for the sample contact, or an error string
+    new_render: Any = None
+
+
+def template_diff(old: WorkflowVersion | None, new: WorkflowVersion | None) -> list[TemplateChange]:
+    """The content each version sends, template by template: the pinned revisions, a text diff of
+    their parts and both rendered for the sample contact (shown side by side)."""
+    old_pins, new_pins = _pins(old), _pins(new)
+    changes = []
+    for key in sorted(set(old_pins) | set(new_pins)):
+        a, b = old_pins.get(key), new_pins.get(key)
+        change = "added" if a is None else "removed" if b is None else "same" if a.pk == b.pk else "changed"
+        fields = [f for f in ("kind", "subject", "html", "text") if a and b and getattr(a, f) != getattr(b, f)]
+        item = TemplateChange(key, change, a, b, fields)
+        if change != "same":
+            item.text_diff = _text_diff(a, b, old, new)
+            item.old_render, item.new_render = _sample_render(a), _sample_render(b)
+        changes.append(item)
+    return changes
+
+
+def _text_diff(a: Any, b: Any, old: WorkflowVersion | None, new: WorkflowVersion | None) -> str:
+    lines: list[str] = []
+    for part in ("kind", "subject", "html", "text"):
+        before = str(getattr(a, part, "") or "").splitlines()
+        after = str(getattr(b, part, "") or "").splitlines()
+        lines += difflib.unified_diff(
+            before, after, lineterm="",
+            fromfile=f"{part} ({a} in v{old.number})" if a and old else f"{part} (none)",
+            tofile=f"{part} ({b} in v{new.number})" if b and new else f"{part} (none)")
+    return "\n".join(lines)
+
+
+def _sample_render(revision: Any) -> Any:
+    from campaigns import rendering
+
+    if revision is None:
+        return None
+    context = rendering.render_context(contact=rendering.SAMPLE_CONTACT, attributes={}, extra={})
+    try:
+        return rendering.render_parts(subject=revision.subject, html=revision.html, text=revision.text,
+                                      context=context)
+    except rendering.TemplateInvalid as exc:
+        return str(exc)
 
 
 def workflow_level_diff(old: WorkflowVersion | None, new: WorkflowVersion | None) -> list[str]:
@@ -180,6 +253,21 @@ def simulation_contacts(*, emails: Sequence[str] = (), random_count: int = 0) ->
     if random_count:
         chosen += list(contacts.exclude(pk__in=[c.pk for c in chosen]).order_by("?")[:random_count])
     return chosen
+
+
+# --- In flight ------------------------------------------------------------------------------------
+
+
+def in_flight(*, workflow: Workflow) -> dict[str, int]:
+    """Live enrollments (active or waiting) now: production (real contacts) and staging."""
+    from automation.models import LIVE_STATUSES
+
+    rows = Enrollment.objects.filter(workflow=workflow, status__in=LIVE_STATUSES).values_list("is_staging") \
+        .annotate(n=Count("id"))
+    counts = {"production": 0, "staging": 0}
+    for is_staging, n in rows:
+        counts["staging" if is_staging else "production"] += n
+    return counts
 
 
 # --- Dashboard ------------------------------------------------------------------------------------

@@ -98,6 +98,11 @@ def switch_toggle(request: HttpRequest, name: str) -> HttpResponse:
     if name not in Switch.Name.values:
         raise PermissionDenied
     paused = request.POST.get("paused") == "1"
-    if switch_set(name=name, paused=paused, actor=request.user, reason=request.POST.get("reason", "")):
+    reason = request.POST.get("reason", "").strip()
+    if not reason:  # a kill switch stops (or restarts) work for everyone: the audit says why
+        messages.error(request, f"{Switch.Name(name).label}: not {'paused' if paused else 'resumed'}; "
+                       "give a reason (it is kept in the audit log).")
+        return HttpResponseRedirect(reverse("operations"))
+    if switch_set(name=name, paused=paused, actor=request.user, reason=reason):
         messages.success(request, f"{Switch.Name(name).label}: {'paused' if paused else 'resumed'}.")
     return HttpResponseRedirect(reverse("operations"))

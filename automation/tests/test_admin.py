@@ -69,11 +69,11 @@ def test_approver_promotes_and_rolls_back(role_users) -> None:
     act = f"/admin/automation/workflow/{workflow.pk}/act/"
     for number in (1, 2):
         approver.post(act, {"action": "stage", "version": workflow.versions.get(number=number).pk})
-        approver.post(act, {"action": "promote", "migrate": "0"})
+        approver.post(act, {"action": "promote", "migrate": "0", "confirm": "1"})
     assert dict(workflow.versions.values_list("number", "state")) == {1: "archived", 2: "production"}
     html = approver.get(f"/admin/automation/workflow/{workflow.pk}/versions/").content.decode()
     assert 'value="Roll back to v1"' in html
-    approver.post(act, {"action": "rollback"})
+    approver.post(act, {"action": "rollback", "confirm": "1"})
     assert dict(workflow.versions.values_list("number", "state")) == {1: "production", 2: "archived"}
 
 
@@ -115,6 +115,7 @@ def test_browser_marketer_imports_and_simulates_approver_promotes_and_rolls_back
     workflow = Workflow.objects.get()
     page.goto(f"/admin/automation/workflow/{workflow.pk}/versions/")
     page.click("input[name=promote]")
+    page.click("input[name=confirm-promote]")  # promoting asks first, showing what changes
     page.wait_for_selector("#workflow-versions")
     page.click("input[name=stage-2]")
     page.wait_for_selector("#workflow-versions")
@@ -122,9 +123,11 @@ def test_browser_marketer_imports_and_simulates_approver_promotes_and_rolls_back
     assert page.locator("#production-column svg").count() == 1
     assert page.locator("#staging-column svg").count() == 1
     page.click("input[name=promote]")
+    page.click("input[name=confirm-promote]")
     page.wait_for_selector("#workflow-versions")
     assert "v2" in page.locator("#production-column h3").inner_text()
     page.click("input[name=rollback]")
+    page.click("input[name=confirm-rollback]")
     page.wait_for_selector("#workflow-versions")
     assert "v1" in page.locator("#production-column h3").inner_text()
     assert dict(workflow.versions.values_list("number", "state")) == {1: "production", 2: "archived"}
