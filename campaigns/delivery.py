@@ -295,13 +295,14 @@ def message_render(message: Message, sender: SenderProfile) -> None:
 
 
 def _headers(message: Message) -> dict[str, str]:
-    return {
-        "Message-ID": message.provider_message_id,
-        "X-Leadflow-Message": str(message.pk),
-        # RFC 8058 one-click unsubscribe: mailbox providers POST to the URL.
-        "List-Unsubscribe": f"<{tracking.unsubscribe_url(message.pk)}>",
-        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-    }
+    headers = {"Message-ID": message.provider_message_id, "X-Leadflow-Message": str(message.pk)}
+    if message.kind == MessageKind.MARKETING:
+        # RFC 8058 one-click unsubscribe: mailbox providers POST to the URL. Marketing only: a
+        # receipt or a password reset has no list to leave (and its recipient must still get it).
+        # ASCII only (an IDN host in Punycode): an RFC 2047-encoded value is not a URL any more.
+        headers["List-Unsubscribe"] = mime.list_unsubscribe([tracking.unsubscribe_url(message.pk)])
+        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    return headers
 
 
 def _email_for(message: Message, sender: SenderProfile, conn: Any) -> EmailMultiAlternatives:
