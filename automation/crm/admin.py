@@ -25,7 +25,8 @@ SYNC_PERM = "crm.sync_crmconnection"
 
 class CrmConnectionForm(forms.ModelForm):
     base_url = forms.URLField(max_length=500, assume_scheme="https",
-                              help_text="HubSpot: https://api.hubapi.com; webhook: the full URL")
+                              help_text="HubSpot: https://api.hubapi.com; Salesforce: your My Domain URL "
+                                        "(https://<domain>.my.salesforce.com); webhook: the full URL")
     token = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False), strip=True,
                             help_text="Stored encrypted; leave empty to keep the current one. Prefer the "
                                       "environment variable (token env).")
@@ -33,9 +34,16 @@ class CrmConnectionForm(forms.ModelForm):
                                      help_text="Shared with the CRM for inbound webhooks (and signed outbound "
                                                "webhooks); stored encrypted; leave empty to keep the current one.")
 
+    sf_object = forms.ChoiceField(choices=[("Lead", "Lead"), ("Contact", "Contact")], required=False, initial="Lead",
+                                  help_text="Salesforce: the object contacts are upserted as")
+
+    def clean_sf_object(self) -> str:
+        return self.cleaned_data.get("sf_object") or "Lead"  # only Salesforce reads it
+
     class Meta:
         model = CrmConnection
-        fields = ["name", "kind", "base_url", "api_version", "token_env", "field_mapping", "value_mapping",
+        fields = ["name", "kind", "base_url", "api_version", "client_id", "sf_object", "external_id_field",
+                  "token_env", "field_mapping", "value_mapping",
                   "score_step", "rate_limit", "batch_size", "timeout_seconds", "account_time_zone", "is_sandbox",
                   "is_active"]
         help_texts = {"token_env": "Name of the environment variable holding the API token (preferred); it must "

@@ -9,6 +9,8 @@ changes or someone retries it by hand (the Mautic lesson: never re-push rejected
 
 from __future__ import annotations
 
+import re
+
 from django.db import models
 
 from contacts.models import Contact
@@ -16,6 +18,7 @@ from contacts.models import Contact
 
 class ConnectionKind(models.TextChoices):
     HUBSPOT = "hubspot", "HubSpot"
+    SALESFORCE = "salesforce", "Salesforce"
     WEBHOOK = "webhook", "Signed webhook (generic)"
 
 
@@ -48,6 +51,16 @@ class CrmConnection(models.Model):
         max_length=64, default="UTC",
         help_text="The CRM account's time zone (HubSpot: Settings > Account defaults); its daily API limit "
                   "resets at midnight there")
+    client_id = models.CharField(
+        max_length=200, blank=True,
+        help_text="Salesforce: the connected app's consumer key (OAuth 2.0 client credentials); its secret is the "
+                  "token (token env or token)")
+    sf_object = models.CharField(max_length=20, default="Lead", choices=[("Lead", "Lead"), ("Contact", "Contact")],
+                                 help_text="Salesforce: the object contacts are upserted as")
+    external_id_field = models.CharField(
+        max_length=80, blank=True,
+        help_text="Salesforce: the external-id field the upsert matches on (it receives the email), e.g. "
+                  "Leadflow_Email__c")
     paused_until = models.DateTimeField(
         null=True, blank=True, editable=False,
         help_text="The CRM's daily API limit is spent: nothing is sent before this (its next midnight)")
@@ -108,6 +121,18 @@ class CrmConnection(models.Model):
             errors["value_mapping"] = problem
         if self.kind == ConnectionKind.HUBSPOT and (problem := version_problem(self.api_version)):
             errors["api_version"] = problem
+        if self.kind == ConnectionKind.SALESFORCE:
+            from automation.crm.connectors.salesforce import MAX_RECORDS
+            from automation.crm.connectors.salesforce import version_problem as sf_version_problem
+
+            if problem := sf_version_problem(self.api_version):
+                errors["api_version"] = problem
+            if self.batch_size > MAX_RECORDS:
+                errors["batch_size"] = f"Salesforce's sObject Collections take at most {MAX_RECORDS} records."
+            if not self.client_id:
+                errors["client_id"] = "Salesforce needs the connected app's consumer key."
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", self.external_id_field or ""):
+                errors["external_id_field"] = "Name the external-id field, e.g. Leadflow_Email__c."
         if problem := time_zone_problem(self.account_time_zone):
             errors["account_time_zone"] = problem
         if self.token_env and (problem := token_env_problem(self.token_env)):

@@ -505,13 +505,24 @@ def next_daily_reset(now: dt.datetime, time_zone: str) -> dt.datetime:
     return dt.datetime.combine(tomorrow, dt.time(0), tzinfo=zone).astimezone(dt.UTC) + DAILY_RESET_MARGIN
 
 
+ROLLING_LIMIT_PAUSE = dt.timedelta(hours=1)
+
+
+def limit_reset(conn: CrmConnection, now: dt.datetime) -> dt.datetime:
+    """When a spent daily budget comes back: HubSpot's at the account's midnight; Salesforce's is a
+    rolling 24 hours (calls age out one by one), so we look again in an hour."""
+    if conn.kind == CrmConnection.Kind.SALESFORCE:
+        return now + ROLLING_LIMIT_PAUSE
+    return next_daily_reset(now, conn.account_time_zone)
+
+
 def pause_for_the_day(*, conn: CrmConnection, env: SyncEnv | None = None, send: SendResult | None = None) -> None:
     """The CRM's daily budget is spent: nothing goes out on this connection before its reset, and an
     incident is opened (core.alerts; it resolves itself once the pause is over)."""
     from core.alerts import Firing, open_incident
 
     now = (env or SyncEnv()).now()
-    until = next_daily_reset(now, conn.account_time_zone)
+    until = limit_reset(conn, now)
     CrmConnection.objects.filter(pk=conn.pk).update(paused_until=until)
     conn.paused_until = until
     why = send.message if send and send.message else "the CRM reported no daily requests left"
