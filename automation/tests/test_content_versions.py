@@ -109,6 +109,42 @@ def test_an_admin_edit_of_a_template_used_by_production_is_a_draft_revision(send
     assert subjects(sink, "new@example.com") == [DRAFT]
 
 
+def test_no_path_changes_what_production_sends_without_a_promotion(sender, sink, role_users) -> None:
+    """The issue's acceptance test: a file import, an admin template edit and the API, one after
+    the other; a real contact arriving through the API is still sent the promoted content."""
+    from contacts.apikeys import api_key_create
+    from contacts.models import ApiScope, Event
+    from contacts.pipeline import events_process
+
+    workflow = deploy(pricing_file(OLD))
+    live = list(version(workflow, "production").pins.values_list("revision_id", flat=True))
+    # 1. a file "to staging" changing the email
+    services.workflow_import(text=pricing_file(DRAFT), actor=role_users["marketer"], to="staging")
+    # 2. an admin edit of the same template
+    template = EmailTemplate.objects.get(key="pricing-followup")
+    marketer = Client()
+    marketer.force_login(role_users["marketer"])
+    assert marketer.post(f"/admin/campaigns/emailtemplate/{template.pk}/change/", {
+        "key": template.key, "name": "", "kind": "marketing", "subject": "Admin edit", "html": template.html,
+        "text": ""}).status_code == 302
+    # 3. the API, with every scope: a contact upserted and an event posted for them
+    raw = api_key_create(name="site", scopes=ApiScope.values)[1]
+    api = Client(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert api.post("/api/v1/contacts", {"email": "real@example.com", "first_name": "Ada",
+                                         "consent_status": "granted"}, content_type="application/json").status_code \
+        in (200, 201)
+    assert api.post("/api/v1/events", {"events": [{"email": "real@example.com", "type": "pricing_viewed",
+                                                   "idempotency_key": "p1"}]},
+                    content_type="application/json").status_code in (200, 202)
+    events_process(event_ids=list(Event.objects.filter(processed_at__isnull=True).values_list("pk", flat=True)))
+    advance()
+    delivery_run_batch(sender=sender)
+    # production sends what it was promoted with, through all three
+    assert subjects(sink, "real@example.com") == ["Our pricing, Ada"]
+    assert list(version(workflow, "production").pins.values_list("revision_id", flat=True)) == live
+    assert EmailTemplateRevision.objects.filter(template=template).count() == 3  # r1 live, r2 file, r3 admin
+
+
 def test_no_api_endpoint_writes_templates() -> None:
     """The third path of the issue: the HTTP API. It has no template endpoint (events, contacts,
     bounces, CRM callbacks), so it cannot change what production sends; this fails when one is

@@ -20,13 +20,21 @@ def first_revisions(apps, schema_editor):
     EmailTemplate = apps.get_model("campaigns", "EmailTemplate")
     Revision = apps.get_model("campaigns", "EmailTemplateRevision")
     Message = apps.get_model("campaigns", "Message")
+    revisions = {}
     for template in EmailTemplate.objects.order_by("pk").iterator():
-        revision = Revision.objects.create(template=template, number=1, kind=template.kind, subject=template.subject,
-                                           html=template.html, text=template.text, content_hash=_hash(template),
-                                           source="migration")
-        # Served by message_due_idx's status condition; rendered ones have html.
-        Message.objects.filter(template=template, status__in=["queued", "deferred", "sending"], html="") \
-            .update(revision=revision)
+        revisions[template.pk] = Revision.objects.create(
+            template=template, number=1, kind=template.kind, subject=template.subject, html=template.html,
+            text=template.text, content_hash=_hash(template), source="migration").pk
+    # Only the pending messages (found through the partial indexes on their statuses, not a scan of
+    # the whole outbox); rendered ones have html.
+    pending: dict[int, list[int]] = {}
+    for status in ("queued", "deferred", "sending"):
+        for pk, template_id in Message.objects.filter(status=status, html="", template__isnull=False) \
+                .values_list("pk", "template_id").iterator():
+            pending.setdefault(template_id, []).append(pk)
+    for template_id, ids in pending.items():
+        for start in range(0, len(ids), 1000):
+            Message.objects.filter(pk__in=ids[start:start + 1000]).update(revision_id=revisions[template_id])
 
 
 class Migration(migrations.Migration):
