@@ -90,7 +90,9 @@ def test_scores_move_to_their_own_table_and_back(back_and_forth: None) -> None:
             " ('c@x.example', '', '', '', '', '', '', 'lead', '{}', 'unknown', '', false, -5, '', %s, %s)",
             ["2026-01-01T00:00:00+00:00"] * 6,
         )
-    migrate(AFTER)
+    # forward to today's leaves, not AFTER: later migrations of other apps (automation 0005) stay
+    # applied while contacts goes back, and pulling them back to AFTER would mix directions
+    migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
     assert "score" not in {c.name for c in connection.introspection.get_table_description(
         connection.cursor(), "contacts_contact")}
     with connection.cursor() as cursor:
