@@ -5,8 +5,23 @@ the bounce endpoint looks messages up by."""
 
 from django.db import migrations, models
 
+from core.migration_ops import OnPostgres
+
+# The outbox is one of the big tables: build the lookup indexes without blocking delivery.
+FORWARD = [
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS message_relay_id_idx ON campaigns_message (relay_message_id)"
+    " WHERE NOT (relay_message_id = '')",
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS message_header_id_idx ON campaigns_message (provider_message_id)"
+    " WHERE NOT (provider_message_id = '')",
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS message_to_email_idx ON campaigns_message (to_email)"
+    " WHERE NOT (to_email = '')",
+]
+BACKWARD = ["DROP INDEX CONCURRENTLY IF EXISTS message_to_email_idx",
+            "DROP INDEX CONCURRENTLY IF EXISTS message_header_id_idx",
+            "DROP INDEX CONCURRENTLY IF EXISTS message_relay_id_idx"]
 
 class Migration(migrations.Migration):
+    atomic = False  # CREATE INDEX CONCURRENTLY cannot run in a transaction
 
     dependencies = [
         ('campaigns', '0005_template_revisions'),
@@ -28,6 +43,7 @@ class Migration(migrations.Migration):
             name='provider_message_id',
             field=models.CharField(blank=True, help_text='Our Message-ID header', max_length=255),
         ),
+        OnPostgres(forward_sql=FORWARD, backward_sql=BACKWARD, operations=[
         migrations.AddIndex(
             model_name='message',
             index=models.Index(condition=models.Q(('relay_message_id', ''), _negated=True), fields=['relay_message_id'], name='message_relay_id_idx'),
@@ -40,4 +56,5 @@ class Migration(migrations.Migration):
             model_name='message',
             index=models.Index(condition=models.Q(('to_email', ''), _negated=True), fields=['to_email'], name='message_to_email_idx'),
         ),
+        ]),
     ]
