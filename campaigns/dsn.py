@@ -197,7 +197,7 @@ def _typed_address(value: object) -> str:
 
 
 def _address(text: str) -> str:
-    text = text.strip().strip("<>").strip()
+    text = _clean(text).strip("<>").strip()
     if len(text) > MAX_ADDRESS or not _ADDRESS.fullmatch(text):
         return ""
     return text

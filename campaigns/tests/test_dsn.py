@@ -92,15 +92,33 @@ def test_the_key_is_the_mails_message_id_else_a_hash_of_its_bytes() -> None:
     assert dsn.report_key(b"Subject: x\r\n\r\nbody").startswith("sha256:")
 
 
+def storable(report: dsn.Report) -> bool:
+    """Every text the poller stores is printable (PostgreSQL refuses NUL in text and JSON)."""
+    texts = [report.message_id, report.relay_id, report.reason, *report.notes]
+    texts += [t for r in report.recipients for t in (r.email, r.detail, r.status, r.action)]
+    return all(t.isprintable() for t in texts)
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.binary(max_size=3000))
 def test_any_bytes_parse_or_are_unparsed_never_an_exception(raw: bytes) -> None:
     try:
-        dsn.parse(raw)
+        assert storable(dsn.parse(raw))
     except dsn.Unparsed:
         pass
-    dsn.report_key(raw)
-    dsn.subject_of(raw)
+    assert dsn.report_key(raw).isprintable()
+    assert dsn.subject_of(raw).isprintable()
+
+
+def test_control_characters_in_a_report_never_reach_what_is_stored() -> None:
+    raw = sample("rfc5965_arf_abuse.eml").replace(b"Original-Rcpt-To: <annoyed@example.com>",
+                                                  b"Original-Rcpt-To: <ann\x00oyed@example.com>")
+    raw = raw.replace(b"Feedback-Type: abuse", b"Feedback-Type: abuse\x00")
+    report = dsn.parse(raw)
+    assert storable(report)
+    # "ann oyed@..." is no address: the reported message's To names the recipient instead
+    assert [r.email for r in report.recipients] == ["annoyed@example.com"]
+    assert report.message_id == "<m1@leadflow.test>"
 
 
 @settings(max_examples=150, deadline=None)
@@ -109,6 +127,6 @@ def test_damaged_samples_parse_or_are_unparsed(name: str, at: int, junk: bytes) 
     raw = sample(name)
     damaged = raw[:at] + junk + raw[at + len(junk):]
     try:
-        dsn.parse(damaged)
+        assert storable(dsn.parse(damaged))
     except dsn.Unparsed:
         pass
