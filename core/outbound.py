@@ -1,5 +1,5 @@
 """The one place Leadflow connects out from: HTTP (workflow webhooks and notify_sales, CRM
-connectors, the alert webhook) and the SMTP servers of sender profiles.
+connectors, the alert webhook), the SMTP servers of sender profiles and their IMAP bounce mailboxes.
 
 Every connection checks the address it is about to connect to, after DNS resolution, and connects
 to exactly that address (the host name still goes in the Host header and TLS SNI/certificate
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import http
+import imaplib
 import ipaddress
 import smtplib
 import socket
@@ -268,11 +269,12 @@ def status_text(response: requests.Response) -> str:
 # --- SMTP (sender profiles) -----------------------------------------------------------------------
 
 
-def _checked_socket(host: str, port: int, timeout: Any, source_address: Any) -> socket.socket:
+def _checked_socket(host: str, port: int, timeout: Any, source_address: Any, *,
+                    what: str = "SMTP server") -> socket.socket:
     try:
         infos = resolve_allowed(host, port)
     except _Refused as exc:
-        raise OutboundRefused(f"SMTP server {exc}") from None
+        raise OutboundRefused(f"{what} {exc}") from None
     last: OSError | None = None
     for info in infos:
         try:
@@ -309,3 +311,21 @@ def checked_backend(backend: str | None) -> str | None:
     """The backend to use for a sender profile's email_url: SMTP goes through the checked one."""
     return CHECKED_SMTP_BACKEND if backend in SMTP_BACKENDS else backend
 
+
+
+# --- IMAP (sender profiles' bounce mailboxes, campaigns/bounce_mailbox.py) ------------------------
+
+
+class CheckedIMAP4(imaplib.IMAP4):
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        if timeout is not None and not timeout:
+            raise ValueError("Non-blocking socket (timeout=0) is not supported")
+        return _checked_socket(self.host, self.port, timeout, None, what="IMAP server")
+
+
+class CheckedIMAP4_SSL(imaplib.IMAP4_SSL):  # noqa: N801  imaplib's naming
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        # IMAP4_SSL calls IMAP4._create_socket by name (not through super()), so the checked socket is
+        # made here and wrapped the same way.
+        sock = CheckedIMAP4._create_socket(self, timeout)  # type: ignore[arg-type]
+        return self.ssl_context.wrap_socket(sock, server_hostname=self.host)
