@@ -205,6 +205,7 @@ def simulate(*, version: WorkflowVersion, contacts: Sequence[Contact], now: dt.d
     now = now or timezone.now()
     steps = version.steps
     index = d.step_map(steps)
+    pins = _pins(version)
     results = []
     for contact in contacts:
         path: list[SimStep] = []
@@ -216,7 +217,7 @@ def simulate(*, version: WorkflowVersion, contacts: Sequence[Contact], now: dt.d
             step = steps[index[current]]
             kind = str(step.get("type"))
             nxt = d.default_next(steps, index[current])
-            note = _describe(step, version)
+            note = _describe(step, version, pins)
             if kind == "branch":
                 held = condition_holds(step["if"], contact=contact, now=now)
                 nxt, note = str(step["then" if held else "else"]), f"condition {'true' if held else 'false'}"
@@ -231,11 +232,13 @@ def simulate(*, version: WorkflowVersion, contacts: Sequence[Contact], now: dt.d
     return results
 
 
-def _describe(step: dict[str, Any], version: WorkflowVersion) -> str:
+def _describe(step: dict[str, Any], version: WorkflowVersion, pins: dict[str, Any]) -> str:
     kind = step.get("type")
     staging = version.state == "staging"
     if kind == "send_email":
-        return f"would send {step.get('template')}" + (" to the staging recipient" if staging else "")
+        revision = pins.get(str(step.get("template")))
+        content = f" r{revision.number} “{revision.subject}”" if revision else " (no pinned revision)"
+        return f"would send {step.get('template')}{content}" + (" to the staging recipient" if staging else "")
     if kind == "wait":
         return f"would wait {step.get('duration') or step.get('until') or step.get('window')}"
     if kind == "crm_sync":

@@ -51,8 +51,9 @@ def test_marketer_imports_sees_diff_graphs_and_simulation_but_cannot_promote(rol
     assert html.count('aria-label="steps of v') == 1  # staging only; no production yet
     [simulation] = page.context["simulations"]
     assert [(p.step_id, p.note) for p in simulation.path] == [
-        ("hi", "would send hi2 to the staging recipient"), ("w", "would wait 2d"), ("vip", "condition true"),
-        ("bye", "would send bye to the staging recipient")]
+        ("hi", "would send hi2 r1 “hi2 for {{ contact.first_name }}” to the staging recipient"),
+        ("w", "would wait 2d"), ("vip", "condition true"),
+        ("bye", "would send bye r1 “bye for {{ contact.first_name }}” to the staging recipient")]
     assert "vip</span> (condition true)" in html
     assert 'id="promote-denied"' in html
     denied = marketer.post(f"/admin/automation/workflow/{workflow.pk}/act/", {"action": "promote"}, follow=True)

@@ -95,9 +95,12 @@ def test_an_admin_edit_of_a_template_used_by_production_is_a_draft_revision(send
     # then production still sends the revision it pins
     send_to("real@example.com", sender)
     assert subjects(sink, "real@example.com") == ["Our pricing, Ada"]
-    # the template's preview shows the draft, and it says what happens next
+    # the template's preview shows the draft; its page lists the revisions and what pins them
     page = marketer.get(f"/admin/campaigns/emailtemplate/{template.pk}/preview/").content.decode()
     assert DRAFT in page
+    page = marketer.get(f"/admin/campaigns/emailtemplate/{template.pk}/change/").content.decode()
+    assert "· pinned by pricing v1 (production)</li>" in page
+    assert "r2 · " in page
     # a new draft pins the edit; staged and promoted, it is what real contacts get
     draft = services.version_draft_with_latest_templates(workflow=workflow, actor=role_users["marketer"])
     assert draft.pins.get().revision == revision
