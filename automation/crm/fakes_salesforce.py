@@ -84,6 +84,7 @@ class FakeSalesforceStats:
     records: dict[str, dict[str, Any]] = field(default_factory=dict)  # external id -> record
     api_used: int = 0
     batch_sizes: list[int] = field(default_factory=list)
+    requested_at: list[float] = field(default_factory=list)  # monotonic times of authorized upsert requests
 
 
 class FakeSalesforce:
@@ -225,6 +226,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._answer(401, [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}])
         with fake.lock:
             fake.stats.requests += 1
+            fake.stats.requested_at.append(time.monotonic())
             over = fake.stats.api_used >= fake.config.daily_limit
             if not over:
                 fake.stats.api_used += 1
