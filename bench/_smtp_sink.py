@@ -1,5 +1,6 @@
 """An SMTP sink in its own process for the benchmarks (so it never competes with the process
-being measured for the GIL): appends "<unix time> <X-Leadflow-Message>" per message to a file.
+being measured for the GIL): appends "<unix time> <X-Leadflow-Message> <dkim|->" per message to a
+file (dkim: the message starts with a DKIM-Signature header).
 
     python bench/_smtp_sink.py PORT OUTFILE
 """
@@ -23,7 +24,8 @@ class Handler:
     async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
         data = envelope.original_content or b""  # type: ignore[attr-defined]
         headers = PARSER.parsebytes(data)
-        self.out.write(f"{time.time():.6f} {headers.get('X-Leadflow-Message', '-')}\n")
+        signed = "dkim" if data.startswith(b"DKIM-Signature:") else "-"
+        self.out.write(f"{time.time():.6f} {headers.get('X-Leadflow-Message', '-')} {signed}\n")
         return "250 OK"
 
 

@@ -18,10 +18,11 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
-from campaigns import rendering, services
+from campaigns import dkim_signing, rendering, services
 from campaigns.models import EmailTemplate, Message, SenderProfile, Suppression, email_hash
 from contacts.emails import CanonicalEmailField
 from core.admin_utils import EstimatedCountPaginator
+from core.secrets import encrypt
 
 
 class PreviewForm(forms.Form):
@@ -122,8 +123,39 @@ class EmailTemplateAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(back)
 
 
+class SenderProfileForm(forms.ModelForm):
+    """The DKIM private key is write-only: pasted here, stored encrypted, never shown again."""
+
+    dkim_private_key = forms.CharField(
+        required=False, strip=True, widget=forms.Textarea(attrs={"rows": 4, "autocomplete": "off"}),
+        label="DKIM private key", help_text="PEM (-----BEGIN PRIVATE KEY----- ...), RSA, 2048 bits advised. Stored "
+                                            "encrypted; leave empty to keep the stored one. A key env wins over it.")
+    dkim_forget_key = forms.BooleanField(required=False, label="Forget the stored DKIM key")
+
+    class Meta:
+        model = SenderProfile
+        fields = "__all__"  # noqa: DJ007  the admin's fieldsets choose what is shown
+
+    def clean_dkim_private_key(self) -> str:
+        pem = self.cleaned_data.get("dkim_private_key") or ""
+        if pem:
+            try:
+                dkim_signing.load_key(pem, where="DKIM private key")
+            except dkim_signing.DkimUnavailable as exc:
+                raise ValidationError(str(exc)) from None
+            self.instance.dkim_key_encrypted = encrypt(pem)  # before model validation, which wants a key
+        return ""
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("dkim_forget_key") and not self.cleaned_data.get("dkim_private_key"):
+            self.instance.dkim_key_encrypted = ""
+        return data
+
+
 @admin.register(SenderProfile)
 class SenderProfileAdmin(admin.ModelAdmin):
+    form = SenderProfileForm
     list_display = ["name", "from_email", "rate", "is_default", "is_paused", "sent_last_minute", "sent_last_hour"]
     list_filter = ["is_default", "is_paused"]
     fieldsets = [
@@ -134,7 +166,26 @@ class SenderProfileAdmin(admin.ModelAdmin):
         ("Marketing rules", {"fields": ["quiet_hours_start", "quiet_hours_end", "time_zone", "frequency_cap",
                                         "frequency_days"]}),
         ("Staging", {"fields": ["staging_recipient"]}),
+        ("DKIM signing", {"fields": ["dkim_domain", "dkim_selector", "dkim_key_env", "dkim_private_key",
+                                     "dkim_forget_key", "dkim_status"],
+                          "description": "Gmail and Yahoo require DKIM for bulk senders. Publish the TXT record "
+                                         "shown below, then set the domain to start signing."}),
     ]
+    readonly_fields = ["dkim_status"]
+
+    @admin.display(description="DKIM status and DNS record")
+    def dkim_status(self, obj: SenderProfile) -> str:
+        if not obj.pk or not (obj.dkim_key_env or obj.dkim_key_encrypted):
+            return "No key yet."
+        try:
+            key = dkim_signing.sender_key(domain=obj.dkim_domain or "(domain)", selector=obj.dkim_selector,
+                                          key_env=obj.dkim_key_env, key_encrypted=obj.dkim_key_encrypted)
+        except dkim_signing.DkimUnavailable as exc:
+            return format_html("<strong>Key unusable:</strong> {}", str(exc))
+        assert key is not None
+        state = "Signing." if obj.dkim_domain else "Not signing (no domain)."
+        return format_html("{} Publish a TXT record at <code>{}._domainkey.{}</code>:<br><code>{}</code>", state,
+                           obj.dkim_selector or "(selector)", obj.dkim_domain or "(domain)", key.public_record())
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         now = timezone.now()

@@ -39,7 +39,7 @@ from django.db.models import Count, Field, Q
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from campaigns import delivery_rules, mime, rendering, tracking
+from campaigns import delivery_rules, dkim_signing, mime, rendering, tracking
 from campaigns.models import (
     PENDING_STATUSES,
     Message,
@@ -326,6 +326,10 @@ class _ConnectionLost(Exception):
 
 def _classify(exc: Exception) -> tuple[str, str, str]:
     """(status, reason, error text) for an exception raised while sending one message."""
+    if isinstance(exc, dkim_signing.DkimUnavailable):
+        # Not sent unsigned: receivers would judge the domain by mail without its signature. Retried
+        # with backoff (the operator sets the key), failed after DELIVERY_MAX_ATTEMPTS.
+        return MessageStatus.DEFERRED, "dkim_key", str(exc)
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         code, text = next(iter(exc.recipients.values()), (0, b""))
         detail = f"{code} {text.decode(errors='replace') if isinstance(text, bytes) else text}"
@@ -357,6 +361,14 @@ class _Sender:
         backend = checked_backend(backend) if sender.email_url else backend
         self.conn = get_connection(backend, fail_silently=False, timeout=settings.EMAIL_TIMEOUT, **config)
         self.opened = False
+        # The signing key, read once per batch; an unreadable one defers each message with the reason.
+        self.dkim: dkim_signing.DkimKey | None = None
+        self.dkim_error = ""
+        try:
+            self.dkim = dkim_signing.sender_key(domain=sender.dkim_domain, selector=sender.dkim_selector,
+                                                key_env=sender.dkim_key_env, key_encrypted=sender.dkim_key_encrypted)
+        except dkim_signing.DkimUnavailable as exc:
+            self.dkim_error = str(exc)
 
     def open(self) -> None:
         if not self.opened:
@@ -374,6 +386,8 @@ class _Sender:
 
     def send(self, message: Message) -> str:
         """Send; returns the id the server answered DATA with (SES: its message id), or ""."""
+        if self.dkim_error:
+            raise dkim_signing.DkimUnavailable(self.dkim_error)
         self.open()
         smtp = getattr(self.conn, "connection", None) if isinstance(self.conn, SmtpBackend) else None
         if smtp is not None:
@@ -381,6 +395,9 @@ class _Sender:
         data = mime.build(subject=message.subject, from_name=self.sender.from_name,
                           from_email=self.sender.from_email, to=message.to_email, reply_to=self.sender.reply_to,
                           text=message.text, html=message.html, headers=_headers(message)) if smtp else None
+        if data is not None and self.dkim is not None:
+            # Over the exact bytes sent. Other backends (console, an HTTP provider) sign on their side.
+            data = dkim_signing.sign(data, self.dkim)
         if smtp is not None and data is not None:
             smtp.sendmail(self.sender.from_email, [message.to_email], data)  # raises like Django's backend
         else:
@@ -652,6 +669,8 @@ def _record_failure(message: Message, token: Any, *, status: str, reason: str, e
 
         suppression_add(email=message.contact.email, reason=SuppressionReason.HARD_BOUNCE, detail=error,
                         source=f"smtp:{message.pk}")
+        # A hard bounce at RCPT counts in the sender's bounce rate like a provider's report (core/ops.py).
+        Message.objects.filter(pk=message.pk).update(bounced_at=timezone.now())
 
 
 # --- The batch ----------------------------------------------------------------------------------

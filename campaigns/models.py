@@ -130,6 +130,15 @@ class SenderProfile(models.Model):
     )
     is_default = models.BooleanField(default=False)
     is_paused = models.BooleanField(default=False, help_text="Hold this sender's queue without losing it")
+    # DKIM (campaigns/dkim_signing.py): signing is on when a domain is set. The key lives in an
+    # environment variable LEADFLOW_DKIM_* (wins) or encrypted here (core/secrets.py), never in clear.
+    dkim_domain = models.CharField(max_length=253, blank=True,
+                                   help_text="Signing domain (d=), normally the From address's domain; empty: no DKIM")
+    dkim_selector = models.CharField(max_length=63, blank=True,
+                                     help_text="Selector (s=): the key is published at <selector>._domainkey.<domain>")
+    dkim_key_env = models.CharField(max_length=100, blank=True,
+                                    help_text="Environment variable holding the PEM private key (LEADFLOW_DKIM_...)")
+    dkim_key_encrypted = models.TextField(blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -147,6 +156,7 @@ class SenderProfile(models.Model):
         from core.outbound import SMTP_BACKENDS, host_problem
 
         errors = sender_validate(self)
+        errors.update(_dkim_problems(self))
         if self.email_url and "email_url" not in errors:
             # An SMTP host that is an internal address (or localhost) is refused here; a name is
             # checked on every connection (core.outbound.CheckedSmtpBackend).
@@ -155,6 +165,35 @@ class SenderProfile(models.Model):
                 errors["email_url"] = f"SMTP host {problem}"
         if errors:
             raise ValidationError(errors)
+
+
+_DKIM_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+
+
+def _dkim_problems(sender: SenderProfile) -> dict[str, str]:
+    """Field -> what is wrong with the sender's DKIM settings (the key itself is checked on save
+    in the admin, and again by each delivery batch)."""
+    import re
+
+    from campaigns.dkim_signing import key_env_problem
+
+    errors: dict[str, str] = {}
+    if sender.dkim_domain:
+        domain = sender.dkim_domain.strip().lower().rstrip(".")
+        try:
+            domain = domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            errors["dkim_domain"] = f"{sender.dkim_domain!r} is not a domain name"
+        if "dkim_domain" not in errors and not re.fullmatch(rf"{_DKIM_LABEL}(\.{_DKIM_LABEL})+", domain):
+            errors["dkim_domain"] = f"{sender.dkim_domain!r} is not a domain name"
+        sender.dkim_domain = domain
+        if not re.fullmatch(rf"{_DKIM_LABEL}(\.{_DKIM_LABEL})*", sender.dkim_selector or ""):
+            errors["dkim_selector"] = "A selector is required when signing: letters, digits and hyphens, e.g. lf2026"
+        if not sender.dkim_key_env and not sender.dkim_key_encrypted:
+            errors["dkim_key_env"] = "Name an environment variable holding the key, or store a key"
+    if sender.dkim_key_env and (problem := key_env_problem(sender.dkim_key_env)):
+        errors["dkim_key_env"] = problem
+    return errors
 
 
 class MessageStatus(models.TextChoices):
@@ -221,6 +260,10 @@ class Message(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)
     opened_at = models.DateTimeField(null=True, blank=True)
     clicked_at = models.DateTimeField(null=True, blank=True)
+    # Deliverability rates per sender and day (core/ops.py sender_rates): when a complaint was
+    # matched to this message, and when it hard-bounced (a provider's report or a 55x at RCPT).
+    complained_at = models.DateTimeField(null=True, blank=True)
+    bounced_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True,
                                         help_text="When the provider reported it handed to the recipient's server")
     updated_at = models.DateTimeField(auto_now=True)
@@ -240,6 +283,10 @@ class Message(models.Model):
             # Frequency cap: marketing messages a contact was sent recently.
             models.Index(fields=["contact", "sent_at"], name="message_contact_sent_idx",
                          condition=models.Q(status="sent")),
+            # Sender rates (operations page, /metrics, the complaint and bounce alerts): hard bounces
+            # of the last days; sent ones come from message_sender_sent_idx (one range per sender).
+            models.Index(fields=["bounced_at"], name="message_bounced_idx",
+                         condition=models.Q(bounced_at__isnull=False)),
             # Admin filter and per-sender rates.
             models.Index(fields=["status", "-updated_at"], name="message_status_idx"),
             models.Index(fields=["sender", "sent_at"], name="message_sender_sent_idx",

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from campaigns.delivery import TEST_SOURCE, delivery_kick, message_render
@@ -285,7 +287,11 @@ def bounces_record(*, reports: Sequence[BounceReport], source: str) -> BounceRes
                 if message is not None and report.kind == "hard":
                     Message.objects.filter(pk=message.pk).update(
                         status=MessageStatus.BOUNCED, reason="hard_bounce", last_error=report.detail[:2000],
-                        updated_at=timezone.now())
+                        bounced_at=Coalesce("bounced_at", Value(timezone.now())), updated_at=timezone.now())
+                if message is not None and report.kind == "complaint":
+                    # The sender's complaint rate (core/ops.py sender_rates): the first report counts.
+                    Message.objects.filter(pk=message.pk, complained_at__isnull=True).update(
+                        complained_at=timezone.now())
                 if report.kind == "complaint" and contact_id:
                     Contact.objects.filter(pk=contact_id).update(consent_status=ConsentStatus.WITHDRAWN,
                                                                  consent_source=f"complaint via {source}"[:200],

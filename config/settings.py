@@ -290,6 +290,18 @@ ALERT_FAILURE_RATE = env_fraction("ALERT_FAILURE_RATE", 0.1)
 ALERT_MIN_ATTEMPTS = env_int("ALERT_MIN_ATTEMPTS", 20, minimum=1)
 ALERT_QUEUE_AGE_SECONDS = env_int("ALERT_QUEUE_AGE_SECONDS", 300, minimum=10)
 ALERT_NO_SENDS_MINUTES = env_int("ALERT_NO_SENDS_MINUTES", 10, minimum=1)
+# Sender reputation per sender and UTC day (core/ops.py sender_rates). Gmail: keep the spam rate
+# below 0.1 % and never let it reach 0.3 % (https://support.google.com/a/answer/81126). Hard bounces:
+# Amazon SES reviews an account at a 5 % bounce rate. Rates alert only from SENDER_RATE_MIN_SENT sends.
+COMPLAINT_RATE_WARN = env_fraction("COMPLAINT_RATE_WARN", 0.001)
+COMPLAINT_RATE_INCIDENT = env_fraction("COMPLAINT_RATE_INCIDENT", 0.003)
+if COMPLAINT_RATE_WARN > COMPLAINT_RATE_INCIDENT:
+    raise ImproperlyConfigured(f"COMPLAINT_RATE_WARN={COMPLAINT_RATE_WARN} must not exceed "
+                               f"COMPLAINT_RATE_INCIDENT={COMPLAINT_RATE_INCIDENT}")
+HARD_BOUNCE_RATE_INCIDENT = env_fraction("HARD_BOUNCE_RATE_INCIDENT", 0.05)
+SENDER_RATE_MIN_SENT = env_int("SENDER_RATE_MIN_SENT", 100, minimum=1)
+# Pause a sender profile when its complaint rate opens an incident (audited; resume on the operations page).
+SENDER_AUTO_PAUSE_ON_COMPLAINTS = env_bool("SENDER_AUTO_PAUSE_ON_COMPLAINTS", False)
 
 # --- CRM sync -------------------------------------------------------------------------
 # Fernet key for CRM tokens and signing secrets stored in the database; empty: derived from SECRET_KEY.

@@ -6,7 +6,7 @@ from django_rq import urls as rq_urls
 from core.roles import QUEUES_PERMISSION
 from core.rq_views import missing_queues_404
 from core.views import healthz, metrics, permission_guarded, readyz
-from core.views_ops import operations, switch_toggle
+from core.views_ops import operations, sender_resume, switch_toggle
 
 admin.site.site_header = "Leadflow"
 admin.site.site_title = "Leadflow"
@@ -20,6 +20,7 @@ urlpatterns = [
     path("metrics", metrics, name="metrics"),
     path("admin/operations/", operations, name="operations"),
     path("admin/operations/switch/<str:name>", switch_toggle, name="operations-switch"),
+    path("admin/operations/sender/<int:pk>/resume", sender_resume, name="operations-sender-resume"),
     path("api/v1/", include("contacts.api.urls")),
     path("api/v1/", include("campaigns.api_urls")),
     path("api/v1/crm/", include("automation.crm.urls")),

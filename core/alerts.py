@@ -57,6 +57,7 @@ def evaluate(now: dt.datetime | None = None) -> list[Firing]:
     if _no_sends_while_queued(now):
         firing.append(Firing("no_sends", f"email: nothing sent for {settings.ALERT_NO_SENDS_MINUTES} min while "
                                          "messages are due", {"minutes": settings.ALERT_NO_SENDS_MINUTES}))
+    firing.extend(_sender_rate_firings(now))
     crm = ops.crm_stats(now)
     if crm["stuck"]:
         firing.append(Firing("crm_stuck", f"CRM sync: {crm['stuck']} row(s) stuck past their deadline",
@@ -70,6 +71,51 @@ def evaluate(now: dt.datetime | None = None) -> list[Firing]:
     return firing
 
 
+COMPLAINT_KEY, BOUNCE_KEY = "complaint_rate:", "hard_bounce_rate:"
+
+
+def _sender_rate_firings(now: dt.datetime) -> list[Firing]:
+    """A sender whose complaint rate reached COMPLAINT_RATE_INCIDENT, or whose hard-bounce rate
+    passed HARD_BOUNCE_RATE_INCIDENT, today or yesterday (UTC): one incident per sender and rule,
+    open until both days are back under the line (or out of the window)."""
+    complaints: dict[int, ops.SenderRate] = {}
+    bounces: dict[int, ops.SenderRate] = {}
+    for rate in ops.sender_rates(now):
+        if rate.complaint_level == "incident" and (
+                rate.sender_id not in complaints or rate.complaint_rate > complaints[rate.sender_id].complaint_rate):
+            complaints[rate.sender_id] = rate
+        if rate.hard_bounce_incident and (
+                rate.sender_id not in bounces or rate.hard_bounce_rate > bounces[rate.sender_id].hard_bounce_rate):
+            bounces[rate.sender_id] = rate
+    firing = [Firing(f"{COMPLAINT_KEY}{r.sender_id}",
+                     f"email: sender {r.name}: complaint rate {r.complaint_rate:.2%} on {r.day} ({r.complaints} of "
+                     f"{r.sent} sent), at or over {settings.COMPLAINT_RATE_INCIDENT:.2%}",
+                     {"sender": r.name, "sender_id": r.sender_id, "day": str(r.day), "complaints": r.complaints,
+                      "sent": r.sent, "rate": round(r.complaint_rate, 5)})
+              for r in complaints.values()]
+    firing += [Firing(f"{BOUNCE_KEY}{r.sender_id}",
+                      f"email: sender {r.name}: hard-bounce rate {r.hard_bounce_rate:.2%} on {r.day} "
+                      f"({r.hard_bounces} of {r.attempted}), over {settings.HARD_BOUNCE_RATE_INCIDENT:.2%}",
+                      {"sender": r.name, "sender_id": r.sender_id, "day": str(r.day), "hard_bounces": r.hard_bounces,
+                       "attempted": r.attempted, "rate": round(r.hard_bounce_rate, 5)})
+               for r in bounces.values()]
+    return firing
+
+
+def _pause_sender_on_complaints(incident: Incident) -> None:
+    """A complaint-rate incident pauses its sender when SENDER_AUTO_PAUSE_ON_COMPLAINTS is on (once,
+    when it opens: a sender resumed by hand stays resumed); the incident and its notification say so."""
+    if not incident.key.startswith(COMPLAINT_KEY) or not settings.SENDER_AUTO_PAUSE_ON_COMPLAINTS:
+        return
+    from campaigns.reputation import sender_auto_pause
+
+    if sender_auto_pause(sender_id=int(incident.key[len(COMPLAINT_KEY):]), reason=incident.summary,
+                         detail={"incident": incident.pk}):
+        incident.summary = f"{incident.summary}; the sender is paused"[:300]
+        incident.detail = {**incident.detail, "sender_paused": True}
+        Incident.objects.filter(pk=incident.pk).update(summary=incident.summary, detail=incident.detail)
+
+
 def _no_sends_while_queued(now: dt.datetime) -> bool:
     from campaigns.models import PENDING_STATUSES, Message, MessageStatus
     from core.services import switch_paused
@@ -77,8 +123,9 @@ def _no_sends_while_queued(now: dt.datetime) -> bool:
     if switch_paused("sending"):
         return False  # held on purpose
     since = now - dt.timedelta(minutes=settings.ALERT_NO_SENDS_MINUTES)
-    waiting = Message.objects.filter(status__in=PENDING_STATUSES, created_at__lt=since).exclude(
-        next_attempt_at__gt=now).exists()
+    # A paused sender's queue is held on purpose too (by hand, or over its complaint rate).
+    waiting = Message.objects.filter(status__in=PENDING_STATUSES, created_at__lt=since, sender__is_paused=False) \
+        .exclude(next_attempt_at__gt=now).exists()
     return waiting and not Message.objects.filter(status=MessageStatus.SENT, sent_at__gte=since).exists()
 
 
@@ -98,6 +145,7 @@ def alerts_check(*, now: dt.datetime | None = None) -> dict[str, int]:
         except IntegrityError:
             continue  # another checker opened it a moment ago: it notifies, not us
         opened += 1
+        _pause_sender_on_complaints(incident)
         notified += _notify(incident)
     resolved = Incident.objects.filter(resolved_at__isnull=True).exclude(key__in=list(firing)).update(resolved_at=now)
     return {"firing": len(firing), "opened": opened, "notified": notified, "resolved": resolved}

@@ -48,6 +48,32 @@ class LeadflowCollector(Collector):
             workers.add_metric([], redis.workers)
         yield workers
 
+    def _sender_rate_series(self) -> Iterator[Metric]:
+        """Per sender and UTC day (today and yesterday; `day` is the ISO date): counts and rates, the
+        same figures as the operations page and the alerts (ops.sender_rates)."""
+        labels = ["sender", "day"]
+        families = {
+            "sent": GaugeMetricFamily("leadflow_sender_sent", "Messages sent on the day", labels=labels),
+            "complaints": GaugeMetricFamily("leadflow_sender_complaints",
+                                            "Complaints about the day's messages", labels=labels),
+            "complaint_rate": GaugeMetricFamily("leadflow_sender_complaint_rate",
+                                                "Complaints over messages sent (Gmail: under 0.001, never 0.003)",
+                                                labels=labels),
+            "hard_bounces": GaugeMetricFamily("leadflow_sender_hard_bounces",
+                                              "Hard bounces of the day's messages (reported or at RCPT)",
+                                              labels=labels),
+            "hard_bounce_rate": GaugeMetricFamily("leadflow_sender_hard_bounce_rate",
+                                                  "Hard bounces over messages attempted", labels=labels),
+        }
+        for rate in ops.sender_rates():
+            values = [rate.name, rate.day.isoformat()]
+            families["sent"].add_metric(values, rate.sent)
+            families["complaints"].add_metric(values, rate.complaints)
+            families["complaint_rate"].add_metric(values, rate.complaint_rate)
+            families["hard_bounces"].add_metric(values, rate.hard_bounces)
+            families["hard_bounce_rate"].add_metric(values, rate.hard_bounce_rate)
+        yield from families.values()
+
     def _database_series(self) -> Iterator[Metric]:
         delivery = ops.delivery_stats()
         messages = GaugeMetricFamily("leadflow_messages", "Outbox messages by status", labels=["status"])
@@ -59,6 +85,8 @@ class LeadflowCollector(Collector):
                                 value=delivery.sent_last_hour)
         yield GaugeMetricFamily("leadflow_messages_failed_last_hour", "Messages failed in the last hour",
                                 value=delivery.failed_last_hour)
+
+        yield from self._sender_rate_series()
 
         crm = ops.crm_stats()
         items = GaugeMetricFamily("leadflow_crm_sync_items", "CRM sync rows by status", labels=["status"])

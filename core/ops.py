@@ -20,7 +20,7 @@ import django_rq
 from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Q
-from django.db.models.functions import Coalesce, TruncMinute
+from django.db.models.functions import Coalesce, TruncDate, TruncMinute
 from django.utils import timezone
 from redis import Redis
 from redis.exceptions import RedisError
@@ -222,6 +222,83 @@ def delivery_stats(now: dt.datetime | None = None) -> DeliveryStats:
     return DeliveryStats(by_status=by_status, stuck=stuck, per_minute=per_minute,
                          sent_last_hour=sum(s for _, s, _ in per_minute),
                          failed_last_hour=sum(f for _, _, f in per_minute))
+
+
+# --- Sender reputation: complaint and hard-bounce rates per sender and UTC day ------------------------------
+# Mailbox providers judge a sender by the day: Gmail's spam rate is complaints over mail delivered
+# that day (https://support.google.com/a/answer/81126: below 0.1 %, never 0.3 %). A message counts on
+# the day it was sent (or refused at RCPT); a complaint or bounce reported later counts on that day.
+# sent: accepted by the relay; attempted: sent + refused with a hard bounce at RCPT.
+RATE_DAYS = 2  # today and yesterday: complaints about yesterday's mail still arrive today
+
+
+@dataclass
+class SenderRate:
+    sender_id: int
+    name: str
+    day: dt.date
+    sent: int
+    attempted: int
+    complaints: int
+    hard_bounces: int
+    is_paused: bool = False
+
+    @property
+    def complaint_rate(self) -> float:
+        return self.complaints / self.sent if self.sent else 0.0
+
+    @property
+    def hard_bounce_rate(self) -> float:
+        return self.hard_bounces / self.attempted if self.attempted else 0.0
+
+    @property
+    def complaint_percent(self) -> str:
+        return f"{self.complaint_rate:.2%}"
+
+    @property
+    def hard_bounce_percent(self) -> str:
+        return f"{self.hard_bounce_rate:.2%}"
+
+    @property
+    def complaint_level(self) -> str:
+        """"incident", "warn" or "" (below either line, or too few sends to judge)."""
+        if self.sent < settings.SENDER_RATE_MIN_SENT:
+            return ""
+        if self.complaint_rate >= settings.COMPLAINT_RATE_INCIDENT:
+            return "incident"
+        return "warn" if self.complaint_rate >= settings.COMPLAINT_RATE_WARN else ""
+
+    @property
+    def hard_bounce_incident(self) -> bool:
+        return (self.attempted >= settings.SENDER_RATE_MIN_SENT
+                and self.hard_bounce_rate > settings.HARD_BOUNCE_RATE_INCIDENT)
+
+
+def sender_rates(now: dt.datetime | None = None, *, days: int = RATE_DAYS) -> list[SenderRate]:
+    """Per sender and UTC day of the last `days` (today included), newest first: one grouped
+    query over the outbox. Sent messages come from message_sender_sent_idx (a range per sender),
+    bounced and refused ones from message_bounced_idx (their bounce is never before their send).
+    Test copies are left out."""
+    from campaigns.models import Message, MessageStatus, SenderProfile
+
+    now = now or timezone.now()
+    first_day = now.astimezone(dt.UTC).date() - dt.timedelta(days=days - 1)
+    since = dt.datetime.combine(first_day, dt.time.min, tzinfo=dt.UTC)
+    senders = {pk: (name, paused) for pk, name, paused in SenderProfile.objects.values_list("pk", "name", "is_paused")}
+    rows = (Message.objects
+            .filter(Q(status=MessageStatus.SENT, sender_id__in=list(senders), sent_at__gte=since)
+                    | Q(bounced_at__gte=since), is_test=False)
+            .annotate(day=TruncDate(Coalesce("sent_at", "bounced_at"), tzinfo=dt.UTC))
+            .values_list("sender_id", "day")
+            .annotate(sent=Count("id", filter=Q(sent_at__isnull=False)), attempted=Count("id"),
+                      complaints=Count("id", filter=Q(complained_at__isnull=False, sent_at__isnull=False)),
+                      hard_bounces=Count("id", filter=Q(bounced_at__isnull=False)))
+            .order_by())
+    rates = [SenderRate(sender_id=sender_id, name=senders.get(sender_id, ("?", False))[0], day=day, sent=sent,
+                        attempted=attempted, complaints=complaints, hard_bounces=bounced,
+                        is_paused=senders.get(sender_id, ("?", False))[1])
+             for sender_id, day, sent, attempted, complaints, bounced in rows if day >= first_day]
+    return sorted(rates, key=lambda r: (-r.day.toordinal(), r.name))
 
 
 def crm_stats(now: dt.datetime | None = None) -> dict[str, Any]:

@@ -8,16 +8,17 @@ import datetime as dt
 from typing import Any
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from core import ops
-from core.models import Incident, Switch
+from core.models import AuditEntry, Incident, Switch
 from core.services import switch_set
 from core.views import staff_permission_required
 
@@ -86,8 +87,46 @@ def operations(request: HttpRequest) -> HttpResponse:
         "switches": [(name, label, paused[name]) for name, label in Switch.Name.choices],
         "can_switch": request.user.has_perm("core.change_switch"),
         "incidents": Incident.objects.filter(resolved_at__isnull=True).order_by("opened_at"),
+        **_reputation_context(request, now),
     }
     return TemplateResponse(request, "admin/operations.html", context)
+
+
+def _reputation_context(request: HttpRequest, now: dt.datetime) -> dict[str, Any]:
+    """Complaint and hard-bounce rates per sender and day, and the paused senders (who paused each)."""
+    from campaigns.models import SenderProfile
+    from campaigns.reputation import AUTO_PAUSE_ACTION
+
+    paused = list(SenderProfile.objects.filter(is_paused=True).order_by("name").only("pk", "name"))
+    why: dict[str, Any] = {}
+    for entry in AuditEntry.objects.filter(action=AUTO_PAUSE_ACTION, target_type="campaigns.senderprofile",
+                                           target_id__in=[str(s.pk) for s in paused]).order_by("-id")[:100]:
+        why.setdefault(entry.target_id, entry)
+    return {
+        "sender_rates": ops.sender_rates(now),
+        "rate_lines": {"warn": f"{settings.COMPLAINT_RATE_WARN:.2%}",
+                       "incident": f"{settings.COMPLAINT_RATE_INCIDENT:.2%}",
+                       "bounce": f"{settings.HARD_BOUNCE_RATE_INCIDENT:.2%}", "min_sent": settings.SENDER_RATE_MIN_SENT,
+                       "auto_pause": settings.SENDER_AUTO_PAUSE_ON_COMPLAINTS},
+        "paused_senders": [(sender, why.get(str(sender.pk))) for sender in paused],
+        "can_resume_senders": request.user.has_perm("campaigns.change_senderprofile"),
+    }
+
+
+@require_POST
+@staff_permission_required("core.view_operations")
+def sender_resume(request: HttpRequest, pk: int) -> HttpResponse:
+    from campaigns.models import SenderProfile
+    from campaigns.reputation import sender_resume as resume
+
+    if not request.user.has_perm("campaigns.change_senderprofile"):
+        raise PermissionDenied
+    sender = SenderProfile.objects.filter(pk=pk).first()
+    if sender is None:
+        raise Http404("no such sender profile")
+    if resume(sender=sender, actor=request.user):
+        messages.success(request, f"Sender {sender.name}: resumed; its queue is being delivered.")
+    return HttpResponseRedirect(reverse("operations"))
 
 
 @require_POST

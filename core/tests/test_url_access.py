@@ -116,7 +116,7 @@ ROUTES: dict[str, frozenset[str] | str] = {
     "api:events": API_KEY, "api:contacts": API_KEY, "api:contact": API_KEY, "campaigns_api:bounces": API_KEY,
     "api:openapi": PUBLIC,  # the published schema; no data
     "crm:inbound-status": PUBLIC,  # CRM webhooks: checked by the connection's signature, not a session
-    "operations": OPS_ONLY, "operations-switch": OPS_ONLY,
+    "operations": OPS_ONLY, "operations-switch": OPS_ONLY, "operations-sender-resume": OPS_ONLY,
     "scoring:lead_list": roles(M, A, S), "scoring:lead_export": roles(M, A, S), "scoring:lead_detail": roles(M, A, S),
     "admin:index": STAFF, "admin:login": EVERYONE, "admin:logout": EVERYONE, "admin:jsi18n": STAFF,
     "admin:password_change": STAFF, "admin:password_change_done": STAFF,
@@ -147,7 +147,7 @@ ROUTES.update({f"admin:django_rq_{name}": OPS_ONLY for name in RQ_VIEWS})
 # Its admin entry has no rows: change, history and delete answer 404 to Ops, 403 to the rest.
 ROUTES.update({f"admin:django_rq_dashboard_{suffix}": OPS_ONLY for suffix in ("change", "history", "delete")})
 # State-changing views are also POSTed (a GET may be refused by method before access is checked).
-POSTED = {"operations-switch", "api:events", "api:contacts", "campaigns_api:bounces",
+POSTED = {"operations-switch", "operations-sender-resume", "api:events", "api:contacts", "campaigns_api:bounces",
           "admin:automation_workflow_act", "admin:contacts_segment_preview",
           *(f"{prefix}{name}" for prefix in ("django_rq:", "admin:django_rq_")
             for name in ("delete_failed_jobs", "clear", "requeue_all", "delete_job", "requeue_job", "enqueue_job",
