@@ -17,8 +17,9 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.safestring import mark_safe
 
-from automation import selectors, services
-from automation.definition import DefinitionError
+from automation import editor, selectors, services
+from automation.definition import STEP_KEYS, DefinitionError
+from automation.definition import template_keys as definition_template_keys
 from automation.models import Enrollment, StepRun, VersionState, WebhookDelivery, Workflow, WorkflowVersion
 from core.admin_utils import ReadOnlyAdmin
 
@@ -97,6 +98,7 @@ class WorkflowAdmin(admin.ModelAdmin):
             view("<int:pk>/versions/", self.versions_view, "versions"),
             view("<int:pk>/act/", self.act_view, "act"),
             view("<int:pk>/export/", self.export_view, "export"),
+            view("<int:pk>/edit/", self.edit_view, "edit"),
             *super().get_urls(),
         ]
 
@@ -233,6 +235,75 @@ class WorkflowAdmin(admin.ModelAdmin):
             "blocked": services.can_promote(actor=request.user, version=target) if target else "",
         })
 
+    def edit_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """The draft editor: steps as forms (add, remove, move, edit), workflow fields, the content of
+        the templates the draft sends, the graph and every validation issue by step id. A non-draft
+        is shown with a button that makes a new draft of it."""
+        workflow = get_object_or_404(Workflow, pk=pk)
+        user = request.user
+        may_edit = self.has_change_permission(request, workflow) and user.has_perm("automation.add_workflowversion")
+        if not self.has_view_permission(request, workflow) or (request.method == "POST" and not may_edit):
+            raise PermissionDenied
+        version = get_object_or_404(WorkflowVersion, pk=_version_pk(request.GET), workflow=workflow)
+        here = f"{reverse('admin:automation_workflow_edit', args=[pk])}?version={{}}"
+        definition = version.definition
+        problems: list[str] = []
+        template_errors: dict[str, list[str]] = {}
+        if request.method == "POST":
+            op = request.POST.get("op", "save")
+            if op == "add":  # the type comes from the select next to the button
+                op = f"add:{request.POST.get('add-type', '')}"
+            try:
+                if op == "new_draft":
+                    draft = services.version_draft_edit(version=version, actor=user)
+                    self.message_user(request, f"Draft v{draft.number} made from v{version.number}.", messages.SUCCESS)
+                    return HttpResponseRedirect(here.format(draft.pk))
+                if op == "template":
+                    key = request.POST.get("template", "")
+                    try:
+                        revision = services.version_draft_template_save(
+                            version=version, key=key, actor=user,
+                            fields={n: request.POST.get(f"t-{n}", "") for n in ("subject", "html", "text")})
+                    except ValidationError as exc:
+                        template_errors[key] = exc.messages
+                    else:
+                        self.message_user(request, f"Saved {revision}; v{version.number} now sends it.",
+                                          messages.SUCCESS)
+                        return HttpResponseRedirect(here.format(version.pk))
+                else:
+                    definition, problems = editor.definition_from_post(request.POST, key=workflow.key)
+                    definition = editor.apply_op(definition, op)
+                    if not problems:
+                        issues = services.version_draft_update(version=version, definition=definition, actor=user)
+                        self.message_user(request, f"Saved v{version.number}" + (
+                            f" with {len(issues)} problem(s) to fix before staging." if issues else "; it validates."),
+                            messages.WARNING if issues else messages.SUCCESS)
+                        return HttpResponseRedirect(here.format(version.pk))
+            except ValidationError as exc:
+                problems = exc.messages
+        return self._editor_page(request, workflow, version, definition, problems, template_errors, may_edit)
+
+    def _editor_page(self, request: HttpRequest, workflow: Workflow, version: WorkflowVersion,
+                     definition: dict[str, Any], problems: list[str], template_errors: dict[str, list[str]],
+                     may_edit: bool) -> HttpResponse:
+        from campaigns.models import EmailTemplate
+
+        forms_ = editor.step_forms(definition)
+        issues = d_validate(definition)
+        general = editor.errors_by_step(issues, forms_)
+        pins = services.version_pins(version=version)
+        templates = [{"key": t.key, "revision": pins.get(t.key), "errors": template_errors.get(t.key, []),
+                      "content": pins.get(t.key) or t}
+                     for t in EmailTemplate.objects.filter(key__in=sorted(definition_template_keys(definition)))]
+        return TemplateResponse(request, "admin/automation/workflow/edit.html", {
+            **self.admin_site.each_context(request), "opts": self.model._meta, "original": workflow,
+            "title": f"Edit {workflow.name} v{version.number}", "workflow": workflow, "version": version,
+            "is_draft": version.state == VersionState.DRAFT, "may_edit": may_edit, "step_forms": forms_,
+            "workflow_fields": editor.workflow_fields(definition), "problems": problems, "general_issues": general,
+            "issue_count": len(issues), "step_types": list(STEP_KEYS), "templates": templates,
+            "graph_svg": mark_safe(selectors.graph_svg(version)),  # noqa: S308  built with escape()
+        })
+
     def export_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         workflow = get_object_or_404(Workflow, pk=pk)
         if not self.has_view_permission(request, workflow):
@@ -242,6 +313,12 @@ class WorkflowAdmin(admin.ModelAdmin):
         response = HttpResponse(text, content_type="text/yaml; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="{workflow.key}-v{version.number}.yaml"'
         return response
+
+
+def d_validate(definition: dict[str, Any]) -> list[Any]:
+    from automation.definition import validate_workflow
+
+    return validate_workflow(definition, known_templates=services.known_template_keys())
 
 
 def _version_pk(params: Any) -> int:

@@ -240,6 +240,10 @@ def _known_templates() -> set[str]:
     return set(EmailTemplate.objects.values_list("key", flat=True))
 
 
+def known_template_keys() -> set[str]:
+    return _known_templates()
+
+
 def version_issues(*, version: WorkflowVersion) -> list[d.Issue]:
     issues = d.validate_workflow(version.definition, known_templates=_known_templates())
     pinned = version_pins(version=version)
@@ -594,3 +598,84 @@ def _template_spec(template: Any, revision: Any) -> dict[str, Any]:
         if value and not (name == "kind" and value == "marketing"):
             spec[name] = value
     return spec
+
+
+# --- Editing drafts (the admin's editor) ------------------------------------------------------------
+
+
+def version_draft_edit(*, version: WorkflowVersion, actor: Any) -> WorkflowVersion:
+    """The draft to edit for `version`: itself when it is a draft, else a new draft with the same
+    definition and pins (a version that ran or was staged never changes)."""
+    if version.state == VersionState.DRAFT:
+        return version
+    with transaction.atomic():
+        _locked(version.workflow)
+        draft = WorkflowVersion(workflow=version.workflow, number=_next_number(version.workflow),
+                                definition=version.definition, author=_user(actor))
+        draft.full_clean()
+        draft.save()
+        pins = version_pins(version=version)
+        TemplatePin.objects.bulk_create([TemplatePin(version=draft, template_id=r.template_id, revision=r)
+                                         for _, r in sorted(pins.items())])
+        audit_record(actor=actor, action="workflow.draft_created", target=draft, data={
+            "number": draft.number, "from": version.number,
+            "revisions": {k: r.number for k, r in sorted(pins.items())}})
+    return draft
+
+
+def _draft_locked(version: WorkflowVersion) -> WorkflowVersion:
+    locked = WorkflowVersion.objects.select_for_update().select_related("workflow").get(pk=version.pk)
+    if locked.state != VersionState.DRAFT:
+        raise ValidationError(f"only a draft can be edited; v{locked.number} is {locked.state} "
+                              "(editing it makes a new draft)")
+    return locked
+
+
+@transaction.atomic
+def version_draft_update(*, version: WorkflowVersion, definition: dict[str, Any], actor: Any) -> list[d.Issue]:
+    """Save an edited definition into a draft and return its validation issues (by step id). An
+    invalid draft is kept so work is not lost, but workflow_stage refuses it listing every issue.
+    Templates stay pinned to the revision the draft had; newly used ones pin their current content,
+    ones no longer used are unpinned."""
+    draft = _draft_locked(version)
+    if not isinstance(definition, dict) or not isinstance(definition.get("steps"), list) \
+            or not all(isinstance(s, dict) for s in definition["steps"]):
+        raise ValidationError("the definition needs a `steps:` list of mappings")
+    if definition.get("key") != draft.workflow.key:
+        raise ValidationError(f"the definition's key {definition.get('key')!r} is not {draft.workflow.key!r}")
+    issues = d.validate_workflow(definition, known_templates=_known_templates())
+    draft.definition = definition
+    draft.save(update_fields=["definition"])
+    keys = d.template_keys(definition)
+    pinned = version_pins(version=draft)
+    TemplatePin.objects.filter(version=draft).exclude(template__key__in=keys).delete()
+    new = _revisions_for(keys - set(pinned), {}, actor)
+    TemplatePin.objects.bulk_create([TemplatePin(version=draft, template_id=r.template_id, revision=r)
+                                     for _, r in sorted(new.items())])
+    version.definition = definition
+    audit_record(actor=actor, action="workflow.draft_edited", target=draft,
+                 data={"number": draft.number, "issues": len(issues), "pinned": sorted(new)})
+    return issues
+
+
+@transaction.atomic
+def version_draft_template_save(*, version: WorkflowVersion, key: str, fields: dict[str, str], actor: Any) -> Any:
+    """Edit the content of a template the draft sends: a new revision (campaigns.revisions) that
+    this draft pins. Production keeps its own pinned revision until this draft is promoted."""
+    from campaigns.models import EmailTemplate
+    from campaigns.revisions import template_save
+
+    draft = _draft_locked(version)
+    if key not in d.template_keys(draft.definition):
+        raise ValidationError(f"v{draft.number} sends no template {key!r}")
+    template = EmailTemplate.objects.filter(key=key).first()
+    if template is None:
+        raise ValidationError(f"template {key!r} does not exist")
+    for name in ("subject", "html", "text"):
+        if name in fields:
+            setattr(template, name, fields[name])
+    revision = template_save(template=template, actor=actor, source="workflow-editor")
+    TemplatePin.objects.update_or_create(version=draft, template=template, defaults={"revision": revision})
+    audit_record(actor=actor, action="workflow.draft_template_pinned", target=draft,
+                 data={"number": draft.number, "template": key, "revision": revision.number})
+    return revision

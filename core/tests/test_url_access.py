@@ -85,6 +85,7 @@ ADMIN_MODELS: dict[str, ModelAccess] = {
     "campaigns.senderprofile": ModelAccess(roles(M, A, O), roles(O), roles(O)),
     "campaigns.message": read(M, A, O),
     "campaigns.suppression": ModelAccess(roles(M, A, O), roles(O), roles(O)),
+    "campaigns.bouncemailboxitem": read(O, delete=True),  # what the bounce mailboxes held
     "crm.crmconnection": ModelAccess(roles(M, A, O), roles(O), roles(O)),
     "crm.crmsyncitem": read(M, A, S, O, delete=True),
     "crm.crmsyncerror": read(M, A, O, delete=True),
@@ -135,6 +136,7 @@ ROUTES: dict[str, frozenset[str] | str] = {
     "admin:automation_workflow_versions": roles(M, A, O),
     "admin:automation_workflow_act": roles(M, A),
     "admin:automation_workflow_export": roles(M, A, O),
+    "admin:automation_workflow_edit": roles(M, A, O),  # Ops sees the editor read-only; POSTs need change
 }
 # The queue dashboard, under /admin/rq/ and under django-rq's own /admin/django_rq/dashboard/.
 RQ_VIEWS = ("home", "home_json", "metrics", "jobs", "queue_details", "finished_jobs", "failed_jobs",
