@@ -1,6 +1,7 @@
 """Event ingestion for the API: a whole batch validated in Python, then a constant number of
 queries (contacts looked up and created set-wise, events inserted with the idempotency constraint
-doing the deduplication), and one `events` job per 500 accepted events, leaving after COMMIT."""
+doing the deduplication), and after COMMIT an `events` job unless one is already waiting
+(coalesced: contacts.pipeline.events_kick)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from django.utils.dateparse import parse_datetime
 from contacts.emails import normalize_email
 from contacts.fields import load_specs, validate_attributes
 from contacts.models import ApiKey, Contact, Event
+from contacts.pipeline import events_kick
 from contacts.services import EDITABLE_FIELDS, contact_upsert
 from core.logs import MAX_IDS_PER_GROUP, current_correlation_id
 from core.queues import get_queue
@@ -39,7 +41,6 @@ MAX_IDEMPOTENCY_KEY = 200
 JOB_CHUNK = 500
 EVENT_TYPE_RE = re.compile(r"^[a-z0-9_.:-]{1,100}$")
 ITEM_FIELDS = frozenset({"email", "type", "properties", "occurred_at", "idempotency_key"})
-PROCESS_JOB = "contacts.tasks_events.events_process"
 
 
 @dataclass(frozen=True)
@@ -107,12 +108,12 @@ def events_ingest(*, api_key: ApiKey, items: Sequence[Any], now: dt.datetime | N
 
 
 def enqueue_processing(*, event_ids: Sequence[int], correlation_id: str = "") -> None:
-    """One job per chunk of ids; inside a transaction the jobs leave after COMMIT (django-rq).
-    `correlation_id` (the events' own) becomes the jobs' id in the logs."""
-    queue = get_queue("events")
-    meta = {"correlation_id": correlation_id} if correlation_id else None
-    for start in range(0, len(event_ids), JOB_CHUNK):
-        queue.enqueue(PROCESS_JOB, list(event_ids[start:start + JOB_CHUNK]), meta=meta)
+    """After COMMIT (at once outside a transaction), make sure a job will process the new events:
+    one `events_process_pending` job serves every event committed before it starts, so a stream of
+    single-event requests costs a job per batch, not per request. `correlation_id` (the events'
+    own) becomes the job's id in the logs when this call enqueues it."""
+    if event_ids:
+        transaction.on_commit(lambda: events_kick(correlation_id=correlation_id))
 
 
 # --- Validation (pure Python, no queries) ---------------------------------------------------------

@@ -13,12 +13,13 @@ from datetime import timedelta
 
 from django.db import connection, transaction
 from django.utils import timezone
+from redis.exceptions import RedisError
 from rq.job import JobStatus
 
 from contacts.models import Event
 from contacts.segments.sql import id_set
 from core.logs import contact_causes, rows_extra
-from core.queues import get_queue
+from core.queues import get_connection, get_queue
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,14 @@ SWEEP_BATCH = 500
 CLAIM_LIMIT = 4000  # events one job may take on (its own ids first)
 SWEEP_MAX_BATCHES = 20  # per run (every minute): 10,000 events; the next run takes the rest
 PENDING = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
+# Set while an `events_process_pending` job waits in the queue: new events then cost no job of their
+# own (a signup form posting one event per request would otherwise make one job per request, and a
+# stream of them kept the worker busy with ~30 ms jobs). The job clears it before it claims, so an
+# event committed after that sets it again. Only a hint: a lost flag or job leaves the events
+# unprocessed in the database, where the TTL, the next event or the sweeper (SWEEP_AFTER) finds them.
+PENDING_FLAG = "leadflow:events:pending"
+PENDING_FLAG_TTL = 120  # seconds; longer than a job normally waits in the queue
+PENDING_JOB = "contacts.tasks_events.events_process_pending"
 
 
 class BatchOverlap(Exception):
@@ -49,7 +58,45 @@ def events_process(*, event_ids: Collection[int]) -> int:
         return 0
 
 
-def _process_batch(event_ids: list[int]) -> int:
+def events_kick(*, correlation_id: str = "") -> bool:
+    """Make sure one `events_process_pending` job will look at the unprocessed events: enqueue one
+    unless one is already waiting (PENDING_FLAG). Call after COMMIT. Returns whether it enqueued.
+    `correlation_id` (the kicking request's) becomes the job's id in the logs."""
+    try:
+        if not get_connection().set(PENDING_FLAG, "1", nx=True, ex=PENDING_FLAG_TTL):
+            return False
+        meta = {"correlation_id": correlation_id} if correlation_id else None
+        get_queue("events").enqueue(PENDING_JOB, meta=meta)
+    except RedisError:
+        # The events are committed; the sweeper re-queues them after SWEEP_AFTER.
+        log.warning("events: Redis unavailable, processing waits for the sweeper", exc_info=True)
+        return False
+    return True
+
+
+def events_process_pending() -> int:
+    """The coalesced job: process the oldest unprocessed events, up to CLAIM_LIMIT, in one batch;
+    if it was full, kick a fresh job for the rest (one batch per job, so other queues get their
+    turn between batches). Returns how many events it processed."""
+    try:
+        # Cleared before claiming: an event committed from here on kicks a new job (which may find
+        # its event already taken by this one), an event committed before is seen by the claim.
+        get_connection().delete(PENDING_FLAG)
+    except RedisError:
+        log.warning("events: could not clear the pending flag; it expires", exc_info=True)
+    overlapped = False
+    try:
+        with transaction.atomic():
+            processed = _process_batch(None)
+    except BatchOverlap:
+        log.warning("pending events batch overlapped a concurrent run; rolled back, queued again")
+        overlapped, processed = True, 0
+    if overlapped or processed >= CLAIM_LIMIT:
+        events_kick()
+    return processed
+
+
+def _process_batch(event_ids: list[int] | None) -> int:
     from contacts.segments.services import segments_update_contacts
     from scoring.services import score_events, score_fit
 
@@ -79,20 +126,24 @@ def _process_batch(event_ids: list[int]) -> int:
     return len(own)
 
 
-def _lock_unprocessed(event_ids: list[int]) -> list[Event]:
-    """Unprocessed events among the ids, plus other pending events up to CLAIM_LIMIT, in time
-    order. Taking what else is pending turns a backlog of small jobs into a few big batches (the
-    per-batch rule and segment queries dominate small ones); the jobs for those events then find
-    nothing left to do. On PostgreSQL rows another worker is processing are skipped (SKIP LOCKED)."""
+def _lock_unprocessed(event_ids: list[int] | None) -> list[Event]:
+    """Unprocessed events among the ids (None: no ids of its own, the coalesced job), plus other
+    pending events up to CLAIM_LIMIT, in time order. Taking what else is pending turns a backlog of
+    small jobs into a few big batches (the per-batch rule and segment queries dominate small ones);
+    the jobs for those events then find nothing left to do. On PostgreSQL rows another worker is
+    processing are skipped (SKIP LOCKED)."""
     skip_locked = connection.features.has_select_for_update_skip_locked
     unprocessed = Event.objects.filter(processed_at__isnull=True)
-    own = unprocessed.filter(pk__in=id_set(event_ids))
-    if skip_locked:
-        own = own.select_for_update(skip_locked=True)
-    events = list(own)
-    if events and len(events) < CLAIM_LIMIT:
+    events: list[Event] = []
+    if event_ids is not None:
+        own = unprocessed.filter(pk__in=id_set(event_ids))
+        if skip_locked:
+            own = own.select_for_update(skip_locked=True)
+        events = list(own)
+        unprocessed = unprocessed.exclude(pk__in=id_set(event_ids))
+    if (events or event_ids is None) and len(events) < CLAIM_LIMIT:
         # Oldest first, served by the partial index on received_at where processed_at is null.
-        others = unprocessed.exclude(pk__in=id_set(event_ids)).order_by("received_at", "id")
+        others = unprocessed.order_by("received_at", "id")
         if skip_locked:
             others = others.select_for_update(skip_locked=True)
         events += list(others[: CLAIM_LIMIT - len(events)])

@@ -5,8 +5,15 @@ from __future__ import annotations
 from contacts import pipeline
 
 
+def events_process_pending() -> int:
+    """Enqueued by pipeline.events_kick after COMMIT of new events, unless one is already waiting:
+    takes on every unprocessed event (up to pipeline.CLAIM_LIMIT, then a fresh job)."""
+    return pipeline.events_process_pending()
+
+
 def events_process(event_ids: list[int]) -> int:
-    """Enqueued by contacts.ingest after COMMIT, one job per chunk of at most 500 new event ids."""
+    """Enqueued by the sweeper (one job per chunk of at most 500 stale event ids); the API enqueued
+    it before jobs were coalesced, so jobs already in a queue still run."""
     return pipeline.events_process(event_ids=event_ids)
 
 

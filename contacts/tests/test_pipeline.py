@@ -103,8 +103,8 @@ def test_the_events_job_leaves_after_commit_and_the_worker_marks_events_processe
         result = events_ingest(api_key=api_key, items=items(10))
         assert queue.count == 0  # not before COMMIT: a worker would not see the rows yet
     assert queue.count == 1
-    assert queue.jobs[0].func_name == "contacts.tasks_events.events_process"
-    assert queue.jobs[0].args == (result.event_ids,)
+    assert queue.jobs[0].func_name == "contacts.tasks_events.events_process_pending"
+    assert queue.jobs[0].args == ()  # it takes on whatever is unprocessed when it runs
 
     drain()
 
@@ -126,13 +126,94 @@ def test_a_rolled_back_ingest_enqueues_nothing(api_key: ApiKey) -> None:
     assert not Event.objects.exists()
 
 
+def scored_once(engines: Engines) -> list[int]:
+    """Every event id the scoring engine was given, in order; a repeat would show twice."""
+    return [pk for batch in engines.scored for pk in batch]
+
+
 @pytest.mark.django_db(transaction=True)
-def test_a_batch_of_1000_is_split_into_jobs_of_at_most_500_ids(api_key: ApiKey) -> None:
+def test_a_batch_of_1000_is_one_job(api_key: ApiKey, engines: Engines) -> None:
     result = events_ingest(api_key=api_key, items=items(1000))
-    jobs = get_queue("events").jobs
     assert result.accepted == 1000
-    assert [len(job.args[0]) for job in jobs] == [500, 500]
-    assert sorted(jobs[0].args[0] + jobs[1].args[0]) == sorted(result.event_ids)
+    assert get_queue("events").count == 1
+    drain()
+    assert sorted(scored_once(engines)) == sorted(result.event_ids)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_single_event_requests_coalesce_into_one_job_that_processes_each_event_once(
+    api_key: ApiKey, engines: Engines,
+) -> None:
+    # given a signup form's stream: 20 API calls of one event each, while no worker runs yet
+    ids = [events_ingest(api_key=api_key, items=items(1, start=n)).event_ids[0] for n in range(20)]
+    # then one job waits for all of them, not one per call
+    assert get_queue("events").count == 1
+    # when it runs, every event is processed once, in one batch
+    drain()
+    assert engines.scored == [sorted(ids)]
+    assert not Event.objects.filter(processed_at__isnull=True).exists()
+    # and the next call after it ran gets a job of its own
+    later = events_ingest(api_key=api_key, items=items(1, start=20)).event_ids
+    assert get_queue("events").count == 1
+    drain()
+    assert sorted(scored_once(engines)) == sorted(ids + later)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_event_committed_while_the_job_runs_gets_a_new_job(api_key: ApiKey, engines: Engines) -> None:
+    first = events_ingest(api_key=api_key, items=items(1)).event_ids
+    arrived: list[int] = []
+
+    def a_request_arrives() -> list[Event]:
+        # a request stores an event after the job claimed its batch (the flag was cleared first)
+        arrived.extend(events_ingest(api_key=api_key, items=items(1, start=1)).event_ids)
+        return []
+
+    engines.make_segment_events = a_request_arrives
+    drain()  # runs the job, then the one the new event kicked
+    assert arrived
+    assert scored_once(engines) == first + arrived
+    assert not Event.objects.filter(processed_at__isnull=True).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_full_batch_hands_the_rest_to_a_fresh_job(engines: Engines, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pipeline, "CLAIM_LIMIT", 2)
+    ids = make_events(5)
+    assert pipeline.events_kick()
+    assert not pipeline.events_kick()  # one is waiting already
+    drain()
+    assert engines.scored == [ids[0:2], ids[2:4], ids[4:5]]  # one batch per job, oldest first
+
+
+def age(ids: list[int], by: dt.timedelta = dt.timedelta(minutes=3)) -> None:
+    Event.objects.filter(pk__in=ids).update(received_at=timezone.now() - by)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_redis_flushed_with_the_job_and_flag_loses_no_event(api_key: ApiKey, engines: Engines) -> None:
+    ids = [events_ingest(api_key=api_key, items=items(1, start=n)).event_ids[0] for n in range(3)]
+    get_connection().flushdb()  # the job and the pending flag are gone; the events are in the database
+    age(ids)
+    assert pipeline.events_sweep() == 3
+    drain()
+    assert sorted(scored_once(engines)) == sorted(ids)
+    assert not Event.objects.filter(processed_at__isnull=True).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_flag_whose_job_was_lost_delays_events_until_the_sweeper_never_loses_them(
+    api_key: ApiKey, engines: Engines,
+) -> None:
+    ids = events_ingest(api_key=api_key, items=items(1)).event_ids
+    get_queue("events").empty()  # the job is lost, the flag stays (until its TTL)
+    ids += events_ingest(api_key=api_key, items=items(2, start=1)).event_ids
+    assert get_queue("events").count == 0  # the flag says a job is waiting: none enqueued
+    age(ids)
+    assert pipeline.events_sweep() == 3
+    drain()
+    assert sorted(scored_once(engines)) == sorted(ids)  # each once
+    assert not Event.objects.filter(processed_at__isnull=True).exists()
 
 
 @pytest.mark.django_db(transaction=True)

@@ -13,7 +13,8 @@ from rq.worker import BaseWorker, SimpleWorker
 from core import ops
 from core.queues import ensure_redis
 
-# Latency-sensitive queues first: an RQ worker takes work from its queues in this order.
+# Latency-sensitive queues first: an idle worker looks at its queues in this order. Under load they
+# take turns (FairQueues), so the order only breaks ties.
 QUEUE_PRIORITY = ("events", "delivery", "default", "crm", "imports")
 # Jobs run in the worker process, without RQ's fork per job: our jobs are many and short (an event
 # batch, a delivery round, a workflow advance) and a fork plus a new database connection costs
@@ -51,17 +52,36 @@ class JobCounters(_WorkerBase):
             ops.job_outcome_record(redis=self.connection, queue=queue.name, outcome="failed")
 
 
+class FairQueues(_WorkerBase):
+    """Mixed into every worker class `manage.py worker` runs: its queues take turns. After a job
+    from one queue the next look starts at the queue after it (in the order given), so while one
+    queue always has work (a stream of event jobs, a backlog of CRM batches) every other queue
+    still gets a job in turn: each waits for at most one job of every other queue, never for a
+    queue to run dry. RQ's default strictly prefers the first queue with work, which let a stream
+    of event jobs hold delivery back until the stream stopped (issue 25). This is RQ's own
+    `round_robin` dequeue strategy, made the default here because django-rq's `rqworker` cannot
+    pass one."""
+
+    def reorder_queues(self, reference_queue: Queue) -> None:
+        names = [q.name for q in self.queues]
+        if reference_queue.name not in names:
+            return
+        pos = names.index(reference_queue.name)
+        self._ordered_queues = self.queues[pos + 1:] + self.queues[:pos + 1]
+
+
 def counting_worker_class(worker_class: str | type[BaseWorker]) -> type[BaseWorker]:
-    """`worker_class` (a class or its dotted path, e.g. "rq.Worker") with JobCounters mixed in."""
+    """`worker_class` (a class or its dotted path, e.g. "rq.Worker") with JobCounters and
+    FairQueues mixed in."""
     cls: Any = import_attribute(worker_class) if isinstance(worker_class, str) else worker_class
     if not (isinstance(cls, type) and issubclass(cls, BaseWorker)):
         raise CommandError(f"--worker-class {worker_class}: not an RQ worker class")
-    if issubclass(cls, JobCounters):
+    if issubclass(cls, JobCounters) and issubclass(cls, FairQueues):
         return cls
-    return type(f"Counting{cls.__name__}", (JobCounters, cls), {"__module__": __name__})
+    return type(f"Counting{cls.__name__}", (FairQueues, JobCounters, cls), {"__module__": __name__})
 
 
-class InProcessWorker(JobCounters, SimpleWorker):
+class InProcessWorker(FairQueues, JobCounters, SimpleWorker):
     """RQ's SimpleWorker (jobs run in the worker process, timeouts still enforced) that keeps
     Django's database connection between jobs and checks it the way Django does between requests
     (CONN_MAX_AGE, CONN_HEALTH_CHECKS): a broken or expired connection is replaced."""
