@@ -196,6 +196,9 @@ class WorkflowAdmin(admin.ModelAdmin):
                 services.workflow_rollback(workflow=workflow, actor=request.user, migrate=migrate)
             elif action in ("pause", "resume"):
                 services.workflow_set_paused(workflow=workflow, paused=action == "pause", actor=request.user)
+            elif action == "enroll":
+                self._enroll(request, workflow)
+                return back
             elif action == "draft_latest":
                 version = services.version_draft_with_latest_templates(workflow=workflow, actor=request.user)
                 self.message_user(request, f"Draft v{version.number} pins the templates' current content; "
@@ -211,6 +214,20 @@ class WorkflowAdmin(admin.ModelAdmin):
             return back
         self.message_user(request, f"{action.title()}: done.", messages.SUCCESS)
         return back
+
+    def _enroll(self, request: HttpRequest, workflow: Workflow) -> None:
+        emails = [e.strip() for e in request.POST.get("emails", "").replace("\n", ",").split(",") if e.strip()]
+        if not emails:
+            raise ValidationError("enter one or more contact emails")
+        result = services.workflow_enroll_emails(workflow=workflow, emails=emails, actor=request.user,
+                                                 to=request.POST.get("to", ""))
+        self.message_user(request, f"Enrolled into {request.POST.get('to')}: {', '.join(result.enrolled) or 'nobody'}.",
+                          messages.SUCCESS if result.enrolled else messages.WARNING)
+        for label, found in (("No contact with this email", result.unknown),
+                             ("Not test contacts (staging takes the test audience only)", result.not_test),
+                             ("Already in the workflow, or re-entry does not allow it", result.skipped)):
+            if found:
+                self.message_user(request, f"{label}: {', '.join(found)}", messages.WARNING)
 
     def _confirm_view(self, request: HttpRequest, workflow: Workflow, action: str, migrate: bool) -> HttpResponse:
         """Promote, rollback and pause ask first: what changes (steps and the content sent) and
@@ -349,8 +366,19 @@ class EnrollmentAdmin(ReadOnlyAdmin):
 
 @admin.register(StepRun)
 class StepRunAdmin(ReadOnlyAdmin):
-    list_display = ["idempotency_key", "step_type", "status", "attempt", "started_at", "finished_at", "error"]
+    list_display = ["idempotency_key", "contact", "workflow", "step_id", "step_type", "status", "attempt",
+                    "started_at", "finished_at", "error"]
     list_filter = ["status", "step_type"]
+    # One query for the page, not three per row (contact and workflow through the enrollment).
+    list_select_related = ["enrollment__contact", "enrollment__workflow", "version"]
+
+    @admin.display(description="Contact", ordering="enrollment__contact__email")
+    def contact(self, obj: StepRun) -> str:
+        return str(obj.enrollment.contact.email)
+
+    @admin.display(description="Workflow", ordering="enrollment__workflow__key")
+    def workflow(self, obj: StepRun) -> str:
+        return f"{obj.enrollment.workflow.key} v{obj.version.number}"
     search_fields = ["=idempotency_key", "=correlation_id"]
 
 

@@ -278,16 +278,32 @@ def in_flight(*, workflow: Workflow) -> dict[str, int]:
 
 @dataclass
 class Dashboard:
-    statuses: dict[str, int]
-    steps: dict[str, dict[str, int]]  # step id -> passed / waiting / failed / opened / clicked
+    statuses: dict[str, int]  # all enrollments by status, and "enrolled" in all
+    steps: dict[str, dict[str, int]]  # step id -> passed / waiting / failed / sent / suppressed / opened / clicked
+    # "production" (real contacts) and "staging" (the test audience): enrollments by status
+    audiences: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def audience_rows(self) -> list[tuple[str, list[int]]]:
+        """Each audience's counts in the order of `statuses` (the table's columns)."""
+        return [(side, [counts.get(k, 0) for k in self.statuses]) for side, counts in self.audiences.items()]
 
 
 def workflow_dashboard(*, workflow: Workflow) -> Dashboard:
-    """Enrollment counts by status; per step (all versions) how many passed, wait there, failed,
-    and for send steps how many emails were opened and clicked."""
-    from campaigns.models import Message
+    """Enrollment counts by status, for production and staging apart; per step (all versions) how
+    many passed, wait there, failed, and for send steps how many emails were sent, how many were
+    suppressed (not sent on purpose: unsubscribed, bounced, a rule), opened and clicked."""
+    from campaigns.models import Message, MessageStatus
 
-    statuses = dict(Enrollment.objects.filter(workflow=workflow).values_list("status").annotate(n=Count("id")))
+    audiences: dict[str, dict[str, int]] = {"production": {"enrolled": 0}, "staging": {"enrolled": 0}}
+    statuses: dict[str, int] = defaultdict(int)
+    for is_staging, status, n in Enrollment.objects.filter(workflow=workflow).values_list("is_staging", "status") \
+            .annotate(n=Count("id")).order_by():
+        side = audiences["staging" if is_staging else "production"]
+        side[status] = side.get(status, 0) + n
+        side["enrolled"] += n
+        statuses[status] += n
+    statuses = dict(statuses)
     statuses["enrolled"] = sum(statuses.values())
     steps: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     runs = StepRun.objects.filter(version__workflow=workflow).values_list("step_id", "status").annotate(n=Count("id"))
@@ -295,9 +311,11 @@ def workflow_dashboard(*, workflow: Workflow) -> Dashboard:
     for step_id, status, n in runs:
         steps[step_id][names.get(status, status)] += n
     sends = Message.objects.filter(source=f"workflow:{workflow.key}"[:100])
-    for key, opened, clicked in sends.values_list("idempotency_key", "opened_at", "clicked_at"):
+    for key, status, opened, clicked in sends.values_list("idempotency_key", "status", "opened_at", "clicked_at"):
         parts = key.split(":")  # wf:<enrollment>:<step>:<seq>
         if len(parts) >= 4:
+            steps[parts[2]]["sent"] += status == MessageStatus.SENT
+            steps[parts[2]]["suppressed"] += status == MessageStatus.SUPPRESSED
             steps[parts[2]]["opened"] += opened is not None
             steps[parts[2]]["clicked"] += clicked is not None
-    return Dashboard(statuses, {k: dict(v) for k, v in steps.items()})
+    return Dashboard(statuses, {k: dict(v) for k, v in steps.items()}, audiences)

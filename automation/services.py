@@ -227,6 +227,67 @@ def workflow_enroll(*, workflow: Workflow, contact_ids: Collection[int], actor: 
     return created
 
 
+MANUAL_ENROLL_MAX = 500  # addresses per admin form; bigger audiences belong in a segment trigger
+
+
+@dataclass
+class ManualEnrollResult:
+    enrolled: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)  # no contact with that address
+    not_test: list[str] = field(default_factory=list)  # staging takes the test audience only
+    skipped: list[str] = field(default_factory=list)  # already in it, or re-entry says no
+
+
+def workflow_enroll_emails(*, workflow: Workflow, emails: Sequence[str], to: str, actor: Any,
+                           now: dt.datetime | None = None) -> ManualEnrollResult:
+    """The admin's manual enrollment: contacts by email into the staging version (test audience
+    only: a real contact never runs staging) or the production version. Re-entry rules apply."""
+    from contacts.emails import normalize_email
+
+    if to not in (VersionState.STAGING, VersionState.PRODUCTION):
+        raise ValidationError(f"enroll into staging or production, not {to!r}")
+    if len(emails) > MANUAL_ENROLL_MAX:
+        raise ValidationError(f"at most {MANUAL_ENROLL_MAX} addresses at a time; use a segment trigger for more")
+    wanted: dict[str, str] = {}  # canonical -> as typed
+    bad = []
+    for raw in emails:
+        try:
+            wanted.setdefault(normalize_email(raw), raw)
+        except ValidationError as exc:
+            bad.append(f"{raw!r}: {'; '.join(exc.messages)}")
+    if bad:
+        raise ValidationError(bad)
+    now = now or timezone.now()
+    result = ManualEnrollResult()
+    with transaction.atomic():
+        _locked(workflow)
+        if workflow.paused:
+            raise ValidationError("the workflow is paused: resume it first")
+        version = WorkflowVersion.objects.filter(workflow=workflow, state=to).first()
+        if version is None:
+            raise ValidationError(f"the workflow has no {to} version")
+        contacts = dict(Contact.objects.filter(email__in=wanted).values_list("email", "pk"))
+        result.unknown = sorted(e for e in wanted if e not in contacts)
+        test_ids = _test_audience(workflow, set(contacts.values()))
+        chosen: dict[int, tuple[WorkflowVersion, Event | None]] = {}
+        for email, cid in contacts.items():
+            if to == VersionState.STAGING and cid not in test_ids:
+                result.not_test.append(email)
+            else:
+                chosen[cid] = (version, None)
+        created = _enroll(workflow, chosen, test_ids, now)
+        by_id = {cid: email for email, cid in contacts.items()}
+        enrolled_ids = set(Enrollment.objects.filter(pk__in=created).values_list("contact_id", flat=True))
+        result.enrolled = sorted(by_id[c] for c in enrolled_ids)
+        result.skipped = sorted(by_id[c] for c in chosen if c not in enrolled_ids)
+        result.not_test.sort()
+        audit_record(actor=actor, action="workflow.enrolled", target=workflow, data={
+            "to": to, "version": version.number, "requested": len(wanted), "enrolled": len(created),
+            "unknown": len(result.unknown), "not_test": len(result.not_test), "skipped": len(result.skipped)})
+        enqueue_advance(enrollment_ids=created)
+    return result
+
+
 # --- Versions ----------------------------------------------------------------------------------------
 
 

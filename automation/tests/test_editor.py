@@ -49,8 +49,10 @@ def test_marketer_adds_moves_edits_and_removes_steps_and_export_round_trips(role
     # editing production makes a new draft with the same pins; production is untouched
     response = marketer.post(f"{url}?version={production.pk}", {"op": "new_draft"})
     draft = WorkflowVersion.objects.get(workflow=workflow, state=VersionState.DRAFT)
-    assert response.status_code == 302 and response["Location"].endswith(f"?version={draft.pk}")
-    assert draft.number == 2 and list(draft.pins.values_list("revision", flat=True)) == \
+    assert response.status_code == 302
+    assert response["Location"].endswith(f"?version={draft.pk}")
+    assert draft.number == 2
+    assert list(draft.pins.values_list("revision", flat=True)) == \
         list(production.pins.values_list("revision", flat=True))
     # add a wait step, fill it in, move it first
     assert marketer.post(f"{url}?version={draft.pk}", {**form_of(draft), "op": "add", "add-type": "wait"}).status_code \
@@ -92,7 +94,8 @@ def test_an_invalid_draft_is_kept_but_cannot_be_staged_every_error_listed(role_u
     response = marketer.post(f"/admin/automation/workflow/{workflow.pk}/act/",
                              {"action": "stage", "version": draft.pk}, follow=True)
     shown = response.content.decode()
-    assert "unknown template &#x27;no-such-email&#x27;" in shown and "&#x27;nowhere&#x27; is not a step" in shown
+    assert "unknown template &#x27;no-such-email&#x27;" in shown
+    assert "&#x27;nowhere&#x27; is not a step" in shown
     draft.refresh_from_db()
     assert draft.state == VersionState.DRAFT
     # an unreadable value is not saved; the page names the field
@@ -114,7 +117,8 @@ def test_editing_the_drafts_email_pins_a_new_revision_production_keeps_its_own(r
     # a template that does not render is refused, named, and nothing is pinned
     page = marketer.post(url, {"op": "template", "template": "pricing-followup", "t-subject": "{% if %}",
                                "t-html": "<p>x</p>"}).content.decode()
-    assert "errorlist" in page and draft.pins.get().revision.subject == "New pricing"
+    assert "errorlist" in page
+    assert draft.pins.get().revision.subject == "New pricing"
     # only drafts change
     with pytest.raises(ValidationError, match="only a draft can be edited"):
         services.version_draft_update(version=production, definition=production.definition, actor="test")
