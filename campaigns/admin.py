@@ -19,7 +19,7 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from campaigns import dkim_signing, rendering, services
-from campaigns.models import EmailTemplate, Message, SenderProfile, Suppression, email_hash
+from campaigns.models import BounceMailboxItem, EmailTemplate, Message, SenderProfile, Suppression, email_hash
 from contacts.emails import CanonicalEmailField
 from core.admin_utils import EstimatedCountPaginator
 from core.secrets import encrypt
@@ -131,6 +131,9 @@ class SenderProfileForm(forms.ModelForm):
         label="DKIM private key", help_text="PEM (-----BEGIN PRIVATE KEY----- ...), RSA, 2048 bits advised. Stored "
                                             "encrypted; leave empty to keep the stored one. A key env wins over it.")
     dkim_forget_key = forms.BooleanField(required=False, label="Forget the stored DKIM key")
+    bounce_imap_password = forms.CharField(
+        required=False, strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+        label="IMAP password", help_text="Stored encrypted; leave empty to keep the stored one. A password env wins.")
 
     class Meta:
         model = SenderProfile
@@ -144,6 +147,12 @@ class SenderProfileForm(forms.ModelForm):
             except dkim_signing.DkimUnavailable as exc:
                 raise ValidationError(str(exc)) from None
             self.instance.dkim_key_encrypted = encrypt(pem)  # before model validation, which wants a key
+        return ""
+
+    def clean_bounce_imap_password(self) -> str:
+        password = self.cleaned_data.get("bounce_imap_password") or ""
+        if password:
+            self.instance.bounce_imap_password_encrypted = encrypt(password)  # before model validation
         return ""
 
     def clean(self) -> dict[str, Any]:
@@ -170,6 +179,11 @@ class SenderProfileAdmin(admin.ModelAdmin):
                                      "dkim_forget_key", "dkim_status"],
                           "description": "Gmail and Yahoo require DKIM for bulk senders. Publish the TXT record "
                                          "shown below, then set the domain to start signing."}),
+        ("Bounce mailbox (IMAP)", {"fields": ["bounce_imap_host", "bounce_imap_security", "bounce_imap_port",
+                                              "bounce_imap_user", "bounce_imap_password_env", "bounce_imap_password",
+                                              "bounce_imap_folder"],
+                                   "description": "For senders not on SES: the mailbox bounces and feedback-loop "
+                                                  "complaints arrive in, polled every 5 minutes (docs/delivery.md)."}),
     ]
     readonly_fields = ["dkim_status"]
 
@@ -282,3 +296,22 @@ class SuppressionAdmin(admin.ModelAdmin):
             obj.email_hash = email_hash(obj.email)
         super().save_model(request, obj, form, change)
 
+
+@admin.register(BounceMailboxItem)
+class BounceMailboxItemAdmin(admin.ModelAdmin):
+    """What the bounce mailboxes held (campaigns/bounce_mailbox.py): read-only; filter on *unparsed* for
+    the mails left for a human, with the reason."""
+
+    list_display = ["created_at", "mailbox", "uid", "status", "kind", "subject"]
+    list_filter = ["status", "kind"]
+    search_fields = ["=key", "subject", "mailbox"]
+    readonly_fields = [f.name for f in BounceMailboxItem._meta.fields]
+    list_select_related = ["sender"]
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

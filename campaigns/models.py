@@ -139,6 +139,24 @@ class SenderProfile(models.Model):
     dkim_key_env = models.CharField(max_length=100, blank=True,
                                     help_text="Environment variable holding the PEM private key (LEADFLOW_DKIM_...)")
     dkim_key_encrypted = models.TextField(blank=True, editable=False)
+    # Bounce mailbox (campaigns/bounce_mailbox.py): the IMAP mailbox the Return-Path leads to, polled for
+    # DSNs and feedback reports. Off while the host is empty. The password lives in an environment
+    # variable LEADFLOW_IMAP_* (wins) or encrypted here (core/secrets.py), never in clear.
+    bounce_imap_host = models.CharField("IMAP host", max_length=253, blank=True,
+                                        help_text="IMAP server; empty: no bounce mailbox")
+    bounce_imap_port = models.PositiveIntegerField("IMAP port", null=True, blank=True,
+                                                   help_text="Empty: 993 for TLS, 143 for STARTTLS or plain")
+    bounce_imap_security = models.CharField(
+        "IMAP security", max_length=10, default="tls",
+        choices=[("tls", "TLS (port 993)"), ("starttls", "STARTTLS (port 143)"),
+                 ("plain", "None (a server on a trusted network only)")])
+    bounce_imap_user = models.CharField("IMAP user", max_length=254, blank=True)
+    bounce_imap_password_env = models.CharField(
+        "IMAP password env", max_length=100, blank=True,
+        help_text="Environment variable holding the password (LEADFLOW_IMAP_...)")
+    bounce_imap_password_encrypted = models.TextField(blank=True, editable=False)
+    bounce_imap_folder = models.CharField("IMAP folder", max_length=200, default="INBOX", blank=True,
+                                          help_text="The folder bounces arrive in")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -152,11 +170,13 @@ class SenderProfile(models.Model):
         return self.name
 
     def clean(self) -> None:
+        from campaigns.bounce_mailbox import bounce_mailbox_problems
         from campaigns.delivery_rules import backend_config, sender_validate
         from core.outbound import SMTP_BACKENDS, host_problem
 
         errors = sender_validate(self)
         errors.update(_dkim_problems(self))
+        errors.update(bounce_mailbox_problems(self))
         if self.email_url and "email_url" not in errors:
             # An SMTP host that is an internal address (or localhost) is refused here; a name is
             # checked on every connection (core.outbound.CheckedSmtpBackend).
@@ -338,3 +358,43 @@ class Suppression(models.Model):
 
 def new_claim_token() -> uuid.UUID:
     return uuid.uuid4()
+
+
+class BounceItemStatus(models.TextChoices):
+    PROCESSED = "processed", "Processed"  # a bounce or complaint, applied
+    IGNORED = "ignored", "Ignored"  # an automatic reply, a delay of nothing of ours, a non-spam feedback type
+    UNPARSED = "unparsed", "Unparsed"  # left in the mailbox for a human, with the reason
+
+
+class BounceMailboxItem(models.Model):
+    """One mail read from a bounce mailbox (campaigns/bounce_mailbox.py). Its row is written in the same
+    transaction as the suppressions and message updates it causes, under a unique key per mailbox, so
+    a poll that dies before flagging the mail in IMAP reads it again and changes nothing twice."""
+
+    mailbox = models.CharField(max_length=400, help_text="user@host:port/folder")
+    key = models.CharField(max_length=255, help_text="The mail's Message-ID, else sha256 of its bytes")
+    sender = models.ForeignKey(SenderProfile, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                               db_index=False)
+    uid = models.BigIntegerField(null=True, blank=True, help_text="IMAP UID when it was read")
+    status = models.CharField(max_length=20, choices=BounceItemStatus.choices)
+    kind = models.CharField(max_length=20, blank=True, help_text="bounce, complaint or ignored")
+    subject = models.CharField(max_length=300, blank=True)
+    reason = models.TextField(blank=True, help_text="Why it was ignored or could not be parsed")
+    recipients = models.JSONField(default=list, blank=True,
+                                  help_text="Per recipient: address, hard/soft/complaint, status, message, outcome")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            # Idempotency: the same mail in the same mailbox is applied once (bounce_mailbox_poll).
+            models.UniqueConstraint(fields=["mailbox", "key"], name="bounceitem_mailbox_key_unique"),
+        ]
+        indexes = [
+            # Ops: the unparsed mails waiting for a human.
+            models.Index(fields=["-created_at"], name="bounceitem_unparsed_idx",
+                         condition=models.Q(status="unparsed")),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.mailbox} {self.key[:40]} ({self.status})"

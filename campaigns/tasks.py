@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from campaigns import delivery
+from campaigns import bounce_mailbox, delivery
 
 
 def delivery_run_job(sender_id: int, slot: int | None = None) -> dict[str, int]:
@@ -18,3 +18,14 @@ def delivery_sweeper() -> dict[str, int]:
 def message_deliver_job(message_id: int) -> dict[str, int]:
     """Deliver one message in its own job (the per-email baseline of bench/delivery.py)."""
     return dict(delivery.message_deliver(message_id=message_id).outcomes)
+
+
+def bounce_mailboxes_poll_job() -> dict[str, str]:
+    """Scheduled (config/schedules.py): reads every configured bounce mailbox once. A mailbox that
+    cannot be polled fails the job (visible with its reason) after the others were read."""
+    outcomes = bounce_mailbox.bounce_mailboxes_poll()
+    failed = [f"{name}: {outcome}" for name, outcome in outcomes if isinstance(outcome, bounce_mailbox.MailboxError)]
+    if failed:
+        raise RuntimeError("; ".join(failed))
+    return {name: f"{o.processed} processed, {o.ignored} ignored, {o.unparsed} unparsed"
+            for name, o in outcomes if isinstance(o, bounce_mailbox.PollResult)}

@@ -9,7 +9,7 @@ from rq import cron
 
 from automation.crm.tasks import crm_sweeper
 from automation.tasks import enrollments_wake
-from campaigns.tasks import delivery_sweeper
+from campaigns.tasks import bounce_mailboxes_poll_job, delivery_sweeper
 from contacts.segments.tasks import segments_refresh_all_job
 from contacts.tasks import import_sweeper
 from contacts.tasks_events import events_sweeper
@@ -45,6 +45,11 @@ cron.register(enrollments_wake, "default", interval=5, result_ttl=60)
 # DELIVERY_STALE_SECONDS, and senders with due work (deferred retries, quiet hours over, a kick
 # lost with Redis) get a delivery job. Idempotent: claims are conditional UPDATEs.
 cron.register(delivery_sweeper, "delivery", interval=60, result_ttl=300)
+
+# Bounce mailboxes (senders not on SES; campaigns/bounce_mailbox.py): DSNs and feedback reports become
+# suppressions and bounced messages. Every 5 minutes is soon enough for the next send; a mail is
+# recorded under a unique key before it is flagged, so a late, repeated or overlapping run counts nothing twice.
+cron.register(bounce_mailboxes_poll_job, "default", interval=300, result_ttl=3600)
 
 # Safety net for incremental segment membership: a full, set-based refresh of every active
 # segment catches changes no event announced (time passing for "within N days", bulk edits).

@@ -49,6 +49,8 @@ _CAMPAIGNS_SALES: list[str] = []
 _CAMPAIGNS_OPS: list[str] = [
     *_crud("campaigns.senderprofile"), "campaigns.view_message", "campaigns.retry_message",
     "campaigns.view_emailtemplate", *_crud("campaigns.suppression"),
+    # What the bounce mailboxes held, unparsed mails with their reason (campaigns/bounce_mailbox.py).
+    "campaigns.view_bouncemailboxitem",
 ]
 # CRM sync (automation.crm, app label "crm"): connections, the sync queue and its log.
 _CRM_MARKETER: list[str] = ["crm.sync_crmconnection", *(f"crm.view_{m}" for m in ("crmconnection", "crmsyncitem", "crmsyncerror", "crmsynclog"))]  # noqa: E501
