@@ -210,6 +210,9 @@ def _run_set_based(enrollments: list[Enrollment], now: dt.datetime) -> tuple[lis
             moved, rest = runner(group, step, d.default_next(steps, index[step_id]), now) if runner else ([], group)
             leftovers += rest
             for e, target in moved:
+                if target is None:  # the runner parked it (a new wait): its state is set, it goes no further now
+                    e.updated_at, changed[e.pk] = now, e
+                    continue
                 e.step_id, e.seq, e.status = target, e.seq + 1, EnrollmentStatus.ACTIVE
                 e.next_run_at, e.updated_at, changed[e.pk] = now + LEASE, now, e
                 pending.append(e)
@@ -222,16 +225,20 @@ def _key(e: Enrollment) -> str:
 
 
 def _set_wait_over(group: list[Enrollment], step: dict[str, Any], default_next: str,
-                   now: dt.datetime) -> tuple[list[tuple[Enrollment, str]], list[Enrollment]]:
-    """Waits that are over: their StepRuns succeed in one statement. New waits (no StepRun yet)
-    and anything unusual go the one-by-one way."""
+                   now: dt.datetime) -> tuple[list[tuple[Enrollment, str | None]], list[Enrollment]]:
+    """Waits that are over: their StepRuns succeed in one statement. New waits of a fixed length
+    (`duration`, `until`: the same end for the whole group) start in one INSERT (`_set_wait_start`);
+    window waits (they depend on each contact's time zone) and anything unusual go the one-by-one way."""
     by_key = {_key(e): e for e in group}
-    runs = {r.idempotency_key: r for r in StepRun.objects.filter(idempotency_key__in=list(by_key),
-                                                                 status=StepRunStatus.WAITING)}
-    moved, rest, done = [], [], []
+    runs = {r.idempotency_key: r for r in StepRun.objects.filter(idempotency_key__in=list(by_key))}
+    moved: list[tuple[Enrollment, str | None]] = []
+    rest, done, new = [], [], {}
     for key, e in by_key.items():
         run = runs.get(key)
-        if run is None or dt.datetime.fromisoformat(run.result["until"]) > now:
+        if run is None:
+            new[key] = e
+            continue
+        if run.status != StepRunStatus.WAITING or dt.datetime.fromisoformat(run.result["until"]) > now:
             rest.append(e)
             continue
         done.append(run.pk)
@@ -243,7 +250,31 @@ def _set_wait_over(group: list[Enrollment], step: dict[str, Any], default_next: 
             status=StepRunStatus.SUCCEEDED, finished_at=now, result=merged)
         if claimed != len(done):  # another runner finished some meanwhile (SQLite has no row locks)
             raise IntegrityError("wait step runs changed under a locked batch")
-    return moved, rest
+    started, one_by_one = _set_wait_start(new, step, default_next, now)
+    return moved + [(e, None) for e in started], rest + one_by_one
+
+
+def _set_wait_start(fresh: dict[str, Enrollment], step: dict[str, Any], default_next: str,
+                    now: dt.datetime) -> tuple[list[Enrollment], list[Enrollment]]:
+    """Start a fixed-length wait for many enrollments (a welcome email, then "wait 2 days"): their
+    StepRuns in one INSERT (ignore_conflicts, then read back: only rows this call created count),
+    each enrollment set WAITING until the end (written by the batch's UPDATE). The one-by-one path
+    (`_wait`) writes the same rows, one enrollment at a time. Returns (started, the rest)."""
+    if not fresh or not ("duration" in step or "until" in step):
+        return [], list(fresh.values())
+    until = wait_until(step, contact=None, workflow_tz="UTC", now=now)
+    if until <= now:
+        return [], list(fresh.values())  # already over: the one-by-one path moves on at once
+    StepRun.objects.bulk_create([
+        StepRun(enrollment=e, version_id=e.version_id, step_id=e.step_id, step_type="wait", idempotency_key=k,
+                started_at=now, status=StepRunStatus.WAITING, correlation_id=e.correlation_id,
+                result={"until": until.isoformat(), "next": default_next})
+        for k, e in fresh.items()], ignore_conflicts=True, batch_size=ADVANCE_BATCH)
+    ours = set(StepRun.objects.filter(idempotency_key__in=list(fresh), started_at=now, status=StepRunStatus.WAITING)
+               .values_list("idempotency_key", flat=True))
+    for k in ours:
+        _set_state(fresh[k], EnrollmentStatus.WAITING, next_run_at=until)
+    return [fresh[k] for k in ours], [e for k, e in fresh.items() if k not in ours]
 
 
 def _json_merge(column: F, data: dict[str, Any]) -> Func:
@@ -308,8 +339,10 @@ def _set_send_email(group: list[Enrollment], step: dict[str, Any], default_next:
     return [(fresh[k], default_next) for k in ours], rest + [e for k, e in fresh.items() if k not in ours]
 
 
+# A runner returns (moved: (enrollment, next step id, or None when it parked the enrollment with
+# its state set, as a new wait does), the rest for the one-by-one path).
 SetRunner = Callable[[list[Enrollment], dict[str, Any], str, dt.datetime],
-                     tuple[list[tuple[Enrollment, str]], list[Enrollment]]]
+                     tuple[Sequence[tuple[Enrollment, str | None]], list[Enrollment]]]
 SET_RUNNERS: dict[str, SetRunner] = {"wait": _set_wait_over, "send_email": _set_send_email}
 
 

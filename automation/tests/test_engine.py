@@ -507,6 +507,45 @@ def test_enrollments_waking_together_advance_in_set_based_batches_exactly_once(
     assert set(Enrollment.objects.values_list("status", flat=True)) == {"completed"}
 
 
+def test_a_burst_sends_and_starts_its_fixed_waits_set_based_then_each_wakes_once(
+        sender, django_assert_max_num_queries) -> None:
+    # given the webinar workflow of docs/workflows.md (send, wait 2 days, branch on attendance)
+    workflow = deploy(wf_file(trigger={"type": "manual"}, templates=["welcome", "thanks", "replay"], steps=[
+        {"id": "welcome", "type": "send_email", "template": "welcome"},
+        {"id": "wait", "type": "wait", "duration": "2d"},
+        {"id": "attended", "type": "branch", "if": {"event": "webinar_attended", "within": "7d"},
+         "then": "thanks", "else": "replay"},
+        {"id": "thanks", "type": "send_email", "template": "thanks", "next": "end"},
+        {"id": "replay", "type": "send_email", "template": "replay"}]))
+    contacts = [make_contact(f"reg{i}@example.com") for i in range(40)]
+    ids = workflow_enroll(workflow=workflow, contact_ids=[c.pk for c in contacts], actor="test")
+    now = timezone.now()
+    # when one job advances 40 new registrations, then a constant number of queries sends their
+    # welcome emails and starts their waits (not a transaction per enrollment at the wait)
+    with django_assert_max_num_queries(30):
+        assert engine.enrollments_advance(enrollment_ids=ids, now=now) == 40
+    until = now + dt.timedelta(days=2)
+    assert set(Enrollment.objects.values_list("status", "step_id", "next_run_at")) == {("waiting", "wait", until)}
+    waits = StepRun.objects.filter(step_id="wait")
+    assert {(r.status, r.step_type, r.result["until"], r.result["next"]) for r in waits} == {
+        ("waiting", "wait", until.isoformat(), "attended")}
+    assert waits.count() == 40
+    assert Message.objects.count() == 40
+    # a replayed job starts nothing twice
+    engine.enrollments_advance(enrollment_ids=ids, now=now)
+    assert StepRun.objects.count() == 80
+    assert Message.objects.count() == 40
+    # and two days later each wakes once and takes its branch
+    emit(contacts[0], "webinar_attended", at=now + dt.timedelta(hours=1))
+    later = until + dt.timedelta(seconds=1)
+    engine.enrollments_wake(now=later)
+    engine.enrollments_advance(enrollment_ids=ids, now=later)
+    assert set(Enrollment.objects.values_list("status", flat=True)) == {"completed"}
+    assert Message.objects.filter(template__key="thanks").count() == 1
+    assert Message.objects.filter(template__key="replay").count() == 39
+    assert {r.status for r in StepRun.objects.filter(step_id="wait")} == {"succeeded"}
+
+
 def test_a_batch_mixes_set_based_and_one_by_one_steps(sender) -> None:
     deploy(wf_file(templates=["hi"], steps=[
         {"id": "hi", "type": "send_email", "template": "hi"},
