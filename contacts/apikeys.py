@@ -15,7 +15,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from contacts.models import ApiKey, api_key_default_scopes
+from contacts.models import API_KEY_DEFAULT_RATE_PER_MINUTE, ApiKey, api_key_default_scopes
 from core.audit import audit_record
 
 KEY_SCHEME = "lf"
@@ -39,7 +39,8 @@ def _split(raw: str) -> tuple[str, str] | None:
 
 @transaction.atomic
 def api_key_create(
-    *, name: str, created_by: Any = None, rate_limit_per_minute: int = 600, create_unknown_contacts: bool = True,
+    *, name: str, created_by: Any = None, rate_limit_per_minute: int = API_KEY_DEFAULT_RATE_PER_MINUTE,
+    create_unknown_contacts: bool = True,
     scopes: Sequence[str] | None = None,
 ) -> tuple[ApiKey, str]:
     """Create a key; returns (row, plain key). The plain key exists only in this return value.

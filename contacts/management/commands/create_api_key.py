@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from contacts.apikeys import api_key_create
-from contacts.models import ApiScope, api_key_default_scopes
+from contacts.models import API_KEY_DEFAULT_RATE_PER_MINUTE, ApiScope, api_key_default_scopes
 
 
 class Command(BaseCommand):
@@ -16,7 +16,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name", help="unique name; events it sends have source api:<name>")
-        parser.add_argument("--rate-limit", type=int, default=600, help="requests per minute (default 600)")
+        parser.add_argument("--rate-limit", type=int, default=API_KEY_DEFAULT_RATE_PER_MINUTE,
+                            help=f"requests per minute (default {API_KEY_DEFAULT_RATE_PER_MINUTE})")
         parser.add_argument("--no-create-contacts", action="store_true",
                             help="events for unknown emails are errors instead of creating contacts")
         parser.add_argument("--scope", action="append", dest="scopes", choices=ApiScope.values, metavar="SCOPE",
