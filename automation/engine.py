@@ -703,11 +703,34 @@ def _notify_sales(ctx: Ctx) -> StepResult:
     if email == "owner":
         email = contact.owner.email if contact.owner_id and contact.owner else ""
     if email:
-        made["email"] = _delivery(ctx, WebhookDelivery.Channel.EMAIL, str(email), payload, "email").pk
+        made.update(_notify_sales_email(ctx, str(email), payload))
     if ctx.step.get("webhook"):
         made["webhook"] = _delivery(ctx, WebhookDelivery.Channel.WEBHOOK, str(ctx.step["webhook"]), payload,
                                     "webhook").pk
     return StepResult({"deliveries": made})
+
+
+def _notify_sales_email(ctx: Ctx, email: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """The sales email goes through the outbox like every other email (throttled, retried, one per
+    step run by its key), as an internal message: to the sales address (staging: the staging
+    recipient, or nothing), whatever the lead's consent or suppression."""
+    from campaigns.services import NoSender, message_queue_internal
+
+    redirect = ""
+    if ctx.enrollment.is_staging:
+        redirect = staging_recipient_any()
+        if not redirect:  # never the real sales address from a staging version
+            return {"email": "dry_run"}
+    message = str(payload["message"])
+    try:
+        row = message_queue_internal(
+            contact=ctx.contact, to_email=email, subject=f"[Leadflow] {message}"[:200],
+            text=f"{message}\n\n{payload['contact']}", idempotency_key=f"wf:{ctx.key}:email",
+            source=f"workflow:{ctx.enrollment.workflow.key}"[:100], redirect_to=redirect,
+            correlation_id=ctx.enrollment.correlation_id)
+    except NoSender as exc:
+        raise StepError(f"notify_sales email to {email!r}: {exc}") from exc
+    return {"message_id": row.pk, "redirect_to": redirect}
 
 
 def _webhook(ctx: Ctx) -> StepResult:
@@ -812,7 +835,7 @@ def webhook_deliver(*, delivery_id: int, now: dt.datetime | None = None) -> str:
 def _send(row: WebhookDelivery) -> float | None:
     """Send; None when done (or permanently failed, noted in last_error), else seconds to wait."""
     row.last_error = ""
-    if row.channel == WebhookDelivery.Channel.EMAIL:
+    if row.channel == WebhookDelivery.Channel.EMAIL:  # rows queued before notify_sales used the outbox
         from django.core.mail import send_mail
 
         body = f"{row.payload.get('message', '')}\n\n{row.payload.get('contact')}"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import html as html_lib
 import logging
 import random
 import re
@@ -174,7 +175,9 @@ def _suppression_reasons(messages: Sequence[Message]) -> dict[int, str]:
     hashes: dict[int, str] = {}
     for message in messages:
         try:
-            hashes[message.pk] = email_hash(email_canonical(message.contact.email))
+            # An internal email (to staff) is checked against its own address, never the contact's.
+            hashes[message.pk] = email_hash(email_canonical(message.to_email if message.internal
+                                                            else message.contact.email))
         except InvalidEmail:
             reasons[message.pk] = "invalid_address"
     # A test or staging copy goes to its redirect address (a tester's): that address's own entry
@@ -269,6 +272,9 @@ def message_render(message: Message, sender: SenderProfile) -> None:
     """Fill the message's rendered fields (in memory). Raises rendering.TemplateInvalid."""
     if message.html:  # rendered at an earlier attempt: a retry sends the same email
         return
+    if message.internal:
+        _render_internal(message)
+        return
     # The revision it was queued with (a workflow version's pin); older rows: the template's fields.
     content = message.revision if message.revision_id else message.template
     if content is None:
@@ -292,6 +298,19 @@ def message_render(message: Message, sender: SenderProfile) -> None:
     # The canonical address (the suppression check above used the same form); an address the rule
     # refuses never gets here from delivery (previews keep it as stored).
     message.to_email = message.redirect_to or suppression_key(message.contact.email)
+
+
+def _render_internal(message: Message) -> None:
+    """Staff email (notify_sales): the queued subject and text as they are, no layout, no
+    unsubscribe link, open pixel or click tracking (they would count staff as the contact)."""
+    subject = " ".join(str((message.context or {}).get("subject", "")).split())  # no header injection
+    text = str((message.context or {}).get("text", ""))
+    message.subject = f"[STAGING] {subject}" if message.redirect_to else subject
+    message.text = text
+    message.html = f'<html><body><pre style="white-space:pre-wrap;font-family:inherit">{html_lib.escape(text)}' \
+                   "</pre></body></html>"
+    message.links = []
+    message.to_email = message.redirect_to or message.to_email
 
 
 def _headers(message: Message) -> dict[str, str]:

@@ -251,6 +251,10 @@ class Message(models.Model):
     # Staging versions redirect to the sender's staging recipient and mark the subject.
     redirect_to = models.EmailField(blank=True)
     is_test = models.BooleanField(default=False)
+    # To staff, not to the contact (a workflow's notify_sales): goes to to_email as queued (the
+    # staging recipient in staging), plain text from context, no footer, pixel, click tracking or
+    # List-Unsubscribe; only that address's suppression counts; bounces never touch the contact.
+    internal = models.BooleanField(default=False, db_default=False)
     # The cause's correlation id (a workflow step: its enrollment's; else the request or job that
     # queued it), so a sent email is followed back to its event (core/logs.py).
     correlation_id = models.CharField(max_length=100, blank=True, default="", db_default="")

@@ -92,6 +92,27 @@ def message_queue(*, contact: Contact, template: Any, idempotency_key: str, send
     return Message.objects.get(pk=ids[0])
 
 
+def message_queue_internal(*, contact: Contact, to_email: str, subject: str, text: str, idempotency_key: str,
+                           source: str = "", redirect_to: str = "", correlation_id: str = "",
+                           sender: SenderProfile | None = None) -> Message:
+    """Queue a plain-text email to staff about `contact` (a workflow's notify_sales): the outbox's
+    throttling, retries and idempotency (the same key twice is one email), but transactional
+    (no consent check) and internal (delivery adds no footer or tracking; only `to_email`'s own
+    suppression counts). `redirect_to`: the staging recipient, which then gets it instead."""
+    sender = sender or sender_default()
+    with transaction.atomic():
+        Message.objects.bulk_create([Message(
+            contact=contact, sender=sender, kind=MessageKind.TRANSACTIONAL, internal=True,
+            idempotency_key=idempotency_key, context={"subject": subject[:300], "text": text}, source=source,
+            to_email=suppression_key(to_email), redirect_to=redirect_to, is_test=bool(redirect_to),
+            correlation_id=correlation_id or current_correlation_id())], ignore_conflicts=True)
+        message = Message.objects.get(idempotency_key=idempotency_key)
+        delivery_kick(sender.pk)  # deferred to after COMMIT
+    log.info("messages queued", extra={"sender_id": sender.pk, "source": source, "count": 1,
+                                       **rows_extra("message_ids", [(message.pk, message.correlation_id)])})
+    return message
+
+
 def message_send_test(*, template: Any, contact: Contact, to_email: str, actor: Any,
                       sender: SenderProfile | None = None) -> Message:
     """Send the template, rendered for `contact`, to `to_email` (an admin's "send test"): its
@@ -278,7 +299,8 @@ def bounces_record(*, reports: Sequence[BounceReport], source: str) -> BounceRes
             message = message_for_report(email=email, relay_message_id=report.relay_message_id,
                                          provider_message_id=report.provider_message_id,
                                          leadflow_id=report.leadflow_id)
-            test_copy = message is not None and message.is_test
+            # An internal copy (a notify_sales email) went to staff: it is not about the contact either.
+            test_copy = message is not None and (message.is_test or message.internal)
             contact_id = None if test_copy else message.contact_id if message else \
                 Contact.objects.filter(email=email).values_list("id", flat=True).first()
             if report.kind in ("hard", "complaint"):
