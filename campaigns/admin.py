@@ -21,7 +21,7 @@ from django.utils.safestring import mark_safe
 from campaigns import dkim_signing, rendering, services
 from campaigns.models import BounceMailboxItem, EmailTemplate, Message, SenderProfile, Suppression, email_hash
 from contacts.emails import CanonicalEmailField
-from core.admin_utils import EstimatedCountPaginator
+from core.admin_utils import EstimatedCountPaginator, ReadOnlyAdmin
 from core.secrets import encrypt
 
 
@@ -298,20 +298,13 @@ class SuppressionAdmin(admin.ModelAdmin):
 
 
 @admin.register(BounceMailboxItem)
-class BounceMailboxItemAdmin(admin.ModelAdmin):
-    """What the bounce mailboxes held (campaigns/bounce_mailbox.py): read-only; filter on *unparsed* for
-    the mails left for a human, with the reason."""
+class BounceMailboxItemAdmin(ReadOnlyAdmin):
+    """What the bounce mailboxes held (campaigns/bounce_mailbox.py): read-only, never deleted here (a
+    row is what stops a mail being applied twice); filter on *unparsed* for the mails left for a
+    human, with the reason."""
 
     list_display = ["created_at", "mailbox", "uid", "status", "kind", "subject"]
     list_filter = ["status", "kind"]
     search_fields = ["=key", "subject", "mailbox"]
     readonly_fields = [f.name for f in BounceMailboxItem._meta.fields]
     list_select_related = ["sender"]
-    show_full_result_count = False
-    paginator = EstimatedCountPaginator
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

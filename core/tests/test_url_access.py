@@ -85,7 +85,7 @@ ADMIN_MODELS: dict[str, ModelAccess] = {
     "campaigns.senderprofile": ModelAccess(roles(M, A, O), roles(O), roles(O)),
     "campaigns.message": read(M, A, O),
     "campaigns.suppression": ModelAccess(roles(M, A, O), roles(O), roles(O)),
-    "campaigns.bouncemailboxitem": read(O, delete=True),  # what the bounce mailboxes held
+    "campaigns.bouncemailboxitem": read(O),  # what the bounce mailboxes held (a row stops a mail applying twice)
     "crm.crmconnection": ModelAccess(roles(M, A, O), roles(O), roles(O)),
     "crm.crmsyncitem": read(M, A, S, O, delete=True),
     "crm.crmsyncerror": read(M, A, O, delete=True),
