@@ -48,8 +48,10 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from core.testing.loopback import LoopbackHttp
 
 UPSERT_PATH = "/crm/v3/objects/contacts/batch/upsert"  # [UPSERT] legacy v3
 VERSIONED_PATH = re.compile(r"^/crm/objects/(\d{4}-\d{2})/contacts/batch/upsert$")  # [UPSERT] date-versioned
@@ -104,7 +106,7 @@ class FakeHubSpotStats:
     paths: Counter[str] = field(default_factory=Counter)
 
 
-class FakeHubSpot:
+class FakeHubSpot(LoopbackHttp):
     def __init__(self, config: FakeHubSpotConfig | None = None) -> None:
         self.config = config or FakeHubSpotConfig()
         self.stats = FakeHubSpotStats()
@@ -112,22 +114,7 @@ class FakeHubSpot:
         self.window: deque[float] = deque()
         self.rng = random.Random(self.config.seed)  # noqa: S311  fault injection, not crypto
         self.next_id = 1000
-        handler = type("Handler", (_Handler,), {"fake": self})
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def start(self) -> FakeHubSpot:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._listen(type("Handler", (_Handler,), {"fake": self}))
 
     def new_day(self) -> None:
         """[LIMITS] midnight in the account's time zone: the daily budget is whole again."""

@@ -41,8 +41,10 @@ import time
 import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from core.testing.loopback import LoopbackHttp
 
 TOKEN_PATH = "/services/oauth2/token"  # noqa: S105  [TOKEN] a path, not a secret
 UPSERT_PATH = re.compile(r"^/services/data/v(\d+)\.(\d)/composite/sobjects/(\w+)/(\w+)$")  # [UPSERT]
@@ -87,7 +89,7 @@ class FakeSalesforceStats:
     requested_at: list[float] = field(default_factory=list)  # monotonic times of authorized upsert requests
 
 
-class FakeSalesforce:
+class FakeSalesforce(LoopbackHttp):
     def __init__(self, config: FakeSalesforceConfig | None = None) -> None:
         self.config = config or FakeSalesforceConfig()
         self.stats = FakeSalesforceStats()
@@ -95,22 +97,7 @@ class FakeSalesforce:
         self.tokens: dict[str, float] = {}  # access token -> monotonic expiry
         self.rng = random.Random(self.config.seed)  # noqa: S311  fault injection, not crypto
         self.next_id = 1000
-        handler = type("Handler", (_Handler,), {"fake": self})
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def start(self) -> FakeSalesforce:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._listen(type("Handler", (_Handler,), {"fake": self}))
 
     def expire_tokens(self) -> None:
         """The org's session timeout passed (or an admin revoked the sessions)."""
