@@ -128,6 +128,7 @@ def test_marketer_to_approver_to_events_to_sales_and_ops(page: Any, sender: Any,
     login_as(page, "approver")
     page.goto(f"/admin/automation/workflow/{workflow.pk}/versions/")
     page.click("input[name=promote]")
+    page.click("input[name=confirm-promote]")  # promoting asks first, showing what changes
     page.wait_for_selector("#workflow-versions")
     expect(page.locator("#production-column h3")).to_contain_text("v1")
 
