@@ -87,6 +87,30 @@ def unfinished(db_url: str) -> int:
     return int(sql(db_url, "SELECT count(*) FROM crm_crmsyncitem WHERE status IN ('pending', 'sending')")[0][0])
 
 
+def sync_run(services: Services, workers: int, setup: str, result: dict[str, Any]) -> tuple[float, list[tuple]]:
+    """Migrate, queue the contacts (`setup` prints QUEUED rows seconds), run `workers` crm workers
+    until no sync row is left unfinished; returns (wall seconds, (email, status, last_error) rows)."""
+    env, tmp = services.env, services.tmp
+    manage(env, "migrate", "--noinput", "-v0")
+    out = manage(env, "shell", "-c", setup)
+    _, queued, queue_seconds = next(line for line in out.splitlines() if line.startswith("QUEUED")).split()
+    result["queued"] = {"rows": int(queued), "seconds": float(queue_seconds)}
+    worker = [sys.executable, str(ROOT / "manage.py"), "worker", "crm"]
+    with contextlib.ExitStack() as stack:
+        for n in range(workers):
+            stack.enter_context(process(worker, env, tmp / f"worker-{n}.log"))
+        started = time.perf_counter()
+        while (left := unfinished(services.db_url)) > 0:
+            if time.perf_counter() - started > 900:
+                raise SystemExit(f"{left} rows unfinished after 900 s: "
+                                 + (tmp / "worker-0.log").read_text()[-2000:])
+            time.sleep(0.5)
+        wall = time.perf_counter() - started
+    rows = sql(services.db_url, "SELECT c.email, i.status, i.last_error FROM crm_crmsyncitem i "
+                                "JOIN contacts_contact c ON c.id = i.contact_id")
+    return wall, rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--contacts", type=int, default=50_000)
@@ -103,7 +127,6 @@ def main() -> None:
         return salesforce(args)
 
     services = Services()
-    tmp, env = services.tmp, services.env
     properties = {**default_properties(), "plan": {"type": "enumeration", "options": PLANS}}
     fake = FakeHubSpot(FakeHubSpotConfig(limit=100, window=10.0, error_rate=args.error_rate, error_status=502,
                                          properties=properties, multi_status=not args.no_multi_status)).start()
@@ -112,24 +135,8 @@ def main() -> None:
                               "batch_size": 100, "api_version": "2026-03", "error_rate_502": args.error_rate,
                               "multi_status": not args.no_multi_status}
     try:
-        manage(env, "migrate", "--noinput", "-v0")
-        out = manage(env, "shell", "-c", SETUP.format(contacts=args.contacts, url=fake.url, plans=PLANS,
-                                                      bad=BAD_PLAN))
-        _, queued, queue_seconds = next(line for line in out.splitlines() if line.startswith("QUEUED")).split()
-        result["queued"] = {"rows": int(queued), "seconds": float(queue_seconds)}
-        worker = [sys.executable, str(ROOT / "manage.py"), "worker", "crm"]
-        with contextlib.ExitStack() as workers:
-            for n in range(args.workers):
-                workers.enter_context(process(worker, env, tmp / f"worker-{n}.log"))
-            started = time.perf_counter()
-            while (left := unfinished(services.db_url)) > 0:
-                if time.perf_counter() - started > 900:
-                    raise SystemExit(f"{left} rows unfinished after 900 s: "
-                                     + (tmp / "worker-0.log").read_text()[-2000:])
-                time.sleep(0.5)
-            wall = time.perf_counter() - started
-        rows = sql(services.db_url, "SELECT c.email, i.status, i.last_error FROM crm_crmsyncitem i "
-                                    "JOIN contacts_contact c ON c.id = i.contact_id")
+        wall, rows = sync_run(services, args.workers, SETUP.format(
+            contacts=args.contacts, url=fake.url, plans=PLANS, bad=BAD_PLAN), result)
     finally:
         services.stop()
         fake.stop()
@@ -221,29 +228,13 @@ def salesforce(args: argparse.Namespace) -> None:
     from automation.crm.fakes_salesforce import FakeSalesforce, FakeSalesforceConfig
 
     services = Services()
-    tmp, env = services.tmp, services.env
     fake = FakeSalesforce(FakeSalesforceConfig(error_rate=args.error_rate, daily_limit=15_000)).start()
     result: dict[str, Any] = {"benchmark": "crm_sync", "crm": "salesforce", "db": "postgresql",
                               "contacts": args.contacts, "workers": args.workers, "rate": args.sf_rate,
                               "batch_size": 200, "error_rate_503": args.error_rate, "api_allocation": 15_000}
     try:
-        manage(env, "migrate", "--noinput", "-v0")
-        out = manage(env, "shell", "-c", SF_SETUP.format(contacts=args.contacts, url=fake.url, rate=args.sf_rate))
-        _, queued, queue_seconds = next(line for line in out.splitlines() if line.startswith("QUEUED")).split()
-        result["queued"] = {"rows": int(queued), "seconds": float(queue_seconds)}
-        worker = [sys.executable, str(ROOT / "manage.py"), "worker", "crm"]
-        with contextlib.ExitStack() as workers:
-            for n in range(args.workers):
-                workers.enter_context(process(worker, env, tmp / f"worker-{n}.log"))
-            started = time.perf_counter()
-            while (left := unfinished(services.db_url)) > 0:
-                if time.perf_counter() - started > 900:
-                    raise SystemExit(f"{left} rows unfinished after 900 s: "
-                                     + (tmp / "worker-0.log").read_text()[-2000:])
-                time.sleep(0.5)
-            wall = time.perf_counter() - started
-        rows = sql(services.db_url, "SELECT c.email, i.status, i.last_error FROM crm_crmsyncitem i "
-                                    "JOIN contacts_contact c ON c.id = i.contact_id")
+        wall, rows = sync_run(services, args.workers, SF_SETUP.format(
+            contacts=args.contacts, url=fake.url, rate=args.sf_rate), result)
     finally:
         services.stop()
         fake.stop()
