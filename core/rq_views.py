@@ -19,6 +19,8 @@ from django_rq.queues import get_queue_by_index
 from django_rq.settings import get_queues_list
 from rq.worker import Worker
 
+from core.views import patterns_wrapped
+
 INDEX_KWARGS = ("queue_index", "scheduler_index")  # both index get_queues_list() in django-rq
 
 
@@ -49,8 +51,7 @@ def _worker_exists(queue_index: int, key: str) -> bool:
 
 
 def missing_queues_404(patterns: Sequence[URLPattern | URLResolver]) -> list[URLPattern | URLResolver]:
-    return [URLPattern(p.pattern, existing_queue_only(p.callback), p.default_args, p.name)
-            if isinstance(p, URLPattern) else p for p in patterns]
+    return patterns_wrapped(patterns, existing_queue_only)
 
 
 class DashboardAdmin(QueueAdmin):

@@ -38,10 +38,18 @@ def permission_guarded(patterns: Sequence[URLPattern | URLResolver], perm: str) 
 
     django-rq's views only require staff; our roles say only Ops (and admins) see queues, under
     whichever prefix they are mounted (config/urls.py and its admin entry, core/admin.py)."""
-    guard = staff_permission_required(perm)
+    return patterns_wrapped(patterns, staff_permission_required(perm))
+
+
+def patterns_wrapped(patterns: Sequence[URLPattern | URLResolver],
+                     decorator: Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]],
+                     ) -> list[URLPattern | URLResolver]:
+    """The same URL patterns (includes too), each view wrapped in `decorator`: for third-party
+    views we mount but do not write (django-rq's)."""
     return [
-        URLPattern(p.pattern, guard(p.callback), p.default_args, p.name) if isinstance(p, URLPattern)
-        else URLResolver(p.pattern, permission_guarded(p.url_patterns, perm), p.default_kwargs, p.app_name, p.namespace)
+        URLPattern(p.pattern, decorator(p.callback), p.default_args, p.name) if isinstance(p, URLPattern)
+        else URLResolver(p.pattern, patterns_wrapped(p.url_patterns, decorator), p.default_kwargs, p.app_name,
+                         p.namespace)
         for p in patterns
     ]
 
