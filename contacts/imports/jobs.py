@@ -159,6 +159,30 @@ def import_job_run(*, job_id: int) -> None:
         report_path.unlink(missing_ok=True)
 
 
+def import_job_record_completed(*, path: Path, options: ImportOptions, result: ImportResult,
+                                started_at: Any) -> ImportJob:
+    """A command-line import, recorded like the admin's (called inside its merge transaction, so the
+    row exists exactly when the contacts do): the import list shows it, and `import_followup`
+    (CRM sync of the contacts written since `started_at`) works on it the same way."""
+    summary = (f"{result.created} created, {result.updated} updated, {result.skipped} skipped, "
+               f"{result.rejected} rejected, {result.duplicates} duplicates")
+    now = timezone.now()
+    job = ImportJob(
+        original_name=path.name[:255], file_size=path.stat().st_size, on_existing=options.on_existing,
+        create_fields=options.create_fields, encoding=result.encoding, delimiter=result.delimiter,
+        mapping=result.mapping, status=Status.COMPLETED, progress=100, rows_read=result.rows_read,
+        created=result.created, updated=result.updated, skipped=result.skipped, rejected=result.rejected,
+        duplicates=result.duplicates, attempts=1, started_at=started_at, heartbeat_at=now, finished_at=now,
+        message=summary, log=[_log_entry(f"imported from the command line: {path.name}"),
+                              _log_entry(f"completed: {summary}")],
+    )
+    job.tag = Tag.objects.get_or_create(name=options.tag)[0] if options.tag else None
+    job.add_to_list = ContactList.objects.get_or_create(name=options.list_name)[0] if options.list_name else None
+    # No stored upload (the file stays where it is on the server): `file` is empty, so no full_clean().
+    job.save()
+    return job
+
+
 def import_followup(*, job_id: int) -> None:
     """After an import: imported contacts reach fit scoring and segments."""
     from contacts.pipeline import contacts_rescan_all

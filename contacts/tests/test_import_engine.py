@@ -304,3 +304,37 @@ def test_cli_mapping_and_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert data["created"] == 1
     assert data["dry_run"] is True
     assert not Contact.objects.exists()
+
+
+def test_cli_import_runs_the_admin_imports_followup(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 18: fit scores, segments (and CRM sync) must not wait after a command-line import."""
+    from contacts.models import ImportJob, Segment, SegmentMembership
+    from scoring.models import ScoringRule
+
+    # given a fit rule and a segment on country
+    ScoringRule.objects.create(name="Germany", kind="fit", points=7,
+                               conditions={"field": "country", "op": "eq", "value": "DE"})
+    segment = Segment.objects.create(name="Germans", definition={"field": "country", "op": "eq", "value": "DE"})
+    path = write_csv(tmp_path, "email,country\nhans@x.example,DE\nann@x.example,GB\n")
+    # when the file is imported from the shell
+    call_command("import_contacts", str(path), "--json", "--report", str(tmp_path / "rep.csv"))
+    data = json.loads(capsys.readouterr().out)
+    # then scores and segments are up to date when the command returns
+    assert Contact.objects.get(email="hans@x.example").score == 7
+    assert Contact.objects.get(email="ann@x.example").score == 0
+    assert list(SegmentMembership.objects.filter(segment=segment).values_list("contact__email", flat=True)) == [
+        "hans@x.example"]
+    # and the import is recorded like the admin's, with the follow-up in its log
+    job = ImportJob.objects.get(pk=data["import_job"])
+    assert (job.status, job.created, job.rows_read, job.original_name) == ("completed", 2, 2, path.name)
+    assert job.log[-1]["message"] == "fit scores and segments updated"
+
+
+def test_cli_dry_run_records_no_import_and_runs_no_followup(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from contacts.models import ImportJob
+
+    call_command("import_contacts", str(write_csv(tmp_path, "email\na@x.example\n")), "--json", "--dry-run")
+    data = json.loads(capsys.readouterr().out)
+    assert (data["import_job"], data["followup_seconds"]) == (None, None)
+    assert not ImportJob.objects.exists()

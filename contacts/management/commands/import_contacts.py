@@ -10,8 +10,10 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
 
-from contacts.imports.engine import ImportOptions, run_import
+from contacts.imports.engine import ImportOptions, ImportResult, run_import
+from contacts.imports.jobs import import_followup, import_job_record_completed
 from contacts.imports.reader import ImportFileError
 from contacts.models import ImportJob
 
@@ -33,6 +35,8 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="validate and count, change nothing")
         parser.add_argument("--report", type=Path, help="where to write the error report CSV")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
+        parser.add_argument("--no-followup", action="store_true",
+                            help="do not update fit scores, segments and CRM sync afterwards (run it later)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         path: Path = options["file"]
@@ -46,17 +50,34 @@ class Command(BaseCommand):
             list_name=options["list_name"], create_fields=options["create_fields"], encoding=options["encoding"],
             delimiter=delimiter, dry_run=options["dry_run"], source_name=path.name,
         )
+        started_at = timezone.now()
+        job_ids: list[int] = []
+
+        def record(result: ImportResult) -> None:
+            if not opts.dry_run:
+                job_ids.append(import_job_record_completed(path=path, options=opts, result=result,
+                                                           started_at=started_at).pk)
+
         started = time.perf_counter()
         try:
-            result = run_import(path, opts, report_path=report)
+            result = run_import(path, opts, report_path=report, finalize=record)
         except ImportFileError as exc:
             if options["json"]:
                 self.stdout.write(json.dumps({"error": str(exc)}))
             raise CommandError(str(exc)) from None
         seconds = time.perf_counter() - started
+        peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        followup_seconds = None
+        if job_ids and (result.created or result.updated) and not options["no_followup"]:
+            # What the admin's import queues after it commits (fit scores, segments, CRM sync):
+            # run here, so contacts imported from the shell do not wait for an unrelated change.
+            followup_started = time.perf_counter()
+            import_followup(job_id=job_ids[0])
+            followup_seconds = round(time.perf_counter() - followup_started, 3)
         data = {**result.as_dict(), "error_report": str(report), "seconds": round(seconds, 3),
                 "rows_per_second": round(result.rows_read / seconds) if seconds else None,
-                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+                "peak_rss_mb": peak_rss_mb, "import_job": job_ids[0] if job_ids else None,
+                "followup_seconds": followup_seconds}
         if options["json"]:
             self.stdout.write(json.dumps(data))
             return
@@ -68,6 +89,8 @@ class Command(BaseCommand):
         )
         if result.rejected or result.duplicates:
             self.stdout.write(f"Error report: {report}")
+        if followup_seconds is not None:
+            self.stdout.write(f"Fit scores and segments updated, CRM sync queued ({followup_seconds:.1f}s).")
 
 
 def _mapping(raw: str | None) -> dict[str, str] | None:
