@@ -122,7 +122,9 @@ def seed_contacts(count: int) -> int:
     return len(new)
 
 
-DEMO_EVENTS = [("page_view", {"page": "/pricing"}), ("page_view", {"page": "/blog"}), ("email_open", {}),
+# The names the product itself records: open tracking writes `email_opened` (campaigns/services.py)
+# and docs/event-api.md sends page views as {"path": ...}; the demo rules must match them.
+DEMO_EVENTS = [("page_view", {"path": "/pricing"}), ("page_view", {"path": "/blog"}), ("email_opened", {}),
                ("webinar_registered", {}), ("demo_booked", {})]
 
 
@@ -137,16 +139,20 @@ def seed_scoring() -> int:
         GradeBand.objects.get_or_create(grade=grade, defaults={"min_score": min_score, "is_mql": is_mql})
     rules: list[dict[str, Any]] = [
         {"name": "Visited pricing", "kind": RuleKind.BEHAVIOUR, "event_type": "page_view",
-         "property_filters": {"page": "/pricing"}, "points": 15, "cap_points": 45, "cap_window_days": 30},
+         "property_filters": {"path": "/pricing"}, "points": 15, "cap_points": 45, "cap_window_days": 30},
         {"name": "Booked a demo", "kind": RuleKind.BEHAVIOUR, "event_type": "demo_booked", "points": 40,
          "repeatable": False},
-        {"name": "Opened an email", "kind": RuleKind.BEHAVIOUR, "event_type": "email_open", "points": 2,
+        {"name": "Opened an email", "kind": RuleKind.BEHAVIOUR, "event_type": "email_opened", "points": 2,
          "half_life_days": 30},
         {"name": "Enterprise plan", "kind": RuleKind.FIT, "points": 10,
          "conditions": {"attribute": "plan", "op": "eq", "value": "enterprise"}},
     ]
     for rule in rules:
         ScoringRule.objects.get_or_create(name=rule["name"], defaults=rule)
+    # Databases seeded before the fix hold the two rules that matched nothing; mend only those.
+    ScoringRule.objects.filter(name="Opened an email", event_type="email_open").update(event_type="email_opened")
+    ScoringRule.objects.filter(name="Visited pricing", property_filters={"page": "/pricing"}) \
+        .update(property_filters={"path": "/pricing"})
     Segment.objects.get_or_create(name="Hot leads", defaults={
         "definition": {"field": "score", "op": "gte", "value": 60}})
     Segment.objects.get_or_create(name="Enterprise prospects", defaults={"definition": {"all": [
