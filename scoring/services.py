@@ -367,8 +367,21 @@ def _queryset_sql(qs: QuerySet[Any]) -> tuple[str, tuple[Any, ...]]:
     return sql, tuple(params)
 
 
-def _rebuild_behaviour(rule: ScoringRule) -> None:
-    """INSERT ... SELECT the rule's entries from all matching events, in one statement.
+@dataclass(frozen=True)
+class LedgerDiff:
+    """What a rule's rebuild wrote: entries added, changed in place and removed (all 0: untouched)."""
+
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+
+    def __add__(self, other: LedgerDiff) -> LedgerDiff:
+        return LedgerDiff(self.added + other.added, self.changed + other.changed, self.removed + other.removed)
+
+
+def _behaviour_rows_sql(rule: ScoringRule) -> tuple[str, list[Any]] | None:
+    """SELECT contact_id, event_id, created_at of the entries the rule gives, from all matching events
+    (None: it gives none).
 
     Non-repeatable: the first event per contact. Caps are approximate here: windows are fixed
     buckets of cap_window_days counted from 1970 (live scoring uses exact rolling windows), and a
@@ -388,54 +401,127 @@ def _rebuild_behaviour(rule: ScoringRule) -> None:
             column = f"{connection.ops.quote_name(EVENT_TABLE)}.{connection.ops.quote_name('occurred_at')}"
             partition.append(RawSQL(epoch_bucket_sql(column), (rule.cap_window_days * 86400,)))  # noqa: S611 (constant SQL)
     if limit == 0:
-        return
+        return None
     rows: QuerySet[Any, Any] = matching.order_by().values("id", "contact_id", "occurred_at")
     if limit is not None:
         rows = rows.annotate(rn=Window(RowNumber(), partition_by=partition, order_by=[F("occurred_at"), F("id")]))
     rows_sql, rows_params = _queryset_sql(rows)
+    sql = (f"SELECT t.contact_id, t.id AS event_id, t.occurred_at AS created_at FROM ({rows_sql}) t"  # noqa: S608
+           + (" WHERE t.rn <= %s" if limit is not None else ""))
+    return sql, [*rows_params, *([limit] if limit is not None else [])]
+
+
+def _rebuild_behaviour(rule: ScoringRule) -> LedgerDiff:
+    """Make the rule's ledger entries what its events give now, writing only the difference.
+
+    A full recompute with unchanged rules used to DELETE and re-INSERT every entry (4.5M rows, two
+    index entries each, and as many dead rows for vacuum); it now reads the rule's entries once,
+    compares them with what they should be, and adds, updates or removes only the rows that differ.
+    """
+    wanted = _behaviour_rows_sql(rule) if rule.is_active and rule.event_type else None
+    if wanted is None:  # an inactive rule, or a cap that admits nothing: the rule holds no entries
+        wanted = (f"SELECT contact_id, event_id, created_at FROM {ENTRY_TABLE} WHERE 1 = 0", [])  # noqa: S608
+    if connection.vendor == "postgresql":
+        return _behaviour_diff_postgresql(rule, *wanted)
+    return _behaviour_diff_sqlite(rule, *wanted)
+
+
+def _behaviour_diff_postgresql(rule: ScoringRule, wanted_sql: str, wanted_params: list[Any]) -> LedgerDiff:
+    """One statement: the wanted entries FULL JOINed to the rule's entries (one pass over the ledger),
+    and the rows that differ deleted, updated or inserted by data-modifying CTEs."""
     sql = (  # table names are model constants; values are parameters
-        f"INSERT INTO {ENTRY_TABLE} (contact_id, rule_id, rule_name, event_id, points, half_life_days, reason,"  # noqa: S608
-        f" created_at) SELECT t.contact_id, %s, %s, t.id, %s, %s, '', t.occurred_at"
-        f" FROM ({rows_sql}) t" + (" WHERE t.rn <= %s" if limit is not None else "")
+        f"WITH d AS ({wanted_sql}),"  # noqa: S608
+        f" cur AS (SELECT id, contact_id, event_id, rule_name, points, half_life_days, reason, created_at"
+        f"  FROM {ENTRY_TABLE} WHERE rule_id = %s),"
+        f" diff AS MATERIALIZED (SELECT cur.id AS old_id, d.contact_id, d.event_id, d.created_at"
+        f"  FROM d FULL JOIN cur ON cur.contact_id = d.contact_id AND cur.event_id = d.event_id"
+        f"  WHERE cur.id IS NULL OR d.event_id IS NULL OR cur.rule_name <> %s OR cur.points <> %s"
+        f"   OR cur.half_life_days IS DISTINCT FROM %s OR cur.reason <> '' OR cur.created_at <> d.created_at),"
+        f" removed AS (DELETE FROM {ENTRY_TABLE} e USING diff WHERE e.id = diff.old_id AND diff.event_id IS NULL"
+        f"  RETURNING 1),"
+        f" changed AS (UPDATE {ENTRY_TABLE} e SET rule_name = %s, points = %s, half_life_days = %s, reason = '',"
+        f"  created_at = diff.created_at FROM diff WHERE e.id = diff.old_id AND diff.event_id IS NOT NULL RETURNING 1),"
+        f" added AS (INSERT INTO {ENTRY_TABLE} (contact_id, rule_id, rule_name, event_id, points, half_life_days,"
+        f"  reason, created_at) SELECT diff.contact_id, %s, %s, diff.event_id, %s, %s, '', diff.created_at FROM diff"
         # In contact order, the ledger's (contact, rule, event) index fills front to back instead of
-        # at random places (30 s instead of 48 s for 4.5M entries here). Contact alone: the window's
-        # sort already put them in that order, so capped rules need no second sort.
-        + " ORDER BY t.contact_id"
+        # at random places (30 s instead of 48 s for 4.5M entries here). A live batch that scored
+        # one of these events meanwhile wins (ON CONFLICT).
+        f"  WHERE diff.old_id IS NULL ORDER BY diff.contact_id ON CONFLICT DO NOTHING RETURNING 1)"
+        f" SELECT (SELECT count(*) FROM added), (SELECT count(*) FROM changed), (SELECT count(*) FROM removed)"
     )
-    params: list[Any] = [rule.pk, rule.name, rule.points, rule.half_life_days, *rows_params]
-    if limit is not None:
-        params.append(limit)
+    values: list[Any] = [rule.name, rule.points, rule.half_life_days]
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("SET LOCAL work_mem = '256MB'")  # the ROW_NUMBER() sort stays in memory
-        cursor.execute(sql, params)
+        cursor.execute("SET LOCAL work_mem = '256MB'")  # the ROW_NUMBER() sort and the join's hash stay in memory
+        cursor.execute(sql, [*wanted_params, rule.pk, *values, *values, rule.pk, rule.name, rule.points,
+                             rule.half_life_days])
+        added, changed, removed = cursor.fetchone()
+    return LedgerDiff(added, changed, removed)
 
 
-def _rebuild_fit(rule: ScoringRule, now: dt.datetime) -> None:
-    """INSERT ... SELECT one entry per contact matching the rule's conditions."""
+def _behaviour_diff_sqlite(rule: ScoringRule, wanted_sql: str, wanted_params: list[Any]) -> LedgerDiff:
+    """SQLite has no data-modifying CTEs: the wanted entries go to a temp table, then three
+    statements remove, update and add what differs (each probing the (contact, rule, event) index)."""
+    values: list[Any] = [rule.name, rule.points, rule.half_life_days]
+    match = "d.contact_id = e.contact_id AND d.event_id = e.event_id"
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS temp.scoring_wanted")
+        cursor.execute(f"CREATE TEMP TABLE scoring_wanted AS {wanted_sql}", wanted_params)
+        cursor.execute(
+            f"DELETE FROM {ENTRY_TABLE} AS e WHERE e.rule_id = %s"  # noqa: S608
+            f" AND NOT EXISTS (SELECT 1 FROM temp.scoring_wanted d WHERE {match})", [rule.pk])
+        removed = cursor.rowcount
+        cursor.execute(
+            f"UPDATE {ENTRY_TABLE} AS e SET rule_name = %s, points = %s, half_life_days = %s, reason = '',"  # noqa: S608
+            f" created_at = d.created_at FROM temp.scoring_wanted d WHERE e.rule_id = %s AND {match}"
+            f" AND (e.rule_name <> %s OR e.points <> %s OR e.half_life_days IS NOT %s OR e.reason <> ''"
+            f" OR e.created_at <> d.created_at)", [*values, rule.pk, *values])
+        changed = cursor.rowcount
+        cursor.execute(
+            f"INSERT INTO {ENTRY_TABLE} (contact_id, rule_id, rule_name, event_id, points, half_life_days, reason,"  # noqa: S608
+            f" created_at) SELECT d.contact_id, %s, %s, d.event_id, %s, %s, '', d.created_at FROM temp.scoring_wanted d"
+            f" WHERE NOT EXISTS (SELECT 1 FROM {ENTRY_TABLE} e WHERE e.rule_id = %s AND {match})"
+            f" ORDER BY d.contact_id ON CONFLICT DO NOTHING", [rule.pk, *values, rule.pk])
+        added = cursor.rowcount
+        cursor.execute("DROP TABLE temp.scoring_wanted")
+    return LedgerDiff(added, changed, removed)
+
+
+def _rebuild_fit(rule: ScoringRule, now: dt.datetime) -> LedgerDiff:
+    """One entry of rule.points per contact matching the conditions, writing only the difference: a
+    matching contact that already holds exactly that one entry keeps it (and its date); the rule's
+    other entries go, and matching contacts without an entry get one."""
     from contacts.segments.compiler import compile_filter
 
-    match_sql, match_params = _queryset_sql(Contact.objects.filter(compile_filter(rule.conditions, now=now))
-                                            .values("id"))
-    sql = (  # table names are model constants; values are parameters
-        f"INSERT INTO {ENTRY_TABLE} (contact_id, rule_id, rule_name, event_id, points, half_life_days, reason,"  # noqa: S608
-        f" created_at) SELECT c.id, %s, %s, NULL, %s, NULL, %s, %s FROM {CONTACT_TABLE} c"
-        f" WHERE c.id IN ({match_sql})"
+    match_sql, match_params = (_queryset_sql(Contact.objects.filter(compile_filter(rule.conditions, now=now))
+                                             .values("id")) if rule.is_active and rule.conditions else
+                               (f"SELECT id FROM {CONTACT_TABLE} WHERE 1 = 0", ()))  # noqa: S608
+    keep = (  # contacts whose entries for the rule are already exactly what the rebuild would write
+        f"SELECT e.contact_id FROM {ENTRY_TABLE} e WHERE e.rule_id = %s AND e.contact_id IN ({match_sql})"  # noqa: S608
+        f" GROUP BY e.contact_id HAVING COUNT(*) = 1 AND MIN(e.points) = %s AND MIN(e.rule_name) = %s"
+        f" AND MAX(e.event_id) IS NULL AND MAX(e.half_life_days) IS NULL"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [rule.pk, rule.name, rule.points, "matches the conditions (recompute)", now_param(now),
-                             *match_params])
+        cursor.execute(f"DELETE FROM {ENTRY_TABLE} WHERE rule_id = %s AND contact_id NOT IN ({keep})",  # noqa: S608
+                       [rule.pk, rule.pk, *match_params, rule.points, rule.name])
+        removed = cursor.rowcount
+        cursor.execute(
+            f"INSERT INTO {ENTRY_TABLE} (contact_id, rule_id, rule_name, event_id, points, half_life_days, reason,"  # noqa: S608
+            f" created_at) SELECT c.id, %s, %s, NULL, %s, NULL, %s, %s FROM {CONTACT_TABLE} c"
+            f" WHERE c.id IN ({match_sql}) AND c.id NOT IN (SELECT contact_id FROM {ENTRY_TABLE} WHERE rule_id = %s)",
+            [rule.pk, rule.name, rule.points, "matches the conditions (recompute)", now_param(now), *match_params,
+             rule.pk])
+        added = cursor.rowcount
+    return LedgerDiff(added=added, removed=removed)
 
 
-def scoring_rule_rebuild(*, rule: ScoringRule, now: dt.datetime | None = None) -> None:
-    """Replace one rule's ledger entries by what the current rule gives (none if it is inactive)."""
+def scoring_rule_rebuild(*, rule: ScoringRule, now: dt.datetime | None = None) -> LedgerDiff:
+    """Make one rule's ledger entries what the current rule gives (none if it is inactive), writing
+    only the entries that differ: a rebuild of an unchanged rule on unchanged events writes nothing."""
     now = now or timezone.now()
     with transaction.atomic():
-        ScoreEntry.objects.filter(rule=rule).delete()
-        if rule.is_active and rule.kind == RuleKind.BEHAVIOUR and rule.event_type:
-            _rebuild_behaviour(rule)
-        elif rule.is_active and rule.kind == RuleKind.FIT and rule.conditions:
-            _rebuild_fit(rule, now)
+        if rule.kind == RuleKind.BEHAVIOUR:
+            return _rebuild_behaviour(rule)
+        return _rebuild_fit(rule, now)
 
 
 def _job_progress(job: RecomputeJob | None, progress: int, message: str = "") -> None:
@@ -445,15 +531,17 @@ def _job_progress(job: RecomputeJob | None, progress: int, message: str = "") ->
 
 def scores_recompute_all(
     *, rule_ids: Collection[int] | None = None, job: RecomputeJob | None = None, now: dt.datetime | None = None,
-    timings: dict[str, float] | None = None,
+    timings: dict[str, float] | None = None, ledger: dict[str, int] | None = None,
 ) -> int:
     """Rebuild the ledger of the given rules (None: all), then every cached score and grade, then MQL;
-    progress goes on `job`. Returns how many contacts' score or grade changed.
+    progress goes on `job`. Returns how many contacts' score or grade changed. Only what differs is
+    written: entries (see scoring_rule_rebuild) and cached scores alike.
 
     On PostgreSQL outside a transaction the work is spread over SCORING_RECOMPUTE_CONNECTIONS
     connections: rules are rebuilt side by side (each in its own transaction, as before) and the
     cached scores are updated in contact id ranges, one transaction each.
-    `timings`, when given, receives the seconds each phase took (rules, scores, mql, analyze)."""
+    `timings`, when given, receives the seconds each phase took (rules, scores, mql, analyze);
+    `ledger` the entries added, changed and removed."""
     now = now or timezone.now()
     rules = ScoringRule.objects.all() if rule_ids is None else ScoringRule.objects.filter(pk__in=rule_ids)
     rule_list = list(rules.order_by("pk"))
@@ -461,14 +549,17 @@ def scores_recompute_all(
     rebuilt: list[str] = []
     clock = _PhaseClock(timings)
 
-    def rebuild(rule: ScoringRule) -> Callable[[], None]:
-        def task() -> None:
-            scoring_rule_rebuild(rule=rule, now=now)
+    def rebuild(rule: ScoringRule) -> Callable[[], LedgerDiff]:
+        def task() -> LedgerDiff:
+            diff = scoring_rule_rebuild(rule=rule, now=now)
             rebuilt.append(rule.name)  # list.append is atomic; progress counts finished rules
             _job_progress(job, int(80 * len(rebuilt) / (len(rule_list) + 1)), f"rebuilt rule {rule.name!r}")
+            return diff
         return task
 
-    _side_by_side([rebuild(rule) for rule in rule_list], workers)
+    diff = sum(_side_by_side([rebuild(rule) for rule in rule_list], workers), LedgerDiff())
+    if ledger is not None:
+        ledger.update(added=diff.added, changed=diff.changed, removed=diff.removed)
     clock.lap("rules")
 
     def update(low: int, high: int) -> Callable[[], int]:
@@ -488,7 +579,7 @@ def scores_recompute_all(
             for chunk in chunked(list(crossing), CHUNK):
                 _mql_update(chunk, now)
     clock.lap("mql")
-    if connection.vendor == "postgresql":
+    if connection.vendor == "postgresql" and changed:
         # Scores changed wholesale: refresh the planner's statistics now rather than at the next
         # autovacuum, or segment counts filtering on score plan for the old distribution.
         with connection.cursor() as cursor:

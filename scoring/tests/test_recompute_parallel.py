@@ -55,10 +55,10 @@ def test_a_full_recompute_outside_a_transaction_matches_the_ledger_for_every_con
     correlation_ids: set[str] = set()
     rebuild = services.scoring_rule_rebuild
 
-    def spy(**kwargs: object) -> None:
+    def spy(**kwargs: object) -> services.LedgerDiff:
         threads.add(threading.current_thread().name)
         correlation_ids.add(current_correlation_id())
-        rebuild(**kwargs)  # type: ignore[arg-type]
+        return rebuild(**kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(services, "scoring_rule_rebuild", spy)
     with override_settings(SCORING_RECOMPUTE_CONNECTIONS=2), correlation_scope("recompute-job-7"):
