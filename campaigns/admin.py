@@ -8,6 +8,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.widgets import AutocompleteSelect
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -21,12 +22,19 @@ from django.utils.safestring import mark_safe
 from campaigns import dkim_signing, rendering, services
 from campaigns.models import BounceMailboxItem, EmailTemplate, Message, SenderProfile, Suppression, email_hash
 from contacts.emails import CanonicalEmailField
+from contacts.models import Contact
 from core.admin_utils import EstimatedCountPaginator, ReadOnlyAdmin
 from core.secrets import encrypt
 
 
 class PreviewForm(forms.Form):
-    contact = forms.IntegerField(required=False, help_text="Contact id to render for (empty: a sample contact)")
+    # Picked by searching email or name (the admin's autocomplete over ContactAdmin.search_fields);
+    # an id that matches no contact is an error, never a silent fallback to the sample contact.
+    contact = forms.ModelChoiceField(
+        Contact.objects.all(), required=False,
+        widget=AutocompleteSelect(Message._meta.get_field("contact"), admin.site),
+        help_text="Search by email or name (empty: a sample contact)",
+        error_messages={"invalid_choice": "No contact with that id: search for the contact by email."})
     sender = forms.ModelChoiceField(SenderProfile.objects.all(), required=False, empty_label="Default sender")
     send_test_to = forms.EmailField(required=False, help_text='Address for "send test"')
 
@@ -85,11 +93,9 @@ class EmailTemplateAdmin(admin.ModelAdmin):
             context.update(self._render(template, self._contact(None), None))
         return TemplateResponse(request, "admin/campaigns/emailtemplate/preview.html", context)
 
-    def _contact(self, contact_id: int | None) -> Any:
-        from contacts.models import Contact
-
-        if contact_id:
-            contact = Contact.objects.with_scores().filter(pk=contact_id).first()  # score, grade: same query
+    def _contact(self, chosen: Contact | None) -> Any:
+        if chosen is not None:
+            contact = Contact.objects.with_scores().filter(pk=chosen.pk).first()  # score, grade: same query
             if contact is not None:
                 return contact
         return Contact(**{k: v for k, v in rendering.SAMPLE_CONTACT.items()})
@@ -101,7 +107,7 @@ class EmailTemplateAdmin(admin.ModelAdmin):
             return {"render_error": str(exc)}
         except services.NoSender as exc:
             return {"render_error": str(exc)}
-        return {"preview": message}
+        return {"preview": message, "preview_frame": email_frame(message.html, element_id="preview-html")}
 
     def _send_test(self, request: HttpRequest, template: EmailTemplate, contact: Any, sender: Any,
                    to_email: str) -> HttpResponse:
@@ -109,7 +115,7 @@ class EmailTemplateAdmin(admin.ModelAdmin):
             raise PermissionDenied
         back = reverse("admin:campaigns_emailtemplate_preview", args=[template.pk])
         if not to_email or contact.pk is None:
-            self.message_user(request, "Choose a contact (by id) and an address to send the test to.", messages.ERROR)
+            self.message_user(request, "Choose a contact and an address to send the test to.", messages.ERROR)
             return HttpResponseRedirect(back)
         try:
             message = services.message_send_test(template=template, contact=contact, to_email=to_email,
@@ -217,6 +223,20 @@ class SenderProfileAdmin(admin.ModelAdmin):
         return getattr(self, "_hour", {}).get(obj.pk, {}).get("sent", 0)
 
 
+# How a stored email is shown in the admin: in a sandboxed frame (no scripts, forms or same-origin
+# access) with a CSP that loads nothing from outside: no open pixel fires and no remote image or
+# font reveals that someone in the admin looked (images appear as their alt text).
+EMAIL_FRAME_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:"
+
+
+def email_frame(html: str, *, element_id: str = "message-html") -> str:
+    srcdoc = f'<meta http-equiv="Content-Security-Policy" content="{EMAIL_FRAME_CSP}">{html}'
+    return format_html('<iframe id="{}" title="The email as the recipient sees it" sandbox="" csp="{}" '
+                       'referrerpolicy="no-referrer" srcdoc="{}" '
+                       'style="width:100%;min-width:40rem;height:480px;border:1px solid #ccc;background:#fff">'
+                       "</iframe>", element_id, EMAIL_FRAME_CSP, srcdoc)
+
+
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
     list_display = ["id", "to", "template", "sender", "kind", "status", "reason", "attempts", "created_at", "sent_at"]
@@ -228,11 +248,24 @@ class MessageAdmin(admin.ModelAdmin):
     paginator = EstimatedCountPaginator
     raw_id_fields = ["contact"]
     actions = ["retry_messages"]
-    readonly_fields = [f.name for f in Message._meta.fields]
+    readonly_fields = [*(f.name for f in Message._meta.fields), "rendered_email"]
 
     @admin.display(description="To")
     def to(self, obj: Message) -> str:
         return obj.to_email or obj.contact.email
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        # The rendered email after the subject; its raw HTML only inside that field's <details>.
+        fields = [name for name in self.readonly_fields if name not in ("html", "rendered_email")]
+        at = fields.index("subject") + 1
+        return [*fields[:at], "rendered_email", *fields[at:]]
+
+    @admin.display(description="Email")
+    def rendered_email(self, obj: Message) -> str:
+        if not obj.html:
+            return "Not rendered yet (rendered when it is sent)."
+        return format_html("{}<details><summary>HTML source</summary><pre id='message-html-source' "
+                           "style='white-space:pre-wrap'>{}</pre></details>", email_frame(obj.html), obj.html)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # messages come from workflows, the API and "send test", never typed in
@@ -246,8 +279,11 @@ class MessageAdmin(admin.ModelAdmin):
     @admin.action(description="Retry selected failed, deferred or bounced messages",
                   permissions=["retry"])
     def retry_messages(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
-        result = services.messages_retry(message_ids=queryset.values_list("id", flat=True), actor=request.user)
-        skipped = queryset.count() - result.queued - len(result.refused)
+        # Count the selection before the retry: on a list filtered by status (?status=failed) the
+        # retried rows leave the queryset, and counting afterwards said "-1 skipped".
+        selected = list(queryset.values_list("id", flat=True))
+        result = services.messages_retry(message_ids=selected, actor=request.user)
+        skipped = len(selected) - result.queued - len(result.refused)
         self.message_user(request, f"{result.queued} message(s) queued again"
                           + (f"; {skipped} skipped (sent, queued or suppressed)" if skipped else "") + ".")
         if result.refused:
