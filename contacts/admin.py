@@ -31,6 +31,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.text import capfirst
 from import_export.admin import ExportMixin
 
+from contacts.countries import country_code
 from contacts.emails import CanonicalEmailField
 from contacts.fields import load_specs
 from contacts.imports.jobs import import_job_create, import_job_fail, import_job_start, import_preview
@@ -63,10 +64,15 @@ class ContactAdminForm(forms.ModelForm):
     # The canonical form before the unique check (Django's EmailField would refuse a fullwidth
     # address with a vague message and let a soft hyphen in the domain through as a new contact).
     email = CanonicalEmailField(label="Email")
+    # Wider than the 2-letter column: "USA", "DEU" or "Germany" are stored as US, DE.
+    country = forms.CharField(required=False, max_length=100, help_text="ISO code (DE, DEU) or name (Germany)")
 
     class Meta:
         model = Contact
         fields = ["email"]  # the admin adds the fieldsets' other fields
+
+    def clean_country(self) -> str:
+        return country_code(self.cleaned_data.get("country") or "")
 
 
 @admin.register(Contact)

@@ -9,6 +9,7 @@ from django.db import models
 from django.db.models import F, Value
 from django.db.models.functions import Coalesce, Lower, Trim
 
+from contacts.countries import country_code
 from contacts.emails import normalize_email
 
 
@@ -222,7 +223,10 @@ class Contact(models.Model):
             except ValidationError as exc:
                 raise ValidationError({"email": exc.messages}) from exc
         if self.country:
-            self.country = self.country.strip().upper()
+            try:
+                self.country = country_code(self.country)  # "USA", "Germany" -> US, DE; "XX" refused
+            except ValidationError as exc:
+                raise ValidationError({"country": exc.messages}) from exc
         from contacts.fields import validate_attributes  # avoids a models <-> fields import cycle
 
         self.attributes = validate_attributes(self.attributes, creating=self._state.adding)

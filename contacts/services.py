@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from contacts.countries import country_code
 from contacts.emails import normalize_email
 from contacts.models import Contact
 from core.audit import audit_record
@@ -42,7 +44,11 @@ def contact_upsert(*, email: str, **fields: Any) -> tuple[Contact, bool]:
         contact = Contact(email=normalised)
     for name, value in fields.items():
         setattr(contact, name, value.strip() if isinstance(value, str) else value)
-    contact.country = contact.country.upper()
+    # Before full_clean: the field holds 2 characters, and "USA" or "Germany" are fine input.
+    try:
+        contact.country = country_code(contact.country)
+    except ValidationError as exc:
+        raise ValidationError({"country": exc.messages}) from exc
     contact.full_clean(validate_unique=created)
     contact.save()
     return contact, created
