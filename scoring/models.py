@@ -69,6 +69,7 @@ class ScoreEntry(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        verbose_name_plural = "score entries"  # Django's default said "Score entrys"
         permissions = [("view_leads", "Can see the sales lead view")]
         constraints = [
             # One event scores once per rule, however often it is processed. An event belongs to one
