@@ -139,6 +139,7 @@ class CsvSource:
         self._text = io.TextIOWrapper(self._raw, encoding=fmt.encoding, errors="strict", newline="")
         self._reader = csv.reader(self._text, delimiter=fmt.delimiter)
         self.header = self._read_header()
+        self.header_lines = self._reader.line_num  # physical lines up to the end of the header record
 
     def close(self) -> None:
         self._text.close()

@@ -7,7 +7,9 @@ merged with one UPDATE ... FROM and one INSERT ... SELECT inside the caller's tr
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack
 from typing import Any
 
 from django.db import connection
@@ -36,6 +38,12 @@ class Stager:
         self.pg = is_postgres()
         self.ops = connection.ops
         self.staged = 0
+        self._stream: ExitStack | None = None  # the one COPY that runs for the whole read (PostgreSQL)
+        self._copy: Any = None
+        # hash() of every staged email: no two alike proves the file has no duplicates without a
+        # GROUP BY over the staged rows; a match (a duplicate, or rarely a collision) asks the database.
+        self._email_hashes: set[int] | None = set()
+        self.maybe_duplicates = False
 
     def create(self) -> None:
         types = PG_TYPES if self.pg else SQLITE_TYPES
@@ -46,6 +54,10 @@ class Stager:
             cursor.execute(f"CREATE TEMP TABLE {STAGE} ({columns})")
 
     def drop(self) -> None:
+        if self._stream is not None:  # the read failed midway: abort the COPY, keep nothing
+            stream, self._stream, self._copy = self._stream, None, None
+            error = RuntimeError("import aborted")
+            stream.__exit__(RuntimeError, error, None)
         with connection.cursor() as cursor:
             cursor.execute(f"DROP TABLE IF EXISTS {FINAL}")
             cursor.execute(f"DROP TABLE IF EXISTS {STAGE}")
@@ -54,10 +66,12 @@ class Stager:
         if not rows:
             return
         names = ", ".join(STAGE_COLUMNS)
+        self._track_hashes([hash(row[1]) for row in rows], len(rows))
         if self.pg:
-            with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {STAGE} ({names}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
+            self._start_copy()
+            write_row = self._copy.write_row
+            for row in rows:
+                write_row(row)
         else:
             at = STAGE_COLUMNS.index("consent_at")
             adapt = self.ops.adapt_datetimefield_value
@@ -67,6 +81,44 @@ class Stager:
                 cursor.executemany(f"INSERT INTO {STAGE} ({names}) VALUES ({marks})", prepared)
         self.staged += len(rows)
 
+    def write_prepared(self, *, copy_data: bytes, rows: Sequence[tuple[Any, ...]], count: int,
+                       email_hashes: bytes) -> None:
+        """What a parallel worker produced: COPY text (PostgreSQL) or rows (SQLite), and email hashes."""
+        if not count:
+            return
+        if self.pg:
+            self._track_hashes(array("q", email_hashes), count)
+            self._start_copy()
+            self._copy.write(copy_data)
+            self.staged += count
+        else:
+            self.write(rows)
+
+    def _start_copy(self) -> None:
+        if self._copy is None:
+            # One COPY for many batches, not one per batch: the server stores the rows sent so
+            # far while the next ones are parsed (a COPY per batch waited for each to finish).
+            self._stream = ExitStack()
+            cursor = self._stream.enter_context(connection.cursor())
+            names = ", ".join(STAGE_COLUMNS)
+            self._copy = self._stream.enter_context(cursor.cursor.copy(f"COPY {STAGE} ({names}) FROM STDIN"))
+
+    def finish(self) -> None:
+        """End the staging COPY (the next write starts another): every row written is in the table."""
+        if self._stream is not None:
+            stream, self._stream, self._copy = self._stream, None, None
+            stream.close()
+
+    def _track_hashes(self, new: Iterable[int], count: int) -> None:
+        hashes = self._email_hashes
+        if hashes is None:
+            return
+        before = len(hashes)
+        hashes.update(new)
+        if len(hashes) - before != count:
+            self.maybe_duplicates = True
+            self._email_hashes = None  # the database decides; no need to keep tracking
+
     def tune_session(self) -> None:
         """Inside the merge transaction: room for the big sort/hash steps to stay in memory."""
         if self.pg:
@@ -75,6 +127,8 @@ class Stager:
                 cursor.execute(f"ANALYZE {STAGE}")
 
     def has_duplicates(self) -> bool:
+        if not self.maybe_duplicates:
+            return False
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {STAGE} GROUP BY email HAVING COUNT(*) > 1)")
             return bool(cursor.fetchone()[0])

@@ -10,12 +10,25 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 
+from contacts.imports import parallel
 from contacts.imports.engine import ImportOptions, ImportResult, run_import
 from contacts.imports.reader import ImportFileError
 from contacts.models import Contact, ContactList, CustomField, Tag
 from contacts.tests.csvfiles import write_csv
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True, params=["one process", "parallel"])
+def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with the one-process reader and with the parallel one (issue 23), the
+    latter cutting the file into chunks of a few bytes so that a boundary meets every oddity."""
+    if request.param == "parallel":
+        if parallel.workers() < 2:
+            pytest.skip("the parallel reader needs two cores")
+        monkeypatch.setattr(parallel, "MIN_FILE_BYTES", 0)
+        monkeypatch.setattr(parallel, "CHUNK_BYTES", 7)
+    return str(request.param)
 
 
 def run(path: Path, tmp_path: Path, **options: Any) -> tuple[ImportResult, list[dict[str, str]]]:
@@ -338,3 +351,16 @@ def test_cli_dry_run_records_no_import_and_runs_no_followup(tmp_path: Path,
     data = json.loads(capsys.readouterr().out)
     assert (data["import_job"], data["followup_seconds"]) == (None, None)
     assert not ImportJob.objects.exists()
+
+
+def test_stray_quotes_and_quoted_newlines_read_as_the_csv_module_reads_them(tmp_path: Path, reader: str) -> None:
+    # a quote inside an unquoted cell is a literal quote; the parallel reader cannot cut such a
+    # file safely and reads it again in one process (same result, same line numbers)
+    path = write_csv(tmp_path, 'email,company\na@x.example,Ac"me\n"b@x.example","multi\nline"\nbad,"x"\n'
+                               'c@x.example,"O""Brien"\n')
+    result, report = run(path, tmp_path)
+    assert (result.rows_read, result.created, result.rejected) == (4, 3, 1)
+    assert Contact.objects.get(email="a@x.example").company == 'Ac"me'
+    assert Contact.objects.get(email="b@x.example").company == "multi\nline"
+    assert Contact.objects.get(email="c@x.example").company == 'O"Brien'
+    assert [row["line"] for row in report] == ["5"]

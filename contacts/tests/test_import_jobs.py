@@ -186,3 +186,23 @@ def test_a_completed_import_queues_fit_scoring_and_segment_refresh() -> None:
         "hans@x.example"]
     job.refresh_from_db()
     assert job.log[-1]["message"] == "fit scores and segments updated"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_read_by_parallel_workers_reports_progress_between_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 23: progress updates share the connection with the staging COPY; each one ends it."""
+    from contacts.imports import engine, parallel
+
+    if parallel.workers() < 2:
+        pytest.skip("the parallel reader needs two cores")
+    monkeypatch.setattr(parallel, "MIN_FILE_BYTES", 0)
+    monkeypatch.setattr(parallel, "CHUNK_BYTES", 64)
+    monkeypatch.setattr(engine, "PROGRESS_SECONDS", 0)  # a progress update after every chunk
+    lines = [f"person{i}@x.example,Company {i}" for i in range(40)]
+    job = make_job(("Email,Company\n" + "\n".join(lines) + "\nbroken,X\n").encode())
+    import_job_start(job=job)
+    drain()
+    job.refresh_from_db()
+    assert job.status == Status.COMPLETED, job.message
+    assert (job.rows_read, job.created, job.rejected) == (41, 40, 1)
+    assert Contact.objects.count() == 40

@@ -66,7 +66,11 @@ class Command(BaseCommand):
                 self.stdout.write(json.dumps({"error": str(exc)}))
             raise CommandError(str(exc)) from None
         seconds = time.perf_counter() - started
-        peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        # This process plus each parallel reader at the largest one's peak: an upper bound (their
+        # peaks need not coincide, and pages shared after fork count twice).
+        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak_kb += result.workers * resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        peak_rss_mb = round(peak_kb / 1024, 1)
         followup_seconds = None
         if job_ids and (result.created or result.updated) and not options["no_followup"]:
             # What the admin's import queues after it commits (fit scores, segments, CRM sync):

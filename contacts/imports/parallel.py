@@ -1,0 +1,200 @@
+"""Reading and validating a big file on every core (issue 23): the parent splits the file's bytes
+into chunks of whole records, worker processes decode, parse and validate them (the per-row Python
+work that made one core the bottleneck), and the parent only streams their results into staging.
+
+Splitting is safe only where a chunk boundary cannot fall inside a quoted cell: a boundary is a
+newline preceded by an even number of quote characters, which is exactly "outside quotes" when
+every quote in the chunk belongs to a well-formed quoted cell (opened at the start of a cell, `""`
+inside, closed at its end). Each worker checks that of its chunk; a file with stray quotes (`ab"c`)
+raises Unsplittable and is read again by the one-process reader, whose csv module decides as always.
+Same reader settings, same validator, same line numbers: the results are those of the serial path.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import datetime as dt
+import io
+import multiprocessing
+import os
+import re
+from array import array
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from contacts.imports.reader import CsvFormat, ImportFileError
+from contacts.imports.rows import RowError, RowValidator
+
+CHUNK_BYTES = 4 * 1024 * 1024
+MIN_FILE_BYTES = 8 * 1024 * 1024  # below this, starting processes costs more than it saves
+# Encodings in which b"\n", b"\r" and b'"' are never part of another character.
+SPLITTABLE_ENCODINGS = {"utf-8", "utf-8-sig", "cp1252", "latin-1", "iso8859-1", "iso8859-15", "ascii"}
+LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+
+
+class Unsplittable(Exception):
+    """A chunk has quotes the boundary rule cannot vouch for: read the file in one process."""
+
+
+@dataclass
+class ChunkResult:
+    rows_read: int = 0
+    staged: int = 0
+    errors: list[tuple[int, RowError]] = field(default_factory=list)  # (line, error), in file order
+    copy_data: bytes = b""  # PostgreSQL: COPY text format of the staged rows
+    rows: list[tuple[Any, ...]] = field(default_factory=list)  # SQLite: the staged rows
+    email_hashes: bytes = b""  # array("q") of hash(email), for the duplicate check
+
+
+def workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def usable(path: Path, fmt: CsvFormat, size: int) -> bool:
+    if size < MIN_FILE_BYTES or workers() < 2 or codecs.lookup(fmt.encoding).name not in SPLITTABLE_ENCODINGS:
+        return False
+    with open(path, "rb") as fh:
+        return b"\n" in fh.read(64 * 1024)  # chunks end at \n: not for files with \r line ends only
+
+
+def _count_lines(data: bytes) -> int:
+    """Line breaks as the csv reader counts them (io's newline='': \\r\\n, \\r or \\n)."""
+    return data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
+
+
+def body_offset(path: Path, header_lines: int) -> int:
+    """Byte offset of the first data line: after the `header_lines` lines the header took."""
+    if header_lines == 0:
+        return 0
+    with open(path, "rb") as fh:
+        data = b""
+        while True:
+            more = fh.read(1024 * 1024)
+            data += more
+            # A \r at the end of what was read may be the first half of \r\n: decide after more.
+            scan = data[:-1] if more and data.endswith(b"\r") else data
+            ends = [match.end() for match in LINE_BREAK.finditer(scan)]
+            if len(ends) >= header_lines:
+                return ends[header_lines - 1]
+            if not more:
+                return len(data)
+
+
+def chunks(path: Path, offset: int, first_line: int) -> Iterator[tuple[bytes, int, int]]:
+    """(bytes of whole records, line number before them, file offset after them)."""
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        carry = b""
+        line = first_line
+        while True:
+            more = fh.read(CHUNK_BYTES)
+            data = carry + more
+            offset += len(more)
+            if not more:
+                if data:
+                    yield data, line, offset
+                return
+            cut = data.rfind(b"\n")
+            while cut >= 0 and data.count(b'"', 0, cut) % 2:
+                cut = data.rfind(b"\n", 0, cut)  # inside a quoted cell: try the line before
+            if cut < 0:
+                carry = data  # one record longer than a chunk: read on
+                continue
+            chunk, carry = data[: cut + 1], data[cut + 1:]
+            yield chunk, line, offset - len(carry)
+            line += _count_lines(chunk)
+
+
+def _quoted_cells(delimiter: str) -> re.Pattern[str]:
+    d = re.escape(delimiter)
+    return re.compile(rf'(?:^|(?<=[{d}\r\n]))"[^"]*(?:""[^"]*)*"(?=[{d}\r\n]|\Z)')
+
+
+# Set in the parent before the pool forks; inherited by the workers (validators hold closures,
+# which do not pickle).
+_STATE: dict[str, Any] = {}
+
+
+def _copy_text(value: Any) -> str:
+    if value is None:
+        return "\\N"
+    if value is True:
+        return "t"
+    if value is False:
+        return "f"
+    if isinstance(value, str):
+        return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def _work(chunk: bytes, line_before: int) -> ChunkResult:
+    validator: RowValidator = _STATE["validator"]
+    fmt: CsvFormat = _STATE["format"]
+    encoding = "utf-8" if codecs.lookup(fmt.encoding).name == "utf-8-sig" else fmt.encoding
+    try:
+        text = chunk.decode(encoding)
+    except UnicodeDecodeError as exc:
+        bad_line = line_before + _count_lines(chunk[: exc.start]) + 1
+        raise ImportFileError(
+            f"Line {bad_line}: bytes that are not {fmt.encoding} ({exc.reason}); choose the file's encoding."
+        ) from None
+    if '"' in text and '"' in _STATE["quoted"].sub("", text):
+        raise Unsplittable
+    out = ChunkResult()
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=fmt.delimiter)
+    staged_rows: list[tuple[Any, ...]] = []
+    while True:
+        start = line_before + reader.line_num + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise ImportFileError(f"Line {start}: the file is not valid CSV ({exc}).") from None
+        if not cells or not any(c.strip() for c in cells):
+            continue
+        out.rows_read += 1
+        staged, errors = validator.validate(start, cells)
+        if staged is None:
+            out.errors.extend((start, error) for error in errors)
+        else:
+            staged_rows.append(staged)
+    out.staged = len(staged_rows)
+    out.email_hashes = array("q", [hash(row[1]) for row in staged_rows]).tobytes()
+    if _STATE["pg"]:
+        out.copy_data = "".join(
+            "\t".join([_copy_text(value) for value in row]) + "\n" for row in staged_rows
+        ).encode("utf-8")
+    else:
+        out.rows = staged_rows
+    return out
+
+
+def results(path: Path, fmt: CsvFormat, header_lines: int, validator: RowValidator, *,
+            pg: bool) -> Iterator[tuple[ChunkResult, int]]:
+    """(result, file offset reached) per chunk, in file order, computed by a pool of processes.
+    At most two chunks per worker are in flight: memory stays flat however big the file."""
+    _STATE.update(validator=validator, format=fmt, pg=pg, quoted=_quoted_cells(fmt.delimiter))
+    # fork: the workers inherit the validator and the parent's hash() seed (email hashes compare).
+    pool = multiprocessing.get_context("fork").Pool(workers())
+    try:
+        pending: deque[tuple[Any, int]] = deque()
+        source = chunks(path, body_offset(path, header_lines), header_lines)
+        for chunk, line_before, reached in source:
+            pending.append((pool.apply_async(_work, (chunk, line_before)), reached))
+            if len(pending) >= 2 * workers():
+                done, at = pending.popleft()
+                yield done.get(), at
+        while pending:
+            done, at = pending.popleft()
+            yield done.get(), at
+    finally:
+        pool.terminate()
+        pool.join()
+        _STATE.clear()
