@@ -98,6 +98,11 @@ def test_make_run_stack_serves_works_and_stops_cleanly(stack: tuple[subprocess.P
     assert response.status_code == 200
     assert "Contacts" in response.text
     assert "Log out" in response.text
+    # Email links and the open pixel follow the port served, not the default 8000 (issue 19).
+    preview = session.get(f"{url}/admin/campaigns/emailtemplate/1/preview/", timeout=10)
+    assert preview.status_code == 200
+    assert f"http://127.0.0.1:{port}/e/" in preview.text
+    assert ":8000/" not in preview.text
 
     # a live worker is registered on the embedded Redis, serving every queue
     conn = redis.Redis(unix_socket_path=str(tmp_path / "var" / "redis.sock"))

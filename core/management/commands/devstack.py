@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -20,6 +20,18 @@ from core import embedded_redis
 from core.demo import read_credentials
 
 MANAGE = str(Path(settings.BASE_DIR) / "manage.py")
+
+
+def public_host(host: str) -> str:
+    return "localhost" if host in ("0.0.0.0", "::", "") else host  # noqa: S104  a name to put in links
+
+
+def child_environment(host: str, port: int, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of web, workers and scheduler: SITE_URL (email links, the open pixel,
+    unsubscribe) follows the port served, unless SITE_URL was set (environment or .env)."""
+    environment = dict(environ)
+    environment.setdefault("SITE_URL", f"http://{public_host(host)}:{port}")
+    return environment
 
 
 class Command(BaseCommand):
@@ -54,8 +66,12 @@ class Command(BaseCommand):
         for i in range(options["workers"]):
             commands[f"worker{i + 1}"] = ["worker", "--name", f"devstack-worker{i + 1}-{int(time.time())}"]
         # Own process groups: Ctrl-C reaches only us, and we stop the children in order.
+        environment = child_environment(host, port, os.environ)
+        if environment["SITE_URL"] != f"http://{public_host(host)}:{port}":
+            self.stderr.write(f"SITE_URL={environment['SITE_URL']} is set: links and pixels in emails point there, "
+                              f"not at port {port}")
         procs = {
-            name: subprocess.Popen([sys.executable, MANAGE, *argv], start_new_session=True)
+            name: subprocess.Popen([sys.executable, MANAGE, *argv], start_new_session=True, env=environment)
             for name, argv in commands.items()
         }
         code = 0
