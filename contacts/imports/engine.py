@@ -232,7 +232,10 @@ def _merge(stager: Stager, options: ImportOptions, result: ImportResult, report:
         result.updated = stager.update_existing(
             fields, fill_empty=options.on_existing == ImportJob.OnExisting.FILL_EMPTY, now=now
         )
-    result.created = stager.insert_new(now)
+    if options.on_existing != ImportJob.OnExisting.SKIP and result.updated == final:
+        result.created = 0  # every email matched a contact (a re-import): no anti-join over them all
+    else:
+        result.created = stager.insert_new(now)
     # Existing contacts left alone (skip mode), or created by someone else while we merged.
     result.skipped = final - result.created - result.updated
     if options.tag:
