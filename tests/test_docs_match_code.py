@@ -186,6 +186,45 @@ def test_operations_doc_says_when_each_sweeper_runs_and_what_it_waits_for() -> N
         assert seconds(once) == threshold_in_code(cited), f"{work}: {once}"
 
 
+def incident_key_prefixes_in_code() -> set[str]:
+    """The key (up to its first ":") of every incident the code can open: the first argument of each
+    Firing(...) in the project's modules, a literal, an f-string, a module constant or a key function."""
+    import importlib
+
+    prefixes: set[str] = set()
+    for path in ROOT.glob("*/**/*.py"):
+        relative = path.relative_to(ROOT)
+        if relative.parts[0] in (".venv", "tests", "bench") or "tests" in relative.parts:
+            continue
+        source = path.read_text()
+        if "Firing(" not in source:
+            continue
+        module = ".".join(relative.with_suffix("").parts)
+        for node in ast.walk(ast.parse(source)):
+            if not (isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Firing" and node.args):
+                continue
+            key, where = node.args[0], f"{relative}:{node.lineno}"
+            if isinstance(key, ast.Constant):
+                text = str(key.value)
+            elif isinstance(key, ast.JoinedStr) and isinstance(key.values[0], ast.Constant):
+                text = str(key.values[0].value)
+            elif isinstance(key, ast.JoinedStr) and isinstance(key.values[0], ast.FormattedValue) \
+                    and isinstance(key.values[0].value, ast.Name):
+                text = getattr(importlib.import_module(module), key.values[0].value.id)
+            elif isinstance(key, ast.Call) and isinstance(key.func, ast.Name):
+                text = getattr(importlib.import_module(module), key.func.id)(0)
+            else:
+                raise AssertionError(f"{where}: an incident key the test cannot read")
+            prefixes.add(text.split(":")[0])
+    return prefixes
+
+
+def test_operations_doc_explains_every_incident_the_code_can_open() -> None:
+    rows = table_rows(between(doc("operations.md"), "## What each alert means", "\nEach incident"))
+    documented = {row[0].strip("`").split(":")[0] for row in rows}
+    assert documented == incident_key_prefixes_in_code()
+
+
 # --- docs/event-api.md: every error code -------------------------------------------------------------------
 
 
@@ -193,13 +232,16 @@ API_MODULES = ["contacts/api/views.py", "contacts/api/openapi.py", "campaigns/ap
 ERROR_CLASSES = {"ApiError", "SnsRejected"}
 
 
-def error_codes_in_code() -> set[tuple[int, str]]:
-    """(status, code) of every ApiError / SnsRejected raised with literal values in the API's modules
-    (a re-raise that passes another error's status and code on adds nothing new)."""
+def error_codes_in_code(modules: list[str] | None = None, makers: set[str] = ERROR_CLASSES) -> set[tuple[int, str]]:
+    """(status, code) of every error made by a call to one of `makers` with literal values in the
+    modules (default: the API's; a re-raise that passes another error's status and code on adds
+    nothing new)."""
     found: set[tuple[int, str]] = set()
-    for module in API_MODULES + [str(p.relative_to(ROOT)) for p in (ROOT / "contacts" / "api").glob("*.py")]:
+    if modules is None:
+        modules = API_MODULES + [str(p.relative_to(ROOT)) for p in (ROOT / "contacts" / "api").glob("*.py")]
+    for module in modules:
         for node in ast.walk(ast.parse((ROOT / module).read_text())):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) in ERROR_CLASSES:
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) in makers:
                 status, code = node.args[0], node.args[1]
                 where = f"{module}:{node.lineno}"
                 if isinstance(status, ast.Constant) and isinstance(code, ast.Constant):
@@ -217,6 +259,20 @@ def test_event_api_doc_lists_every_error_code_the_api_can_return() -> None:
     documented = {(int(status), code.strip("`")) for status, code, _ in rows}
     assert "bad_request" in {code for _, code in documented}
     assert documented == error_codes_in_code()
+
+
+def test_crm_doc_lists_every_refusal_of_the_inbound_status_webhook() -> None:
+    from automation.crm import services as crm
+    from automation.crm import views
+
+    section = between(doc("crm.md"), "## Inbound status webhook", "\n## ")
+    rows = table_rows(section)
+    documented = {(int(status), code.strip("`")) for status, code, _ in rows}
+    assert documented == error_codes_in_code(["automation/crm/views.py"], {"_error"})
+    when = {code.strip("`"): text for _, code, text in rows}
+    assert f"more than {crm.MAX_INBOUND} changes" in when["too_many"]
+    assert f"over {views.MAX_BODY // 1024} KiB" in when["too_large"]
+    assert f"over {views.INBOUND_RATE.replace('/m', ' calls a minute')}" in when["rate_limited"]
 
 
 # --- docs/crm.md: imports queue CRM sync, from the admin and from the command line ---------------------------
