@@ -11,13 +11,14 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.safestring import mark_safe
 
-from automation import editor, selectors, services
+from automation import dependencies, editor, selectors, services
+from automation.capacity import capacity_check
 from automation.definition import STEP_KEYS, DefinitionError
 from automation.definition import template_keys as definition_template_keys
 from automation.models import Enrollment, StepRun, VersionState, WebhookDelivery, Workflow, WorkflowVersion
@@ -71,7 +72,7 @@ class SimulateForm(forms.Form):
 class WorkflowAdmin(admin.ModelAdmin):
     list_display = ["key", "name", "paused", "production", "staging", "updated_at"]
     search_fields = ["key", "name"]
-    fields = ["key", "name", "test_segment", "timezone", "paused"]
+    fields = ["key", "name", "test_segment", "timezone", "paused", "auto_rollback"]
     readonly_fields = ["key", "name", "timezone", "paused"]  # definitions change through versions
     change_form_template = "admin/automation/workflow/change_form.html"
     change_list_template = "admin/automation/workflow/change_list.html"
@@ -99,6 +100,8 @@ class WorkflowAdmin(admin.ModelAdmin):
             view("<int:pk>/act/", self.act_view, "act"),
             view("<int:pk>/export/", self.export_view, "export"),
             view("<int:pk>/edit/", self.edit_view, "edit"),
+            view("<int:pk>/dependencies/", self.version_dependencies_view, "version_dependencies"),
+            view("dependencies/", self.system_dependencies_view, "dependencies"),
             *super().get_urls(),
         ]
 
@@ -176,6 +179,7 @@ class WorkflowAdmin(admin.ModelAdmin):
             "can_promote": user.has_perm("automation.promote_workflow"),
             "promote_blocked": services.can_promote(actor=user, version=staging) if staging else "",
             "dashboard": selectors.workflow_dashboard(workflow=workflow),
+            "dependency_maps": [_dependency_map(v) for v in (staging, production) if v],
         })
 
     def act_view(self, request: HttpRequest, pk: int) -> HttpResponse:
@@ -191,7 +195,8 @@ class WorkflowAdmin(admin.ModelAdmin):
                 version = get_object_or_404(WorkflowVersion, pk=_version_pk(request.POST), workflow=workflow)
                 services.workflow_stage(version=version, actor=request.user)
             elif action == "promote":
-                services.workflow_promote(workflow=workflow, actor=request.user, migrate=migrate)
+                services.workflow_promote(workflow=workflow, actor=request.user, migrate=migrate,
+                                          acknowledge_capacity=request.POST.get("acknowledge_capacity") == "1")
             elif action == "rollback":
                 services.workflow_rollback(workflow=workflow, actor=request.user, migrate=migrate)
             elif action in ("pause", "resume"):
@@ -250,6 +255,32 @@ class WorkflowAdmin(admin.ModelAdmin):
             "in_flight": selectors.in_flight(workflow=workflow),
             "preview": services.migration_preview(source=production, target=target) if target else None,
             "blocked": services.can_promote(actor=request.user, version=target) if target else "",
+            "capacity": capacity_check(version=target) if action == "promote" and target else None,
+        })
+
+    def version_dependencies_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """One version's dependency map as JSON (the versioning screen links it per version)."""
+        workflow = get_object_or_404(Workflow, pk=pk)
+        if not self.has_view_permission(request, workflow):
+            raise PermissionDenied
+        version = get_object_or_404(WorkflowVersion, pk=_version_pk(request.GET), workflow=workflow)
+        response = JsonResponse(dependencies.version_dependencies_json(version=version),
+                                json_dumps_params={"indent": 2})
+        response["Content-Disposition"] = f'attachment; filename="{workflow.key}-v{version.number}-dependencies.json"'
+        return response
+
+    def system_dependencies_view(self, request: HttpRequest) -> HttpResponse:
+        """Every staging and production version and what it depends on: a graph, a table, JSON."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        data = dependencies.system_dependencies()
+        if request.GET.get("format") == "json":
+            response = JsonResponse(data, json_dumps_params={"indent": 2})
+            response["Content-Disposition"] = 'attachment; filename="leadflow-dependencies.json"'
+            return response
+        return TemplateResponse(request, "admin/automation/workflow/dependencies.html", {
+            **self.admin_site.each_context(request), "opts": self.model._meta, "title": "Workflow dependencies",
+            "data": data, "svg": mark_safe(dependencies.system_graph_svg(data)),  # noqa: S308  built with escape()
         })
 
     def edit_view(self, request: HttpRequest, pk: int) -> HttpResponse:
@@ -330,6 +361,12 @@ class WorkflowAdmin(admin.ModelAdmin):
         response = HttpResponse(text, content_type="text/yaml; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="{workflow.key}-v{version.number}.yaml"'
         return response
+
+
+def _dependency_map(version: WorkflowVersion) -> dict[str, Any]:
+    deps = dependencies.version_dependencies(version=version)
+    return {"version": version, "deps": deps,
+            "svg": mark_safe(dependencies.version_graph_svg(version=version, deps=deps))}  # noqa: S308  escaped
 
 
 def d_validate(definition: dict[str, Any]) -> list[Any]:

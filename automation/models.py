@@ -25,6 +25,10 @@ class Workflow(models.Model):
     )
     paused = models.BooleanField(default=False, help_text="Hold every enrollment where it is; admit no one new")
     timezone = models.CharField(max_length=64, default="UTC", help_text="For waits on a weekday/hour window")
+    auto_rollback = models.BooleanField(
+        default=False, db_default=False,
+        help_text="Roll a new production version back by itself when its steps start failing or its emails bounce "
+                  "or draw complaints (AUTO_ROLLBACK_* settings); never the first version")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -550,15 +550,35 @@ def _migrate(source: WorkflowVersion, target: WorkflowVersion, now: dt.datetime)
                                      step_id__in=target_ids).update(version=target, updated_at=now)
 
 
+class CapacityNotAcknowledged(ValidationError):
+    """The capacity check found limits the version would pass, and nobody acknowledged them."""
+
+
 @transaction.atomic
-def workflow_promote(*, workflow: Workflow, actor: Any, migrate: bool = False) -> WorkflowVersion:
+def workflow_promote(*, workflow: Workflow, actor: Any, migrate: bool = False,
+                     acknowledge_capacity: bool = False) -> WorkflowVersion:
     """Staging -> production in one transaction; the previous production version is archived.
-    In-flight enrollments stay pinned unless `migrate` (steps matched by id; see migration_preview)."""
+    In-flight enrollments stay pinned unless `migrate` (steps matched by id; see migration_preview).
+    When the capacity check (automation.capacity) finds a limit the version would pass, promoting
+    needs `acknowledge_capacity`; the acknowledgement is audited with the figures."""
+    from automation.capacity import capacity_check
+
     _locked(workflow)
     staging = WorkflowVersion.objects.filter(workflow=workflow, state=VersionState.STAGING).first()
     if staging is None:
         raise ValidationError("there is no staging version to promote")
-    return _make_production(workflow, staging, actor=actor, migrate=migrate, action="workflow.promoted")
+    why = can_promote(actor=actor, version=staging)
+    if why:
+        raise PermissionDenied(why)
+    report = capacity_check(version=staging)
+    if report.over and not acknowledge_capacity:
+        raise CapacityNotAcknowledged(f"v{staging.number} would pass {', '.join(report.over)}: promoting needs an "
+                                      "explicit acknowledgement of the capacity check")
+    version = _make_production(workflow, staging, actor=actor, migrate=migrate, action="workflow.promoted")
+    if report.over:
+        audit_record(actor=actor, action="workflow.capacity_acknowledged", target=version,
+                     data={"number": version.number, "over": report.over, "capacity": report.as_dict()})
+    return version
 
 
 @transaction.atomic

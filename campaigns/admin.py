@@ -24,6 +24,7 @@ from campaigns.models import BounceMailboxItem, EmailTemplate, Message, SenderPr
 from contacts.emails import CanonicalEmailField
 from contacts.models import Contact
 from core.admin_utils import EstimatedCountPaginator, ReadOnlyAdmin
+from core.dependents import DependentsWarningMixin
 from core.secrets import encrypt
 
 
@@ -40,7 +41,7 @@ class PreviewForm(forms.Form):
 
 
 @admin.register(EmailTemplate)
-class EmailTemplateAdmin(admin.ModelAdmin):
+class EmailTemplateAdmin(DependentsWarningMixin, admin.ModelAdmin):
     list_display = ["key", "name", "kind", "subject", "updated_at"]
     list_filter = ["kind"]
     search_fields = ["key", "name", "subject"]
@@ -169,7 +170,7 @@ class SenderProfileForm(forms.ModelForm):
 
 
 @admin.register(SenderProfile)
-class SenderProfileAdmin(admin.ModelAdmin):
+class SenderProfileAdmin(DependentsWarningMixin, admin.ModelAdmin):
     form = SenderProfileForm
     list_display = ["name", "from_email", "rate", "is_default", "is_paused", "sent_last_minute", "sent_last_hour"]
     list_filter = ["is_default", "is_paused"]

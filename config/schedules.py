@@ -8,6 +8,7 @@ because a restarted scheduler runs interval jobs at once. Run exactly one schedu
 from rq import cron
 
 from automation.crm.tasks import crm_sweeper
+from automation.rollback import workflows_auto_rollback_job
 from automation.tasks import enrollments_wake
 from campaigns.tasks import bounce_mailboxes_poll_job, delivery_sweeper
 from contacts.segments.tasks import segments_refresh_all_job
@@ -40,6 +41,11 @@ cron.register(crm_sweeper, "crm", interval=60, result_ttl=300)
 # are claimed in batches (SKIP LOCKED) and get advance jobs; due webhook retries too. Waits are
 # scheduled per row, so this is one indexed query per tick; claims make overlapping ticks harmless.
 cron.register(enrollments_wake, "default", interval=5, result_ttl=60)
+
+# Automatic rollback (automation/rollback.py): opted-in workflows promoted in the last AUTO_ROLLBACK_HOURS
+# whose steps start failing, or whose emails bounce or draw complaints, go back to the previous
+# production version, with an incident. Locks the workflow and re-checks, so overlapping ticks are harmless.
+cron.register(workflows_auto_rollback_job, "default", interval=60, result_ttl=300)
 
 # Email delivery: messages claimed by a worker that died go back to the queue after
 # DELIVERY_STALE_SECONDS, and senders with due work (deferred retries, quiet hours over, a kick

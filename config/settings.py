@@ -330,3 +330,12 @@ SNS_TOPIC_ARNS = env_sns_topics("SNS_TOPIC_ARNS", [])
 WORKFLOW_STAGING_RECIPIENT = env_str("WORKFLOW_STAGING_RECIPIENT", "") or ""
 # True: the author of a version cannot promote it to production (a second person must).
 WORKFLOW_PROMOTE_SECOND_PERSON = env_bool("WORKFLOW_PROMOTE_SECOND_PERSON", False)
+# The capacity check at promotion (automation/capacity.py) reads this many days of trigger events.
+CAPACITY_WINDOW_DAYS = env_int("CAPACITY_WINDOW_DAYS", 7, minimum=1)
+# Automatic rollback (automation/rollback.py, opt-in per workflow): for this many hours after a
+# promotion, a step failure-rate jump (the operations page's rule) or a bounce/complaint rate over
+# these fractions of at least AUTO_ROLLBACK_MIN_SENDS emails re-promotes the previous version.
+AUTO_ROLLBACK_HOURS = env_int("AUTO_ROLLBACK_HOURS", 24, minimum=1)
+AUTO_ROLLBACK_BOUNCE_RATE = env_fraction("AUTO_ROLLBACK_BOUNCE_RATE", 0.05)
+AUTO_ROLLBACK_COMPLAINT_RATE = env_fraction("AUTO_ROLLBACK_COMPLAINT_RATE", 0.003)
+AUTO_ROLLBACK_MIN_SENDS = env_int("AUTO_ROLLBACK_MIN_SENDS", 50, minimum=1)

@@ -17,6 +17,7 @@ from django.views.decorators.http import require_POST
 from contacts.models import Segment
 from contacts.segments.compiler import validate_filter
 from contacts.segments.services import segment_enqueue_refresh, segment_preview, segment_save
+from core.dependents import DependentsWarningMixin
 
 EXAMPLE = {"all": [{"field": "lifecycle_stage", "op": "eq", "value": "lead"},
                    {"event": "page_view", "min_count": 3, "within_days": 30}]}
@@ -79,7 +80,7 @@ class RefreshFailedFilter(admin.SimpleListFilter):
 
 
 @admin.register(Segment)
-class SegmentAdmin(admin.ModelAdmin):
+class SegmentAdmin(DependentsWarningMixin, admin.ModelAdmin):
     form = SegmentForm
     list_display = ["name", "is_active", "member_count", "refreshed_at", "refresh_failed_at", "updated_at"]
     list_filter = ["is_active", RefreshFailedFilter]

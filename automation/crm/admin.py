@@ -19,6 +19,7 @@ from automation.crm.services import crm_resync_all, crm_retry_failed, crm_sync_n
 from automation.crm.vault import encrypt
 from core.admin_utils import EstimatedCountPaginator, ReadOnlyAdmin
 from core.audit import audit_record
+from core.dependents import DependentsWarningMixin
 
 SYNC_PERM = "crm.sync_crmconnection"
 
@@ -61,7 +62,7 @@ class CrmConnectionForm(forms.ModelForm):
 
 
 @admin.register(CrmConnection)
-class CrmConnectionAdmin(admin.ModelAdmin):
+class CrmConnectionAdmin(DependentsWarningMixin, admin.ModelAdmin):
     form = CrmConnectionForm
     list_display = ["name", "kind", "is_active", "is_sandbox", "rate_limit", "batch_size", "paused", "queue", "links"]
     list_filter = ["kind", "is_active", "is_sandbox"]

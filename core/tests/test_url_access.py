@@ -137,6 +137,10 @@ ROUTES: dict[str, frozenset[str] | str] = {
     "admin:automation_workflow_act": roles(M, A),
     "admin:automation_workflow_export": roles(M, A, O),
     "admin:automation_workflow_edit": roles(M, A, O),  # Ops sees the editor read-only; POSTs need change
+    # Dependency maps (issue 24): read-only, for whoever sees workflows; promoting (and acknowledging a
+    # capacity warning) goes through admin:automation_workflow_act and the Approver's permission.
+    "admin:automation_workflow_version_dependencies": roles(M, A, O),
+    "admin:automation_workflow_dependencies": roles(M, A, O),
 }
 # The queue dashboard, under /admin/rq/ and under django-rq's own /admin/django_rq/dashboard/.
 RQ_VIEWS = ("home", "home_json", "metrics", "jobs", "queue_details", "finished_jobs", "failed_jobs",

@@ -1,7 +1,9 @@
-"""`manage.py workflows export|import|promote|rollback`: keep workflows in git, promote from CI."""
+"""`manage.py workflows export|import|promote|rollback|check|dependencies`: keep workflows in git,
+promote from CI, and check capacity and dependencies there first."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,15 @@ class Command(BaseCommand):
             p.add_argument("key")
             p.add_argument("--migrate", action="store_true",
                            help="move in-flight enrollments to the new version (steps matched by id)")
+        sub.choices["promote"].add_argument(
+            "--acknowledge-capacity", action="store_true",
+            help="promote even though the capacity check finds limits the version would pass (audited)")
+        for name, what in (("check", "the capacity check as JSON; exit status 1 when a limit would be passed"),
+                           ("dependencies", "the dependency map as JSON (no KEY: the whole system)")):
+            p = sub.add_parser(name, help=what)
+            p.add_argument("key", nargs="?" if name == "dependencies" else None)
+            p.add_argument("--state", choices=["draft", "staging", "production", "archived"],
+                           help="the version in this state (default: staging, else production)")
         for p in sub.choices.values():
             p.add_argument("--as", dest="username", default="",
                            help="user the action is recorded for (promote/rollback need their permission)")
@@ -72,13 +83,37 @@ class Command(BaseCommand):
 
     def _promote(self, opts: dict[str, Any]) -> None:
         actor = self._cli_approver(opts)
-        version = services.workflow_promote(workflow=self._workflow(opts["key"]), actor=actor, migrate=opts["migrate"])
+        version = services.workflow_promote(workflow=self._workflow(opts["key"]), actor=actor, migrate=opts["migrate"],
+                                            acknowledge_capacity=opts["acknowledge_capacity"])
         self.stdout.write(f"promoted {version}")
 
     def _rollback(self, opts: dict[str, Any]) -> None:
         actor = self._cli_approver(opts)
         version = services.workflow_rollback(workflow=self._workflow(opts["key"]), actor=actor, migrate=opts["migrate"])
         self.stdout.write(f"rolled back to {version}")
+
+    def _version(self, opts: dict[str, Any]) -> Any:
+        workflow = self._workflow(opts["key"])
+        states = [opts["state"]] if opts["state"] else ["staging", "production"]
+        for state in states:
+            version = workflow.versions.filter(state=state).order_by("-number").first()
+            if version is not None:
+                return version
+        raise CommandError(f"workflow {opts['key']!r} has no {' or '.join(states)} version")
+
+    def _check(self, opts: dict[str, Any]) -> None:
+        from automation.capacity import capacity_check
+
+        report = capacity_check(version=self._version(opts))
+        self.stdout.write(json.dumps(report.as_dict(), indent=2))
+        if report.over:
+            raise CommandError(f"over: {', '.join(report.over)}", returncode=1)
+
+    def _dependencies(self, opts: dict[str, Any]) -> None:
+        from automation.dependencies import system_dependencies, version_dependencies_json
+
+        data = version_dependencies_json(version=self._version(opts)) if opts["key"] else system_dependencies()
+        self.stdout.write(json.dumps(data, indent=2))
 
     def _cli_approver(self, opts: dict[str, Any]) -> Any:
         """With --as, that user's permission decides; without, shell access to manage.py is the
