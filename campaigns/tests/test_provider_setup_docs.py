@@ -34,6 +34,7 @@ from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.management import call_command
 from django.test import Client
 
+from campaigns.bounce_mailbox import SECURITY_PORTS
 from campaigns.delivery import delivery_run_batch
 from campaigns.models import Message, MessageStatus, SenderProfile, Suppression, SuppressionReason, email_hash
 from campaigns.services import QueueItem, messages_queue
@@ -396,6 +397,8 @@ def test_a_plain_relay_with_a_bounce_mailbox_set_up_as_the_doc_says_gets_bounces
         assert documented == list(values), f"the doc's fields are {documented}"
         assert "`tls` (implicit TLS, the default)" in steps[3]
         assert SenderProfile._meta.get_field("bounce_imap_security").default == "tls"
+        assert "empty: 993 for `tls`, 143 otherwise" in steps[3]
+        assert SECURITY_PORTS == {"tls": 993, "starttls": 143, "plain": 143}
         client.force_login(role_users["ops"])
         saved = admin_save(client, f"/admin/campaigns/senderprofile/{sender.pk}/change/", "senderprofile_form", values)
         assert saved.status_code == 302, saved.content.decode()[:3000]
