@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import datetime as dt
 import io
 import multiprocessing
 import os
@@ -25,6 +24,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from psycopg._copy_base import TextFormatter  # private, but the C formatter is 3x a Python one
+from psycopg.adapt import Transformer
 
 from contacts.imports.reader import CsvFormat, ImportFileError
 from contacts.imports.rows import RowError, RowValidator
@@ -119,18 +121,10 @@ def _quoted_cells(delimiter: str) -> re.Pattern[str]:
 _STATE: dict[str, Any] = {}
 
 
-def _copy_text(value: Any) -> str:
-    if value is None:
-        return "\\N"
-    if value is True:
-        return "t"
-    if value is False:
-        return "f"
-    if isinstance(value, str):
-        return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    return str(value)
+def _copy_text_rows(rows: list[tuple[Any, ...]]) -> bytes:
+    """COPY text format, by psycopg's own (C) formatter: what `copy.write_row` would send."""
+    formatter = TextFormatter(Transformer())
+    return b"".join([bytes(formatter.write_row(row)) for row in rows]) + bytes(formatter.end())
 
 
 def _work(chunk: bytes, line_before: int) -> ChunkResult:
@@ -157,7 +151,7 @@ def _work(chunk: bytes, line_before: int) -> ChunkResult:
             break
         except csv.Error as exc:
             raise ImportFileError(f"Line {start}: the file is not valid CSV ({exc}).") from None
-        if not cells or not any(c.strip() for c in cells):
+        if not cells or not "".join(cells).strip():  # blank line, or only empty cells (as CsvSource.rows)
             continue
         out.rows_read += 1
         staged, errors = validator.validate(start, cells)
@@ -168,9 +162,7 @@ def _work(chunk: bytes, line_before: int) -> ChunkResult:
     out.staged = len(staged_rows)
     out.email_hashes = array("q", [hash(row[1]) for row in staged_rows]).tobytes()
     if _STATE["pg"]:
-        out.copy_data = "".join(
-            "\t".join([_copy_text(value) for value in row]) + "\n" for row in staged_rows
-        ).encode("utf-8")
+        out.copy_data = _copy_text_rows(staged_rows)
     else:
         out.rows = staged_rows
     return out
