@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -95,9 +95,10 @@ def events_ingest(*, api_key: ApiKey, items: Sequence[Any], now: dt.datetime | N
         contact_ids = _contact_ids(api_key, cleaned, result)
         cleaned = [item for item in cleaned if item.email in contact_ids]
         source = event_source(api_key)
-        fresh, result.duplicates = _split_duplicates(source, cleaned)
-        result.event_ids = _insert(source, fresh, contact_ids, cid)
+        fresh, repeated = _first_of_each_key(cleaned)
+        result.event_ids, stored_before = _insert(source, fresh, contact_ids, cid)
         result.accepted = len(result.event_ids)
+        result.duplicates = repeated + stored_before
         enqueue_processing(event_ids=result.event_ids, correlation_id=cid)
     result.errors.sort(key=lambda e: e.index)
     log.info("events accepted", extra={"source": source, "accepted": result.accepted,
@@ -300,43 +301,67 @@ def _creation_refusal(api_key: ApiKey) -> str | None:
     return None
 
 
-def _split_duplicates(source: str, items: list[CleanEvent]) -> tuple[list[CleanEvent], int]:
-    """Items whose key this source already sent (before, or earlier in this batch) are duplicates."""
-    keys = {item.idempotency_key for item in items if item.idempotency_key is not None}
-    seen = set(Event.objects.filter(source=source, idempotency_key__in=keys).values_list(
-        "idempotency_key", flat=True)) if keys else set()
+def _first_of_each_key(items: list[CleanEvent]) -> tuple[list[CleanEvent], int]:
+    """The items without a repeat of a key earlier in the batch, and how many repeats there were."""
+    seen: set[str] = set()
     fresh: list[CleanEvent] = []
-    duplicates = 0
     for item in items:
         if item.idempotency_key is not None:
             if item.idempotency_key in seen:
-                duplicates += 1
                 continue
             seen.add(item.idempotency_key)
         fresh.append(item)
-    return fresh, duplicates
+    return fresh, len(items) - len(fresh)
 
 
-def _insert(source: str, items: list[CleanEvent], contact_ids: dict[str, int], correlation_id: str) -> list[int]:
-    """Insert; keyed events rely on the (source, idempotency_key) constraint against concurrent twins.
+def _insert(source: str, items: list[CleanEvent], contact_ids: dict[str, int],
+            correlation_id: str) -> tuple[list[int], int]:
+    """Insert the batch in one statement; return the new events' ids and how many keyed items were
+    skipped because this source already stored their key.
 
-    Rows skipped by ON CONFLICT do not return ids, so keyed events are re-selected by key. A
-    concurrent request racing with the same key can make both answers count it as accepted; the
-    table still holds it once and processing is idempotent.
+    `INSERT ... SELECT FROM <the batch as one JSON parameter> ON CONFLICT DO NOTHING RETURNING id`:
+    the (source, idempotency_key) constraint does the deduplication (keys sent before, and a
+    concurrent request's: PostgreSQL makes the second wait for the first to commit, then skips the
+    row), and only rows actually inserted come back. Before, a keyed batch cost a SELECT of the
+    stored keys, the INSERT, and a SELECT of the ids by key (a third of a request's time). Keyed rows
+    go in key order, so two requests sharing keys take their locks in the same order (no deadlock).
     """
-    def build(item: CleanEvent) -> Event:
-        return Event(contact_id=contact_ids[item.email], event_type=item.event_type, properties=item.properties,
-                     occurred_at=item.occurred_at, source=source, idempotency_key=item.idempotency_key,
-                     correlation_id=correlation_id)
+    if not items:
+        return [], 0
+    rows = [[contact_ids[item.email], item.event_type, item.properties,
+             connection.ops.adapt_datetimefield_value(item.occurred_at), item.idempotency_key]
+            for item in sorted(items, key=lambda item: (item.idempotency_key is None, item.idempotency_key or ""))]
+    keyed = sum(1 for row in rows if row[4] is not None)
+    with connection.cursor() as cursor:
+        cursor.execute(_INSERT_SQL[connection.vendor],  # received_at: the wall clock, like auto_now_add
+                       [connection.ops.adapt_datetimefield_value(timezone.now()), source, correlation_id,
+                        json.dumps(rows, default=str, ensure_ascii=False)])
+        inserted = cursor.fetchall()
+    ids = sorted(row[0] for row in inserted)
+    # The key itself, not `idempotency_key IS NOT NULL`: SQLite 3.40 answered that with 1 for NULL
+    # keys in RETURNING (the same expression as the partial unique index's condition).
+    return ids, keyed - sum(1 for row in inserted if row[1] is not None)
 
-    keyed = [build(item) for item in items if item.idempotency_key is not None]
-    unkeyed = [build(item) for item in items if item.idempotency_key is None]
-    ids = [event.pk for event in Event.objects.bulk_create(unkeyed)] if unkeyed else []
-    if keyed:
-        Event.objects.bulk_create(keyed, ignore_conflicts=True)
-        ids += Event.objects.filter(
-            source=source, idempotency_key__in=[e.idempotency_key for e in keyed]).values_list("pk", flat=True)
-    return sorted(ids)
+
+_EVENT_COLUMNS = ("contact_id, event_type, properties, occurred_at, received_at, source, idempotency_key, processed_at,"
+                  " correlation_id")
+_INSERT_SQL = {
+    # One row per element of the batch array: [contact_id, type, properties, occurred_at, key].
+    "postgresql": (
+        f"INSERT INTO {Event._meta.db_table} ({_EVENT_COLUMNS})"  # noqa: S608 (constants; values are parameters)
+        " SELECT (r->>0)::bigint, r->>1, r->2, (r->>3)::timestamptz, %s, %s, r->>4, NULL, %s"
+        " FROM jsonb_array_elements(%s::jsonb) AS r ORDER BY r->>4"
+        " ON CONFLICT DO NOTHING RETURNING id, idempotency_key"
+    ),
+    # SQLite stores JSONField values as JSON text; json(...) writes the object back as text.
+    "sqlite": (
+        f"INSERT INTO {Event._meta.db_table} ({_EVENT_COLUMNS})"  # noqa: S608 (constants; values are parameters)
+        " SELECT json_extract(r.value, '$[0]'), json_extract(r.value, '$[1]'), json(json_extract(r.value, '$[2]')),"
+        " json_extract(r.value, '$[3]'), %s, %s, json_extract(r.value, '$[4]'), NULL, %s"
+        " FROM json_each(%s) AS r WHERE true ORDER BY r.key"
+        " ON CONFLICT DO NOTHING RETURNING id, idempotency_key"
+    ),
+}
 
 
 # --- Contacts (API upsert) ------------------------------------------------------------------------
