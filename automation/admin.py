@@ -23,6 +23,7 @@ from automation.definition import STEP_KEYS, DefinitionError
 from automation.definition import template_keys as definition_template_keys
 from automation.models import Enrollment, StepRun, VersionState, WebhookDelivery, Workflow, WorkflowVersion
 from core.admin_utils import ReadOnlyAdmin
+from core.audit import audit_record
 
 SIMULATE_MAX_CONTACTS = 50  # the versions screen's random field offers up to 50
 CONFIRMED = ("promote", "rollback", "pause")  # actions that show what changes and ask first
@@ -89,6 +90,12 @@ class WorkflowAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # workflows arrive by import (file or pasted), so they always have a version
+
+    def save_model(self, request: HttpRequest, obj: Workflow, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if "auto_rollback" in form.changed_data:  # who opted a workflow in or out of rolling back by itself
+            audit_record(actor=request.user, action="workflow.auto_rollback_" + ("on" if obj.auto_rollback else "off"),
+                         target=obj)
 
     def get_urls(self) -> list[URLPattern]:
         def view(route: str, func: Any, name: str) -> URLPattern:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -23,6 +23,9 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from automation.models import StepRun, StepRunStatus, VersionState, Workflow, WorkflowVersion
+
+if TYPE_CHECKING:
+    from core.alerts import Firing
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +159,26 @@ def _roll_back(version: WorkflowVersion, verdict: Verdict, now: dt.datetime) -> 
                           "target": target.number if target else None, **verdict.figures}), now=now)
     log.warning(summary)
     return summary
+
+
+def rollback_incidents_open(now: dt.datetime) -> list[Firing]:
+    """The incidents of automatic rollbacks in the last AUTO_ROLLBACK_HOURS whose
+    workflow still runs the version restored (nobody has promoted a fix yet): core.alerts keeps
+    their incidents open until then (its minute check resolves what no longer fires)."""
+    from core.alerts import Firing
+    from core.models import AuditEntry
+
+    since = now - dt.timedelta(hours=settings.AUTO_ROLLBACK_HOURS)
+    entries = list(AuditEntry.objects.filter(action="workflow.auto_rolled_back", at__gte=since).order_by("-id")[:100])
+    if not entries:
+        return []
+    production = dict(WorkflowVersion.objects.filter(
+        state=VersionState.PRODUCTION, workflow__key__in=[e.data.get("workflow") for e in entries])
+        .values_list("workflow__key", "number"))
+    return [Firing(f"workflow_auto_rollback:{e.target_id}",
+                   f"workflow {e.data.get('workflow')}: v{e.data.get('from')} rolled back to v{e.data.get('to')} "
+                   f"automatically: {e.data.get('reason')}", dict(e.data))
+            for e in entries if production.get(e.data.get("workflow")) == e.data.get("to")]
 
 
 def workflows_auto_rollback_job() -> list[str]:

@@ -15,6 +15,7 @@ from automation.rollback import workflows_auto_rollback
 from automation.services import workflow_import, workflow_promote, workflow_stage
 from automation.tests.conftest import advance, deploy, emit, make_contact, version, wf_file
 from campaigns.models import Message
+from core.alerts import alerts_check
 from core.models import AuditEntry, Incident
 
 pytestmark = pytest.mark.django_db
@@ -92,6 +93,38 @@ def test_failing_step_after_promotion_rolls_back_with_incident_and_enrollments_c
     # v1 is production by a rollback now: the next tick leaves it alone
     assert workflows_auto_rollback() == []
     assert version(promoted, "production") == v1
+    # the minute's alert check keeps the incident open (it resolves what no longer fires) until
+    # v2 is promoted again
+    alerts_check()
+    assert Incident.objects.get(key=f"workflow_auto_rollback:{v2.pk}").resolved_at is None
+
+
+def test_the_incident_resolves_once_a_fix_is_promoted(promoted) -> None:
+    v2 = version(promoted, "production")
+    register(*(f"late{i}@example.com" for i in range(6)))
+    advance()
+    assert workflows_auto_rollback()
+    workflow_stage(version=workflow_import(text=text(V1[:1]), actor="test").versions[0], actor="test")
+    alerts_check()
+    assert Incident.objects.get().resolved_at is None
+    workflow_promote(workflow=promoted, actor="test")  # a fix, v3
+    alerts_check()
+    incident = Incident.objects.get()
+    assert (incident.key, incident.resolved_at is not None) == (f"workflow_auto_rollback:{v2.pk}", True)
+
+
+def test_opting_in_through_the_admin_is_audited(promoted, role_users) -> None:
+    from django.test import Client
+
+    client = Client()
+    client.force_login(role_users["marketer"])
+    url = f"/admin/automation/workflow/{promoted.pk}/change/"
+    response = client.post(url, {"test_segment": "", "auto_rollback": ""})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    promoted.refresh_from_db()
+    assert promoted.auto_rollback is False
+    entry = AuditEntry.objects.get(action="workflow.auto_rollback_off")
+    assert entry.actor == role_users["marketer"]
 
 
 def test_below_the_threshold_nothing_is_rolled_back(promoted) -> None:
