@@ -13,8 +13,9 @@ changed), then, three times (`--runs`), interleaved so both sides see the same m
   `executemany` INSERT of it in one transaction into an equivalent table, then the import into an
   empty database; then the changed file the same way.
 
-Each import runs in its own process (peak RSS is its own, worker processes included); its time is
-the command's own (reading the file to commit, no interpreter start-up). Every timed step starts
+Each import runs in its own process; its peak RSS is the largest sum, sampled every 50 ms, of its
+own RSS and its parallel readers' (PSS beside it); its time is the command's own (reading the file
+to commit, no interpreter start-up). Every timed step starts
 after a CHECKPOINT, and the CHECKPOINT that writes each step's dirty pages is timed too and reported
 beside it. Prints one JSON object: each run, medians with min and max, the ratios, targets met or
 not; and django-import-export's bulk mode configured as its docs recommend, for reference.
@@ -59,10 +60,51 @@ COLUMNS = [h.lower().replace(" ", "_") for h in HEADER]
 EQUIVALENT = "bench_bulk_load"  # the file's columns and a unique index on lower(email), like contacts
 
 
+def _tree(pid: int) -> list[int]:
+    """pid and its descendants (the import's parallel readers)."""
+    pids, index = [pid], 0
+    while index < len(pids):
+        try:
+            children = Path(f"/proc/{pids[index]}/task/{pids[index]}/children").read_text().split()
+        except OSError:
+            children = []
+        pids += [int(c) for c in children]
+        index += 1
+    return pids
+
+
+def _memory_kb(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) in kB; PSS splits pages shared after fork between the processes sharing them."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0, 0
+    rss = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+    pss = next((int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:")), 0)
+    return rss, pss
+
+
 def timed_import(env: dict[str, str], path: Path) -> dict[str, Any]:
-    data = json.loads(manage(env, "import_contacts", str(path), "--json").strip().splitlines()[-1])
-    return {k: data[k] for k in ("rows_read", "created", "updated", "rejected", "duplicates", "seconds",
-                                 "peak_rss_mb", "phase_seconds", "followup_seconds")}
+    """The import in its own process; its memory is sampled every 50 ms with its workers': the sum
+    of their RSS at one instant (pages shared after fork counted in each: an upper bound) and of PSS."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "import_contacts", str(path), "--json"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak_rss = peak_pss = 0
+    while proc.poll() is None:
+        samples = [_memory_kb(pid) for pid in _tree(proc.pid)]
+        peak_rss = max(peak_rss, sum(rss for rss, _ in samples))
+        peak_pss = max(peak_pss, sum(pss for _, pss in samples))
+        time.sleep(0.05)
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"import_contacts failed:\n{err[-3000:]}")
+    data = json.loads(out.strip().splitlines()[-1])
+    figures = {k: data[k] for k in ("rows_read", "created", "updated", "rejected", "duplicates", "seconds",
+                                    "phase_seconds", "workers", "followup_seconds")}
+    figures.update(peak_rss_mb=round(peak_rss / 1024, 1), peak_pss_mb=round(peak_pss / 1024, 1),
+                   own_peak_rss_mb=data["peak_rss_mb"])
+    return figures
 
 
 def summary(values: list[float]) -> dict[str, float]:

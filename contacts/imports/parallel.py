@@ -31,7 +31,7 @@ from psycopg.adapt import Transformer
 from contacts.imports.reader import CsvFormat, ImportFileError
 from contacts.imports.rows import RowError, RowValidator
 
-CHUNK_BYTES = 4 * 1024 * 1024
+CHUNK_BYTES = 1024 * 1024  # about 14,000 rows: small enough that workers stay small
 MIN_FILE_BYTES = 8 * 1024 * 1024  # below this, starting processes costs more than it saves
 # Encodings in which b"\n", b"\r" and b'"' are never part of another character.
 SPLITTABLE_ENCODINGS = {"utf-8", "utf-8-sig", "cp1252", "latin-1", "iso8859-1", "iso8859-15", "ascii"}

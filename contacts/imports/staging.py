@@ -41,10 +41,10 @@ class Stager:
         self.staged = 0
         self._stream: ExitStack | None = None  # the one COPY that runs for the whole read (PostgreSQL)
         self._copy: Any = None
-        # hash() of every staged email: no two alike proves the file has no duplicates without a
-        # GROUP BY over the staged rows; a match (a duplicate, or rarely a collision) asks the database.
-        self._email_hashes: set[int] | None = set()
-        self.maybe_duplicates = False
+        # hash() of every staged email, 8 bytes each: no two alike proves the file has no duplicates
+        # without a GROUP BY over the staged rows; a match (a duplicate, or rarely a collision) asks
+        # the database. Compared once reading is over, when the parallel readers' memory is freed.
+        self._email_hashes = array("q")
 
     def create(self) -> None:
         types = PG_TYPES if self.pg else SQLITE_TYPES
@@ -80,7 +80,7 @@ class Stager:
         if not rows:
             return
         names = ", ".join(STAGE_COLUMNS)
-        self._track_hashes([hash(row[1]) for row in rows], len(rows))
+        self._email_hashes.extend([hash(row[1]) for row in rows])
         if self.pg:
             self._start_copy()
             write_row = self._copy.write_row
@@ -101,7 +101,7 @@ class Stager:
         if not count:
             return
         if self.pg:
-            self._track_hashes(array("q", email_hashes), count)
+            self._email_hashes.frombytes(email_hashes)
             self._start_copy()
             self._copy.write(copy_data)
             self.staged += count
@@ -123,16 +123,6 @@ class Stager:
             stream, self._stream, self._copy = self._stream, None, None
             stream.close()
 
-    def _track_hashes(self, new: Iterable[int], count: int) -> None:
-        hashes = self._email_hashes
-        if hashes is None:
-            return
-        before = len(hashes)
-        hashes.update(new)
-        if len(hashes) - before != count:
-            self.maybe_duplicates = True
-            self._email_hashes = None  # the database decides; no need to keep tracking
-
     def tune_session(self) -> None:
         """Inside the merge transaction: room for the big sort/hash steps to stay in memory."""
         if self.pg:
@@ -141,7 +131,8 @@ class Stager:
                 cursor.execute(f"ANALYZE {STAGE}")
 
     def has_duplicates(self) -> bool:
-        if not self.maybe_duplicates:
+        hashes, self._email_hashes = self._email_hashes, array("q")
+        if len(set(hashes)) == len(hashes):
             return False
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {STAGE} GROUP BY email HAVING COUNT(*) > 1)")

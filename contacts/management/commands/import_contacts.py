@@ -66,11 +66,10 @@ class Command(BaseCommand):
                 self.stdout.write(json.dumps({"error": str(exc)}))
             raise CommandError(str(exc)) from None
         seconds = time.perf_counter() - started
-        # This process plus each parallel reader at the largest one's peak: an upper bound (their
-        # peaks need not coincide, and pages shared after fork count twice).
-        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        peak_kb += result.workers * resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        peak_rss_mb = round(peak_kb / 1024, 1)
+        peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        # The largest parallel reader (each forked from this process: most of its pages are shared).
+        worker_rss_mb = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1) \
+            if result.workers else None
         followup_seconds = None
         if job_ids and (result.created or result.updated) and not options["no_followup"]:
             # What the admin's import queues after it commits (fit scores, segments, CRM sync):
@@ -80,8 +79,8 @@ class Command(BaseCommand):
             followup_seconds = round(time.perf_counter() - followup_started, 3)
         data = {**result.as_dict(), "error_report": str(report), "seconds": round(seconds, 3),
                 "rows_per_second": round(result.rows_read / seconds) if seconds else None,
-                "peak_rss_mb": peak_rss_mb, "import_job": job_ids[0] if job_ids else None,
-                "followup_seconds": followup_seconds}
+                "peak_rss_mb": peak_rss_mb, "worker_peak_rss_mb": worker_rss_mb,
+                "import_job": job_ids[0] if job_ids else None, "followup_seconds": followup_seconds}
         if options["json"]:
             self.stdout.write(json.dumps(data))
             return
