@@ -104,25 +104,55 @@ def enqueue_advance(*, enrollment_ids: Sequence[int], chunk: int = JOB_CHUNK) ->
 
 def advance_after_commit(*, enrollment_ids: Sequence[int]) -> None:
     """New enrollments' first steps. Inside a worker's job (the event pipeline) they run in this
-    process right after COMMIT: no second job to wait for behind the busier queues, and a burst
-    of events is one set-based batch. Elsewhere (a web request, an admin action) or for big
-    batches they go to advance jobs. Either way, a crash before they ran leaves them active with
-    a lease, and the wake tick re-queues them when it runs out (LEASE)."""
+    process right after COMMIT: no second job to wait for behind the busier queues. Elsewhere (a
+    web request, an admin action) they go to advance jobs. Either way, a crash before they ran
+    leaves them active with a lease, and the wake tick re-queues them when it runs out (LEASE).
+
+    One events batch may hold a burst (a webinar platform's 500 registrations) and a few signups
+    that arrived meanwhile: enrollments of small causes (SMALL_CAUSE or fewer per correlation id)
+    run first, in a transaction of their own, so their emails are queued before the burst's; a
+    burst bigger than one batch goes to jobs of JOB_CHUNK, between which the worker's other
+    queues (delivery) take turns, so its first emails leave while the rest still advance."""
     ids = list(enrollment_ids)
     if not ids:
         return
-    if get_current_job() is None or len(ids) > ADVANCE_BATCH:
+    if get_current_job() is None:
         enqueue_advance(enrollment_ids=ids)
         return
-    transaction.on_commit(lambda: _advance_now(ids))
+    small, big = _split_by_cause(ids)
+    if len(small) > ADVANCE_BATCH:  # thousands of single signups in one batch: a backlog, not a burst
+        enqueue_advance(enrollment_ids=small[ADVANCE_BATCH:])
+        small = small[:ADVANCE_BATCH]
+    if len(big) > ADVANCE_BATCH:
+        enqueue_advance(enrollment_ids=big)
+        big = []
+    transaction.on_commit(lambda: _advance_now([small, big]))
 
 
-def _advance_now(ids: list[int]) -> None:
-    try:
-        enrollments_advance(enrollment_ids=ids)
-    except Exception:  # noqa: BLE001  a job retries them now; the lease would, later
-        log.warning("advancing %s new enrollments failed; queued as a job", len(ids), exc_info=True)
-        enqueue_advance(enrollment_ids=ids)
+SMALL_CAUSE = 50  # enrollments one cause (correlation id: a request, a job) made; more is a burst
+
+
+def _split_by_cause(ids: list[int]) -> tuple[list[int], list[int]]:
+    """(enrollments of small causes, the rest), each in id order; one query, none for a small batch."""
+    if len(ids) <= SMALL_CAUSE:
+        return ids, []
+    causes: dict[str, list[int]] = {}
+    for pk, cause in Enrollment.objects.filter(pk__in=ids).order_by("pk").values_list("pk", "correlation_id"):
+        causes.setdefault(cause or f"#{pk}", []).append(pk)  # no cause recorded: on its own
+    small = sorted(pk for group in causes.values() if len(group) <= SMALL_CAUSE for pk in group)
+    big = sorted(pk for group in causes.values() if len(group) > SMALL_CAUSE for pk in group)
+    return small, big
+
+
+def _advance_now(batches: list[list[int]]) -> None:
+    for ids in batches:
+        if not ids:
+            continue
+        try:
+            enrollments_advance(enrollment_ids=ids)
+        except Exception:  # noqa: BLE001  a job retries them now; the lease would, later
+            log.warning("advancing %s new enrollments failed; queued as a job", len(ids), exc_info=True)
+            enqueue_advance(enrollment_ids=ids)
 
 
 # --- Advancing --------------------------------------------------------------------------------------
@@ -339,11 +369,84 @@ def _set_send_email(group: list[Enrollment], step: dict[str, Any], default_next:
     return [(fresh[k], default_next) for k in ours], rest + [e for k, e in fresh.items() if k not in ours]
 
 
+def _set_branch(group: list[Enrollment], step: dict[str, Any], default_next: str,
+                now: dt.datetime) -> tuple[list[tuple[Enrollment, str | None]], list[Enrollment]]:
+    """A branch for many enrollments (the webinar's "attended?" two days after a burst): the
+    condition for all of them in one or two queries (`conditions_hold`), their StepRuns in one
+    INSERT (ignore_conflicts, then read back: only rows this call created move), each enrollment
+    to `then` or `else`. StepRuns that already exist, and conditions without a set-based
+    evaluation, go the one-by-one way (`_branch`, which records the same result)."""
+    by_key = {_key(e): e for e in group}
+    existing = set(StepRun.objects.filter(idempotency_key__in=list(by_key)).values_list("idempotency_key", flat=True))
+    fresh = {k: e for k, e in by_key.items() if k not in existing}
+    rest = [e for k, e in by_key.items() if k in existing]
+    if not fresh:
+        return [], rest
+    try:
+        matched = conditions_hold(step["if"], list(fresh.values()), now)
+    except (KeyError, TypeError, ValueError):
+        matched = None  # a malformed condition: the one-by-one path fails the step with its reason
+    if matched is None:
+        return [], rest + list(fresh.values())
+    target = {k: str(step["then" if matched[e.pk] else "else"]) for k, e in fresh.items()}
+    StepRun.objects.bulk_create([
+        StepRun(enrollment=e, version_id=e.version_id, step_id=e.step_id, step_type="branch", idempotency_key=k,
+                started_at=now, finished_at=now, status=StepRunStatus.SUCCEEDED, correlation_id=e.correlation_id,
+                result={"matched": matched[e.pk], "next": target[k], "exit": False})
+        for k, e in fresh.items()], ignore_conflicts=True, batch_size=ADVANCE_BATCH)
+    ours = set(StepRun.objects.filter(idempotency_key__in=list(fresh), started_at=now, status=StepRunStatus.SUCCEEDED)
+               .values_list("idempotency_key", flat=True))
+    moved: list[tuple[Enrollment, str | None]] = [(fresh[k], target[k]) for k in ours]
+    return moved, rest + [e for k, e in fresh.items() if k not in ours]
+
+
+def conditions_hold(cond: dict[str, Any], enrollments: list[Enrollment], now: dt.datetime) -> dict[int, bool] | None:
+    """`condition_holds` for many enrollments at once: enrollment id -> matched, in one or two
+    queries whatever their number; None for a condition it does not evaluate set-based."""
+    from campaigns.models import Message
+
+    cids = {e.contact_id for e in enrollments}
+    holds: set[int]  # contact ids (or, for email conditions, enrollment ids) for which it holds
+    if "segment" in cond:
+        seg = cond["segment"]
+        by_id = isinstance(seg, int) or str(seg).isdigit()
+        holds = set(SegmentMembership.objects.filter(
+            contact_id__in=cids, **({"segment_id": int(seg)} if by_id else {"segment__name": seg}))
+            .values_list("contact_id", flat=True))
+    elif "event" in cond:
+        events = Event.objects.filter(contact_id__in=cids, event_type=cond["event"])
+        if "within" in cond:
+            events = events.filter(occurred_at__gte=now - d.parse_duration(cond["within"]))
+        for prop, value in (cond.get("where") or {}).items():
+            events = events.filter(**{f"properties__{prop}": value})
+        holds = set(events.values_list("contact_id", flat=True).distinct())
+    elif "field" in cond or "score_above" in cond:
+        contacts = {c.pk: c for c in Contact.objects.with_scores().filter(pk__in=cids)}
+        holds = {pk for pk, c in contacts.items() if (
+            _compare(_field_value(c, str(cond["field"])), cond.get("op", "eq"), cond.get("value"))
+            if "field" in cond else c.score > int(cond["score_above"]))}
+    elif "email" in cond:
+        runs = StepRun.objects.filter(enrollment__in=[e.pk for e in enrollments], step_type="send_email")
+        if cond.get("step"):
+            runs = runs.filter(step_id=cond["step"])
+        owner = {r["message_id"]: enrollment_id for enrollment_id, r in runs.values_list("enrollment_id", "result")
+                 if r.get("message_id")}
+        column = "opened_at" if cond["email"] == "opened" else "clicked_at"
+        messages = Message.objects.filter(pk__in=list(owner), **{f"{column}__isnull": False})
+        if "within" in cond:
+            messages = messages.filter(**{f"{column}__gte": now - d.parse_duration(cond["within"])})
+        holds = {owner[m] for m in messages.values_list("pk", flat=True)}
+        return {e.pk: e.pk in holds for e in enrollments}
+    else:
+        return None
+    return {e.pk: e.contact_id in holds for e in enrollments}
+
+
 # A runner returns (moved: (enrollment, next step id, or None when it parked the enrollment with
 # its state set, as a new wait does), the rest for the one-by-one path).
 SetRunner = Callable[[list[Enrollment], dict[str, Any], str, dt.datetime],
                      tuple[Sequence[tuple[Enrollment, str | None]], list[Enrollment]]]
-SET_RUNNERS: dict[str, SetRunner] = {"wait": _set_wait_over, "send_email": _set_send_email}
+SET_RUNNERS: dict[str, SetRunner] = {"wait": _set_wait_over, "send_email": _set_send_email, "branch": _set_branch}
 
 
 def enrollment_advance(*, enrollment_id: int, now: dt.datetime | None = None) -> str | None:
