@@ -39,6 +39,7 @@ from django.db import transaction
 from django.db.models import Count, Field, Q
 from django.utils import timezone
 from redis.exceptions import RedisError
+from rq import get_current_job
 
 from campaigns import delivery_rules, dkim_signing, mime, rendering, tracking
 from campaigns.models import (
@@ -114,21 +115,64 @@ def _due(sender_id: int, now: dt.datetime) -> Any:
     )
 
 
+# Due messages looked at per claim, as a multiple of its size: enough to see every cause waiting
+# behind a burst (2,000 registrations, a few signups) without reading a whole campaign's backlog.
+FAIR_WINDOW = 20
+
+
 def messages_claim(*, sender_id: int, limit: int, now: dt.datetime) -> list[Message]:
-    """Claim up to `limit` due messages of the sender (queued/deferred -> sending)."""
+    """Claim up to `limit` due messages of the sender (queued/deferred -> sending), shared fairly
+    between their causes (`fair_order`): a signup's welcome email queued behind 2,000 of a
+    burst's goes in the next batch, not after the burst. Returned in that order (it is the send
+    order). The claim is a conditional UPDATE of rows locked with SKIP LOCKED (PostgreSQL), so
+    concurrent workers take disjoint batches; one that finds its first choices taken moves on to
+    the next ones in the order."""
     token = uuid.uuid4()
+    due = _due(sender_id, now)
+    window = limit * FAIR_WINDOW
+    seen = list(due.order_by("next_attempt_at", "id").values_list("id", "correlation_id")[:window])
+    if len(seen) == window:  # a backlog longer than the window: the newest arrivals are candidates too
+        seen += due.order_by("-id").values_list("id", "correlation_id")[:limit]
+    ranked = fair_order(seen)
     with transaction.atomic():
-        # SKIP LOCKED on Postgres: concurrent workers take disjoint batches instead of waiting.
-        ids = list(_due(sender_id, now).order_by("next_attempt_at", "id")
-                   .select_for_update(skip_locked=True).values_list("id", flat=True)[:limit])
+        ids: list[int] = []
+        for start in range(0, len(ranked), limit):
+            if len(ids) >= limit:
+                break
+            chunk = ranked[start:start + limit]
+            ids += list(Message.objects.filter(pk__in=chunk, status__in=PENDING_STATUSES)
+                        .select_for_update(skip_locked=True).values_list("id", flat=True))
+        ids = ids[:limit]
         if not ids:
             return []
         Message.objects.filter(pk__in=ids, status__in=PENDING_STATUSES).update(
             status=MessageStatus.SENDING, claim_token=token, claimed_at=now, updated_at=now,
         )
-    return contact_scores_set(list(with_contact_scores(
+    position = {pk: i for i, pk in enumerate(ranked)}
+    claimed = contact_scores_set(list(with_contact_scores(
         Message.objects.filter(claim_token=token, status=MessageStatus.SENDING)
-        .select_related("contact", "template", "revision").order_by("id"))))
+        .select_related("contact", "template", "revision"))))
+    return sorted(claimed, key=lambda m: position.get(m.pk, len(position)))
+
+
+def fair_order(rows: Sequence[tuple[int, str]]) -> list[int]:
+    """Message ids (given as (id, correlation id) in due order) in the order they should go:
+    causes take turns, smallest first (a single signup before a burst's 500), each cause's own
+    messages in due order. Messages without a correlation id count as one cause."""
+    causes: dict[str, list[int]] = {}
+    seen: set[int] = set()  # the newest-arrivals query may repeat ids of the window
+    for pk, cause in rows:
+        if pk not in seen:
+            seen.add(pk)
+            causes.setdefault(cause or "", []).append(pk)
+    active = sorted(causes.values(), key=len)
+    ranked: list[int] = []
+    turn = 0
+    while active:
+        ranked += [group[turn] for group in active]
+        turn += 1
+        active = [g for g in active if len(g) > turn]
+    return ranked
 
 
 # --- Outcomes -----------------------------------------------------------------------------------
@@ -726,7 +770,7 @@ def delivery_run(*, sender_id: int, slot: int | None = None, max_seconds: float 
             deadline = min(until, time.monotonic() + settings.DELIVERY_BATCH_SECONDS)
             result = delivery_run_batch(sender=sender, deadline=deadline)
             totals.update(result.outcomes)
-            if not result.claimed:
+            if not result.claimed or _others_waiting():
                 break
     finally:
         # Also when the job fails (the database restarting, say): a kick held by a dead job would
@@ -737,6 +781,19 @@ def delivery_run(*, sender_id: int, slot: int | None = None, max_seconds: float 
     if _due(sender_id, timezone.now()).exists():
         delivery_kick(sender_id)
     return totals
+
+
+def _others_waiting() -> bool:
+    """Inside a worker's job: whether another queue has jobs waiting. Then the job hands over
+    after its batch (the kick below queues a fresh one), so a backlog of emails never holds back
+    an event job or a workflow advance on a worker that serves all queues (`manage.py worker`
+    takes its queues in turns), and a burst's first emails go while the rest still advance."""
+    if get_current_job() is None:
+        return False
+    try:
+        return any(get_queue(name).count for name in settings.QUEUE_NAMES if name != "delivery")
+    except RedisError:
+        return False
 
 
 def delivery_sweep(*, now: dt.datetime | None = None) -> dict[str, int]:

@@ -1,0 +1,74 @@
+"""Delivery shares the outbox between causes (issue 25): a signup's email does not wait behind a
+burst's, and a delivery job hands the worker over between batches when other queues wait."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import override_settings
+from django.utils import timezone
+
+from campaigns import delivery
+from campaigns.delivery import delivery_run, messages_claim
+from campaigns.models import Message, MessageStatus
+from campaigns.services import QueueItem, messages_queue
+from campaigns.tests.conftest import make_contact
+from core.queues import get_queue
+
+pytestmark = pytest.mark.django_db
+
+
+def queue_burst_then_signups(template, burst: int, signups: int) -> tuple[list[int], list[int]]:  # noqa: ANN001
+    """`burst` messages of one API call (one correlation id), then `signups` of one request each."""
+    big = [make_contact(f"burst{i}@example.com") for i in range(burst)]
+    small = [make_contact(f"signup{i}@example.com") for i in range(signups)]
+    burst_ids = sorted(messages_queue(template=template, items=[
+        QueueItem(c.pk, f"b:{c.pk}", correlation_id="call-1") for c in big]))
+    signup_ids = [messages_queue(template=template, items=[QueueItem(c.pk, f"s:{c.pk}", correlation_id=f"req-{i}")])[0]
+                  for i, c in enumerate(small)]
+    return burst_ids, signup_ids
+
+
+def test_a_claim_takes_signups_queued_behind_a_burst_first(sender, template, sink) -> None:
+    # given 60 emails of a burst, then 3 signups' emails queued after them
+    burst_ids, signup_ids = queue_burst_then_signups(template, 60, 3)
+    # when a worker claims a batch of 20
+    claimed = messages_claim(sender_id=sender.pk, limit=20, now=timezone.now())
+    # then the signups are in it, first, and the burst fills the rest in its own order
+    assert [m.pk for m in claimed] == signup_ids + burst_ids[:17]
+    # and a second claim takes the next of the burst: nothing twice, nothing skipped
+    second = messages_claim(sender_id=sender.pk, limit=20, now=timezone.now())
+    assert [m.pk for m in second] == burst_ids[17:37]
+    assert Message.objects.filter(status=MessageStatus.SENDING).count() == 40
+
+
+def test_causes_take_turns_smallest_first() -> None:
+    from campaigns.delivery import fair_order
+
+    rows = [(1, "a"), (2, "a"), (3, "a"), (4, "b"), (5, "b"), (6, "c"), (7, ""), (8, "")]
+    # c (1 message), then b and the messages without a cause (2 each), then a (3), in turns
+    assert fair_order(rows) == [6, 4, 7, 1, 5, 8, 2, 3]
+    assert fair_order(rows + [(8, "")]) == fair_order(rows)  # an id seen twice goes once
+
+
+@override_settings(DELIVERY_BATCH_SIZE=5)
+def test_a_delivery_job_hands_over_after_a_batch_when_other_queues_wait(
+        sender, template, sink, monkeypatch, django_capture_on_commit_callbacks) -> None:
+    # given 12 due emails and an event job waiting on the same worker's queues
+    queue_burst_then_signups(template, 12, 0)
+    get_queue("delivery").empty()
+    with django_capture_on_commit_callbacks(execute=True):  # django-rq enqueues after COMMIT
+        get_queue("events").enqueue("contacts.tasks_events.events_process_pending")
+    monkeypatch.setattr(delivery, "get_current_job", lambda: object(), raising=False)  # as in a worker job
+    # when the delivery job runs
+    with django_capture_on_commit_callbacks() as after_commit:
+        delivery_run(sender_id=sender.pk, slot=0)
+    # then it sent one batch and kicked a fresh job for the rest (after COMMIT; run by hand, it
+    # would defer itself inside the test's transaction) instead of holding the worker
+    assert len(sink.received) == 5
+    assert Message.objects.filter(status=MessageStatus.QUEUED).count() == 7
+    assert after_commit
+    # and with no other work waiting, a job delivers all that is due
+    get_queue("events").empty()
+    delivery_run(sender_id=sender.pk, slot=0)
+    assert len(sink.received) == 12
+    assert sorted(r.rcpt_tos[0] for r in sink.received) == sorted(f"burst{i}@example.com" for i in range(12))
