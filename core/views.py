@@ -84,3 +84,34 @@ def metrics(request: HttpRequest) -> HttpResponse:
     registry = CollectorRegistry()
     registry.register(LeadflowCollector())
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+
+def admin_home(request: HttpRequest) -> HttpResponse:
+    """/admin/ per role (issue 19): Sales land on the leads, Ops on the operations page, marketers
+    on their dashboard above the admin index. `?all=1` is the plain index for everyone."""
+    from django.contrib import admin
+    from django.shortcuts import redirect
+
+    from core.dashboard import marketer_dashboard
+    from core.navigation import home_url
+
+    target = home_url(request.user)
+    if target and "all" not in request.GET:
+        return redirect(target)
+    extra: dict[str, Any] = {}
+    if request.user.has_perm("contacts.change_contact") and "all" not in request.GET:
+        extra = {"dashboard": marketer_dashboard(), "title": "Home"}
+    return admin.site.index(request, extra_context=extra)
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """The 403 page in the admin's look: what was refused, the user's roles, where they can go."""
+    from django.contrib import admin
+    from django.template.response import TemplateResponse
+
+    user = request.user
+    roles = sorted(user.groups.values_list("name", flat=True)) if user.is_authenticated else []
+    context = {**(admin.site.each_context(request) if user.is_authenticated else {}), "title": "Not allowed",
+               "path": request.path, "roles": roles, "reason": str(exception or "")}
+    response = TemplateResponse(request, "403.html", context, status=403)
+    return response.render()

@@ -30,7 +30,10 @@ view_leads_required = staff_permission_required("scoring.view_leads")
 @require_safe
 @view_leads_required
 def lead_list(request: HttpRequest) -> HttpResponse:
-    form = LeadFilterForm(request.GET)
+    params = request.GET.copy()
+    if params.get("owner") == "me":  # "My leads" in the navigation: the same list, owned by whoever asks
+        params["owner"] = str(request.user.pk)
+    form = LeadFilterForm(params)
     leads = leads_list(filters=form.lead_filters())
     page = Paginator(leads, PER_PAGE).get_page(request.GET.get("page"))
     query = request.GET.copy()

@@ -119,6 +119,7 @@ ROUTES: dict[str, frozenset[str] | str] = {
     "crm:inbound-status": PUBLIC,  # CRM webhooks: checked by the connection's signature, not a session
     "operations": OPS_ONLY, "operations-switch": OPS_ONLY, "operations-sender-resume": OPS_ONLY,
     "scoring:lead_list": roles(M, A, S), "scoring:lead_export": roles(M, A, S), "scoring:lead_detail": roles(M, A, S),
+    "home": STAFF,  # /admin/ per role (core/views.py admin_home): redirects Sales and Ops to their pages
     "admin:index": STAFF, "admin:login": EVERYONE, "admin:logout": EVERYONE, "admin:jsi18n": STAFF,
     "admin:password_change": STAFF, "admin:password_change_done": STAFF,
     "admin:view_on_site": STAFF,
