@@ -68,7 +68,7 @@ def evaluate(now: dt.datetime | None = None) -> list[Firing]:
             "pk", "name", "paused_until"):
         firing.append(Firing(f"crm_daily_limit:{conn_id}", f"CRM sync: {name}'s daily API limit is spent; paused "
                              f"until {until:%Y-%m-%d %H:%M} UTC", {"connection": name, "paused_until": str(until)}))
-    from automation.rollback import rollback_incidents_open  # open until the version is promoted again
+    from automation.rollback import rollback_incidents_open  # open until a fix is promoted
 
     firing += rollback_incidents_open(now)
     return firing

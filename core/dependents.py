@@ -52,11 +52,12 @@ class DependentsWarningMixin:
                 self._warn_dependents(request, [obj], "Pausing or deleting it affects them.")
         return super().change_view(request, object_id, form_url, extra_context)  # type: ignore[misc]
 
-    def construct_change_message(self, request: HttpRequest, form: Any, formsets: Any, add: bool) -> Any:
-        # Called right after a save with the form (admins override save_model without calling super).
-        obj = form.instance
+    def save_form(self, request: HttpRequest, form: Any, change: bool) -> Any:
+        # Before the row is saved (save_model comes next): what depends on it is read while it is
+        # still active (a paused CRM connection is no longer the one a crm_sync step would pick).
+        obj = super().save_form(request, form, change)  # type: ignore[misc]
         paused = [name for name, value in PAUSE_FIELDS.items()
                   if name in getattr(form, "changed_data", ()) and getattr(obj, name, None) is value]
-        if not add and paused:
+        if change and paused:
             self._warn_dependents(request, [obj], "It is now paused: they hold or fail at the steps using it.")
-        return super().construct_change_message(request, form, formsets, add)  # type: ignore[misc]
+        return obj

@@ -240,6 +240,34 @@ def test_workflows_check_prints_the_same_json_and_fails_when_over(limits) -> Non
     assert json.loads(out.getvalue())["over"] == []
 
 
+def test_workflows_dependencies_prints_the_map(live) -> None:
+    out = io.StringIO()
+    call_command("workflows", "dependencies", "webinar", stdout=out)
+    version = WorkflowVersion.objects.get(workflow__key="webinar")
+    assert json.loads(out.getvalue()) == version_dependencies_json(version=version)
+    out = io.StringIO()
+    call_command("workflows", "dependencies", stdout=out)
+    assert json.loads(out.getvalue()) == system_dependencies()
+
+
+def test_quiet_hours_delay_and_a_frequency_cap_over(limits) -> None:
+    SenderProfile.objects.filter(pk=limits["sender"].pk).update(
+        quiet_hours_start=dt.time(21, 0), quiet_hours_end=dt.time(8, 0), time_zone="Europe/Berlin", frequency_cap=1)
+    limits_ = by_limit(capacity_check(version=staged(webinar_file())))
+    quiet = limits_["sender", "quiet hours"]
+    assert (quiet.status, quiet.limit, quiet.note) == (
+        "delay", "21:00-08:00 Europe/Berlin", "marketing emails triggered in quiet hours wait until 08:00: up to "
+                                             "11.0 hours")
+    cap = limits_["sender", "frequency cap"]
+    assert (cap.status, cap.limit, cap.estimate) == ("over", "1 per contact in 7 days", "2 marketing per contact")
+
+
+def test_a_paused_sender_is_over(limits) -> None:
+    SenderProfile.objects.filter(pk=limits["sender"].pk).update(is_paused=True)
+    report = capacity_check(version=staged(webinar_file()))
+    assert "Webinars: paused" in report.over
+
+
 def test_workflows_check_names_an_unknown_workflow() -> None:
     with pytest.raises(CommandError, match="no workflow 'nope'"):
         call_command("workflows", "check", "nope")
@@ -345,7 +373,7 @@ def test_nothing_depends_no_warning(live, role_users) -> None:
         f"/admin/campaigns/emailtemplate/{unused.pk}/delete/").content.decode()
 
 
-@pytest.mark.parametrize("what", ["sender", "segment"])
+@pytest.mark.parametrize("what", ["sender", "segment", "crm"])
 def test_pausing_what_production_needs_warns_and_names_the_versions(live, role_users, what) -> None:
     obj = live[what]
     admin = Client()
@@ -363,5 +391,5 @@ def test_pausing_what_production_needs_warns_and_names_the_versions(live, role_u
     assert response.status_code == 200
     obj.refresh_from_db()
     assert (obj.is_paused if what == "sender" else not obj.is_active), response.context["adminform"].form.errors
-    label = {"sender": "sender 'Webinars'", "segment": "segment 'Customers'"}[what]
+    label = {"sender": "sender 'Webinars'", "segment": "segment 'Customers'", "crm": "CRM connection 'HubSpot'"}[what]
     assert escape(f"{WARNING.format(label)} It is now paused") in response.content.decode()
