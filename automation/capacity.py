@@ -203,6 +203,11 @@ def _sender_resource(sender: Any, emails: tuple[int, list[str]], marketing: tupl
                                 DELAY if per_hour > rate.burst else OK,
                                 f"{max(0, per_hour - rate.burst):,.0f} wait for the rate" if per_hour > rate.burst
                                 else ""))
+    if isinstance(sender.domain_limits, dict) and sender.domain_limits:
+        res.limits.append(Limit(
+            "domain limits", ", ".join(f"{k} {v}" for k, v in sorted(sender.domain_limits.items())),
+            f"{per_hour:,.0f}/h across all domains", UNKNOWN,
+            "how the entrants split by recipient domain is not estimated"))
     try:
         tz = zoneinfo.ZoneInfo(sender.time_zone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):

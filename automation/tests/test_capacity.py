@@ -262,6 +262,12 @@ def test_quiet_hours_delay_and_a_frequency_cap_over(limits) -> None:
     assert (cap.status, cap.limit, cap.estimate) == ("over", "1 per contact in 7 days", "2 marketing per contact")
 
 
+def test_domain_limits_are_unknown_not_fine(limits) -> None:
+    SenderProfile.objects.filter(pk=limits["sender"].pk).update(domain_limits={"gmail.com": "20/s"})
+    domains = by_limit(capacity_check(version=staged(webinar_file())))["sender", "domain limits"]
+    assert (domains.status, domains.limit) == ("unknown", "gmail.com 20/s")
+
+
 def test_a_paused_sender_is_over(limits) -> None:
     SenderProfile.objects.filter(pk=limits["sender"].pk).update(is_paused=True)
     report = capacity_check(version=staged(webinar_file()))
