@@ -240,6 +240,16 @@ def test_workflows_check_prints_the_same_json_and_fails_when_over(limits) -> Non
     assert json.loads(out.getvalue())["over"] == []
 
 
+def test_cli_promote_needs_acknowledge_capacity_when_over(limits) -> None:
+    version = staged(webinar_file())
+    with pytest.raises(CommandError, match="explicit acknowledgement"):
+        call_command("workflows", "promote", "webinar")
+    call_command("workflows", "promote", "webinar", "--acknowledge-capacity", stdout=io.StringIO())
+    version.refresh_from_db()
+    assert version.state == "production"
+    assert AuditEntry.objects.get(action="workflow.capacity_acknowledged").actor_label == "cli"
+
+
 def test_workflows_dependencies_prints_the_map(live) -> None:
     out = io.StringIO()
     call_command("workflows", "dependencies", "webinar", stdout=out)
