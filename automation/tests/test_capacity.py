@@ -9,6 +9,7 @@ import json
 import re
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 import yaml
@@ -19,7 +20,12 @@ from django.utils.html import escape
 
 from automation.capacity import capacity_check, path_max
 from automation.crm.models import CrmConnection
-from automation.dependencies import system_dependencies, version_dependencies, version_dependencies_json
+from automation.dependencies import (
+    system_dependencies,
+    version_dependencies,
+    version_dependencies_json,
+    version_graph_svg,
+)
 from automation.models import Workflow, WorkflowVersion
 from automation.services import CapacityNotAcknowledged, workflow_import, workflow_promote
 from automation.tests.conftest import deploy, wf_file
@@ -312,6 +318,14 @@ def test_the_map_lists_each_kind_of_dependency_and_who_shares_it(limits) -> None
     assert deps["webhook_host", "hooks.example.com"].shared_with == ["upsell v1 (production)"]
     assert deps["template", "webinar-welcome"].shared_with == []
     assert deps["crm_connection", "HubSpot"].steps == ["sync"]
+
+    # the graph is well-formed SVG: the version, its 8 dependencies and the one workflow sharing some
+    svg = ElementTree.fromstring(version_graph_svg(version=version, deps=list(deps.values())))  # noqa: S314  ours
+    nodes = [g.get("data-node") for g in svg.iter("{http://www.w3.org/2000/svg}g")]
+    assert len(nodes) == 10
+    assert "o:upsell v1 (production)" in nodes
+    # version -> each dependency, and upsell's 4 shared ones (template, sender, topic, webhook host) -> upsell
+    assert len(list(svg.iter("{http://www.w3.org/2000/svg}line"))) == 8 + 4
 
     exported = version_dependencies_json(version=version)
     assert {d["kind"] for d in exported["dependencies"]} == {"template", "segment", "sender", "topic",
