@@ -411,56 +411,62 @@ def _behaviour_rows_sql(rule: ScoringRule) -> tuple[str, list[Any]] | None:
     return sql, [*rows_params, *([limit] if limit is not None else [])]
 
 
-def _rebuild_behaviour(rule: ScoringRule) -> LedgerDiff:
-    """Make the rule's ledger entries what its events give now, writing only the difference.
-
-    A full recompute with unchanged rules used to DELETE and re-INSERT every entry (4.5M rows, two
-    index entries each, and as many dead rows for vacuum); it now reads the rule's entries once,
-    compares them with what they should be, and adds, updates or removes only the rows that differ.
-    """
+def _wanted_sql(rule: ScoringRule) -> tuple[str, list[Any]]:
+    """The entries a behaviour rule should hold (none when inactive or when its cap admits nothing)."""
     wanted = _behaviour_rows_sql(rule) if rule.is_active and rule.event_type else None
-    if wanted is None:  # an inactive rule, or a cap that admits nothing: the rule holds no entries
-        wanted = (f"SELECT contact_id, event_id, created_at FROM {ENTRY_TABLE} WHERE 1 = 0", [])  # noqa: S608
-    if connection.vendor == "postgresql":
-        return _behaviour_diff_postgresql(rule, *wanted)
-    return _behaviour_diff_sqlite(rule, *wanted)
+    return wanted or (f"SELECT contact_id, event_id, created_at FROM {ENTRY_TABLE} WHERE 1 = 0", [])  # noqa: S608
 
 
-def _behaviour_diff_postgresql(rule: ScoringRule, wanted_sql: str, wanted_params: list[Any]) -> LedgerDiff:
-    """One statement: the wanted entries FULL JOINed to the rule's entries (one pass over the ledger),
-    and the rows that differ deleted, updated or inserted by data-modifying CTEs."""
+def _behaviour_diff_postgresql(rules: Sequence[ScoringRule]) -> LedgerDiff:
+    """One statement for a group of behaviour rules: the entries they should give (UNION ALL of
+    each rule's SELECT) FULL JOINed to the entries they hold, read in ONE pass over the ledger (it
+    has no rule index: a pass per rule read it ten times), and the rows that differ deleted,
+    updated or inserted by data-modifying CTEs.
+
+    A full recompute with unchanged rules used to DELETE and re-INSERT every entry (4.5M rows, an
+    index entry each, and as many dead rows for vacuum); now it writes nothing."""
+    typed = ("SELECT NULL::bigint AS rule_id, NULL::varchar AS rule_name, NULL::integer AS points,"
+             " NULL::integer AS half_life_days, NULL::bigint AS contact_id, NULL::bigint AS event_id,"
+             " NULL::timestamptz AS created_at WHERE false")  # gives the UNION its column types
+    parts, params = [typed], []
+    for rule in rules:
+        sql, rule_params = _wanted_sql(rule)
+        parts.append(f"SELECT %s, %s, %s, %s, w.contact_id, w.event_id, w.created_at FROM ({sql}) w")  # noqa: S608
+        params += [rule.pk, rule.name, rule.points, rule.half_life_days, *rule_params]
     sql = (  # table names are model constants; values are parameters
-        f"WITH d AS ({wanted_sql}),"  # noqa: S608
-        f" cur AS (SELECT id, contact_id, event_id, rule_name, points, half_life_days, reason, created_at"
-        f"  FROM {ENTRY_TABLE} WHERE rule_id = %s),"
-        f" diff AS MATERIALIZED (SELECT cur.id AS old_id, d.contact_id, d.event_id, d.created_at"
-        f"  FROM d FULL JOIN cur ON cur.contact_id = d.contact_id AND cur.event_id = d.event_id"
-        f"  WHERE cur.id IS NULL OR d.event_id IS NULL OR cur.rule_name <> %s OR cur.points <> %s"
-        f"   OR cur.half_life_days IS DISTINCT FROM %s OR cur.reason <> '' OR cur.created_at <> d.created_at),"
+        f"WITH d AS ({' UNION ALL '.join(parts)}),"  # noqa: S608
+        f" cur AS (SELECT id, rule_id, contact_id, event_id, rule_name, points, half_life_days, reason, created_at"
+        f"  FROM {ENTRY_TABLE} WHERE rule_id = ANY(%s)),"
+        f" diff AS MATERIALIZED (SELECT cur.id AS old_id, d.* FROM d FULL JOIN cur"
+        f"  ON cur.rule_id = d.rule_id AND cur.contact_id = d.contact_id AND cur.event_id = d.event_id"
+        f"  WHERE cur.id IS NULL OR d.event_id IS NULL OR cur.rule_name <> d.rule_name OR cur.points <> d.points"
+        f"   OR cur.half_life_days IS DISTINCT FROM d.half_life_days OR cur.reason <> ''"
+        f"   OR cur.created_at <> d.created_at),"
         f" removed AS (DELETE FROM {ENTRY_TABLE} e USING diff WHERE e.id = diff.old_id AND diff.event_id IS NULL"
         f"  RETURNING 1),"
-        f" changed AS (UPDATE {ENTRY_TABLE} e SET rule_name = %s, points = %s, half_life_days = %s, reason = '',"
-        f"  created_at = diff.created_at FROM diff WHERE e.id = diff.old_id AND diff.event_id IS NOT NULL RETURNING 1),"
+        f" changed AS (UPDATE {ENTRY_TABLE} e SET rule_name = diff.rule_name, points = diff.points,"
+        f"  half_life_days = diff.half_life_days, reason = '', created_at = diff.created_at FROM diff"
+        f"  WHERE e.id = diff.old_id AND diff.event_id IS NOT NULL RETURNING 1),"
         f" added AS (INSERT INTO {ENTRY_TABLE} (contact_id, rule_id, rule_name, event_id, points, half_life_days,"
-        f"  reason, created_at) SELECT diff.contact_id, %s, %s, diff.event_id, %s, %s, '', diff.created_at FROM diff"
+        f"  reason, created_at) SELECT diff.contact_id, diff.rule_id, diff.rule_name, diff.event_id, diff.points,"
+        f"  diff.half_life_days, '', diff.created_at FROM diff"
         # In contact order, the ledger's (contact, rule, event) index fills front to back instead of
-        # at random places (30 s instead of 48 s for 4.5M entries here). A live batch that scored
-        # one of these events meanwhile wins (ON CONFLICT).
-        f"  WHERE diff.old_id IS NULL ORDER BY diff.contact_id ON CONFLICT DO NOTHING RETURNING 1)"
+        # at random places (30 s instead of 48 s for 4.5M entries here). No ON CONFLICT: its
+        # speculative insertion made a rule's first rebuild a third slower.
+        f"  WHERE diff.old_id IS NULL ORDER BY diff.contact_id RETURNING 1)"
         f" SELECT (SELECT count(*) FROM added), (SELECT count(*) FROM changed), (SELECT count(*) FROM removed)"
     )
-    values: list[Any] = [rule.name, rule.points, rule.half_life_days]
     with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL work_mem = '256MB'")  # the ROW_NUMBER() sort and the join's hash stay in memory
-        cursor.execute(sql, [*wanted_params, rule.pk, *values, *values, rule.pk, rule.name, rule.points,
-                             rule.half_life_days])
+        cursor.execute("SET LOCAL work_mem = '256MB'")  # the ROW_NUMBER() sorts and the join's hash stay in memory
+        cursor.execute(sql, [*params, [rule.pk for rule in rules]])
         added, changed, removed = cursor.fetchone()
     return LedgerDiff(added, changed, removed)
 
 
-def _behaviour_diff_sqlite(rule: ScoringRule, wanted_sql: str, wanted_params: list[Any]) -> LedgerDiff:
-    """SQLite has no data-modifying CTEs: the wanted entries go to a temp table, then three
+def _behaviour_diff_sqlite(rule: ScoringRule) -> LedgerDiff:
+    """SQLite has no data-modifying CTEs: a rule's wanted entries go to a temp table, then three
     statements remove, update and add what differs (each probing the (contact, rule, event) index)."""
+    wanted_sql, wanted_params = _wanted_sql(rule)
     values: list[Any] = [rule.name, rule.points, rule.half_life_days]
     match = "d.contact_id = e.contact_id AND d.event_id = e.event_id"
     with connection.cursor() as cursor:
@@ -517,11 +523,25 @@ def _rebuild_fit(rule: ScoringRule, now: dt.datetime) -> LedgerDiff:
 def scoring_rule_rebuild(*, rule: ScoringRule, now: dt.datetime | None = None) -> LedgerDiff:
     """Make one rule's ledger entries what the current rule gives (none if it is inactive), writing
     only the entries that differ: a rebuild of an unchanged rule on unchanged events writes nothing."""
+    return scoring_rules_rebuild(rules=[rule], now=now)
+
+
+def scoring_rules_rebuild(*, rules: Sequence[ScoringRule], now: dt.datetime | None = None) -> LedgerDiff:
+    """scoring_rule_rebuild for several rules in one transaction; on PostgreSQL their behaviour
+    rules share one pass over the ledger."""
     now = now or timezone.now()
+    behaviour = [rule for rule in rules if rule.kind == RuleKind.BEHAVIOUR]
+    diff = LedgerDiff()
     with transaction.atomic():
-        if rule.kind == RuleKind.BEHAVIOUR:
-            return _rebuild_behaviour(rule)
-        return _rebuild_fit(rule, now)
+        if behaviour and connection.vendor == "postgresql":
+            diff += _behaviour_diff_postgresql(behaviour)
+        elif behaviour:
+            for rule in behaviour:
+                diff += _behaviour_diff_sqlite(rule)
+        for rule in rules:
+            if rule.kind != RuleKind.BEHAVIOUR:
+                diff += _rebuild_fit(rule, now)
+    return diff
 
 
 def _job_progress(job: RecomputeJob | None, progress: int, message: str = "") -> None:
@@ -549,15 +569,18 @@ def scores_recompute_all(
     rebuilt: list[str] = []
     clock = _PhaseClock(timings)
 
-    def rebuild(rule: ScoringRule) -> Callable[[], LedgerDiff]:
+    def rebuild(group: list[ScoringRule]) -> Callable[[], LedgerDiff]:
         def task() -> LedgerDiff:
-            diff = scoring_rule_rebuild(rule=rule, now=now)
-            rebuilt.append(rule.name)  # list.append is atomic; progress counts finished rules
-            _job_progress(job, int(80 * len(rebuilt) / (len(rule_list) + 1)), f"rebuilt rule {rule.name!r}")
+            diff = scoring_rules_rebuild(rules=group, now=now)
+            rebuilt.extend(rule.name for rule in group)  # progress counts finished rules
+            _job_progress(job, int(80 * len(rebuilt) / (len(rule_list) + 1)),
+                          f"rebuilt rule(s) {', '.join(repr(rule.name) for rule in group)}")
             return diff
         return task
 
-    diff = sum(_side_by_side([rebuild(rule) for rule in rule_list], workers), LedgerDiff())
+    # One group of rules per connection: each group reads the ledger once (see _behaviour_diff_postgresql).
+    groups = [rule_list[i::workers] for i in range(workers) if rule_list[i::workers]]
+    diff = sum(_side_by_side([rebuild(group) for group in groups], workers), LedgerDiff())
     if ledger is not None:
         ledger.update(added=diff.added, changed=diff.changed, removed=diff.removed)
     clock.lap("rules")

@@ -53,14 +53,14 @@ def test_a_full_recompute_outside_a_transaction_matches_the_ledger_for_every_con
     score_set(people[1], 999, "A")  # stale cache, no entries
     threads: set[str] = set()
     correlation_ids: set[str] = set()
-    rebuild = services.scoring_rule_rebuild
+    rebuild = services.scoring_rules_rebuild
 
     def spy(**kwargs: object) -> services.LedgerDiff:
         threads.add(threading.current_thread().name)
         correlation_ids.add(current_correlation_id())
         return rebuild(**kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(services, "scoring_rule_rebuild", spy)
+    monkeypatch.setattr(services, "scoring_rules_rebuild", spy)
     with override_settings(SCORING_RECOMPUTE_CONNECTIONS=2), correlation_scope("recompute-job-7"):
         changed = services.scores_recompute_all(now=NOW)
     assert correlation_ids == {"recompute-job-7"}  # the threads log under the job's id
