@@ -117,6 +117,7 @@ def main() -> None:
     parser.add_argument("--workers", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--log-level", default="WARNING", help="of the workers (INFO: every job and batch, to profile)")
     args = parser.parse_args()
 
     result: dict[str, Any] = {"benchmark": "burst", "events": args.events, "baseline": BASELINE,
@@ -124,6 +125,7 @@ def main() -> None:
     targets: dict[str, dict[str, Any]] = {}
     for db in args.db:
         stack = Stack(db)
+        stack.env["LOG_LEVEL"] = args.log_level
         rates: dict[int, float] = {}
         try:
             stack.start()

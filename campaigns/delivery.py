@@ -36,7 +36,7 @@ from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.backends.smtp import EmailBackend as SmtpBackend
 from django.db import connection as db_connection
 from django.db import transaction
-from django.db.models import Count, Field, Q
+from django.db.models import Count, F, Field, Q
 from django.utils import timezone
 from redis.exceptions import RedisError
 from rq import get_current_job
@@ -52,6 +52,7 @@ from campaigns.models import (
     SuppressionReason,
     email_hash,
 )
+from consent.selectors import topic_refusals
 from contacts.emails import InvalidEmail, email_canonical, suppression_key
 from contacts.models import ConsentStatus, contact_scores_set, with_contact_scores
 from core.logs import rows_extra
@@ -132,7 +133,9 @@ def messages_claim(*, sender_id: int, limit: int, now: dt.datetime) -> list[Mess
     window = limit * FAIR_WINDOW
     seen = list(due.order_by("next_attempt_at", "id").values_list("id", "correlation_id")[:window])
     if len(seen) == window:  # a backlog longer than the window: the newest arrivals are candidates too
-        seen += due.order_by("-id").values_list("id", "correlation_id")[:limit]
+        # (message_due_idx read backwards: new messages have no next_attempt_at, NULLS FIRST)
+        newest = due.order_by(F("next_attempt_at").desc(nulls_first=True), "-id")
+        seen += newest.values_list("id", "correlation_id")[:limit]
     ranked = fair_order(seen)
     with transaction.atomic():
         ids: list[int] = []
@@ -157,15 +160,15 @@ def messages_claim(*, sender_id: int, limit: int, now: dt.datetime) -> list[Mess
 
 def fair_order(rows: Sequence[tuple[int, str]]) -> list[int]:
     """Message ids (given as (id, correlation id) in due order) in the order they should go:
-    causes take turns, smallest first (a single signup before a burst's 500), each cause's own
-    messages in due order. Messages without a correlation id count as one cause."""
+    causes take turns, smallest first (a single signup before a burst's 500; of equal ones, the
+    one queued first), each cause's own messages in due order. Messages without a correlation id count as one cause."""
     causes: dict[str, list[int]] = {}
     seen: set[int] = set()  # the newest-arrivals query may repeat ids of the window
     for pk, cause in rows:
         if pk not in seen:
             seen.add(pk)
             causes.setdefault(cause or "", []).append(pk)
-    active = sorted(causes.values(), key=len)
+    active = sorted(causes.values(), key=lambda group: (len(group), min(group)))
     ranked: list[int] = []
     turn = 0
     while active:
@@ -240,7 +243,7 @@ def _suppression_reasons(messages: Sequence[Message]) -> dict[int, str]:
             reasons[message.pk] = "unsubscribed"
         elif marketing and settings.EMAIL_REQUIRE_CONSENT and message.contact.consent_status != ConsentStatus.GRANTED:
             reasons[message.pk] = "no_consent"
-    return reasons
+    return {**topic_refusals(messages), **reasons}  # a contact who left the template's topic (issue 20)
 
 
 def _over_frequency_cap(sender: SenderProfile, messages: Sequence[Message], now: dt.datetime) -> set[int]:

@@ -72,3 +72,13 @@ def test_a_delivery_job_hands_over_after_a_batch_when_other_queues_wait(
     delivery_run(sender_id=sender.pk, slot=0)
     assert len(sink.received) == 12
     assert sorted(r.rcpt_tos[0] for r in sink.received) == sorted(f"burst{i}@example.com" for i in range(12))
+
+
+def test_signups_behind_a_backlog_longer_than_the_window_still_go_in_the_next_batch(
+        sender, template, sink, monkeypatch) -> None:
+    # given a campaign-sized backlog (longer than the claim looks at), then two signups
+    monkeypatch.setattr(delivery, "FAIR_WINDOW", 2, raising=False)  # a window of 10 for batches of 5
+    burst_ids, signup_ids = queue_burst_then_signups(template, 30, 2)
+    # when a batch of 5 is claimed, then the signups (the newest arrivals) are in it, first
+    claimed = messages_claim(sender_id=sender.pk, limit=5, now=timezone.now())
+    assert [m.pk for m in claimed] == signup_ids + burst_ids[:3]
