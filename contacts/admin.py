@@ -44,7 +44,18 @@ from contacts.imports.mapping import (
     suggest_mapping,
 )
 from contacts.imports.reader import CsvSource, ImportFileError, detect_format
-from contacts.models import Contact, ContactList, CustomField, Event, ImportJob, Tag, contact_field_names
+from contacts.models import (
+    Contact,
+    ContactList,
+    CustomField,
+    Event,
+    ImportJob,
+    LeadRoutingRule,
+    Tag,
+    contact_field_names,
+)
+from contacts.overview import contact_overview
+from contacts.owners import contacts_owner_set, sales_users
 from contacts.resources import ContactResource
 from contacts.services import contact_erase, contact_export_data
 from core.admin_utils import EstimatedCountPaginator, ReadOnlyAdmin
@@ -71,8 +82,29 @@ class ContactAdminForm(forms.ModelForm):
         model = Contact
         fields = ["email"]  # the admin adds the fieldsets' other fields
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        owner: Any = self.fields.get("owner")
+        if owner is not None:  # the lead's owner: one of the Sales users (contacts/owners.py)
+            owner.queryset = sales_users()
+            owner.help_text = "The Sales user who owns this lead (notify_sales with email 'owner' writes to them)"
+
     def clean_country(self) -> str:
         return country_code(self.cleaned_data.get("country") or "")
+
+
+OWNER_BULK_MAX = 5000  # contacts per "Assign an owner": the confirmation page carries their ids
+
+
+class AssignOwnerForm(forms.Form):
+    owner: forms.ModelChoiceField[Any] = forms.ModelChoiceField(
+        queryset=User.objects.none(), required=False, empty_label="(no owner)",
+        help_text="Empty: the selected contacts lose their owner.")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        owner: Any = self.fields["owner"]
+        owner.queryset = sales_users()
 
 
 @admin.register(Contact)
@@ -90,11 +122,11 @@ class ContactAdmin(ExportMixin, admin.ModelAdmin):
     paginator = EstimatedCountPaginator
     list_per_page = 50
     date_hierarchy = None
-    actions = ["erase_contacts"]
+    actions = ["assign_owner", "erase_contacts"]
     change_form_template = "admin/contacts/contact/change_form.html"
     fieldsets = [
         (None, {"fields": ["email", ("first_name", "last_name"), ("company", "job_title"), ("phone", "country")]}),
-        ("Lifecycle", {"fields": ["lifecycle_stage", "is_test"]}),
+        ("Lifecycle", {"fields": ["lifecycle_stage", "owner", "is_test"]}),
         ("Consent", {"fields": ["consent_status", "consent_source", "consent_at"]}),
         ("Tags and lists", {"fields": ["tags", "lists"]}),
         ("Custom attributes", {"fields": ["attributes"]}),
@@ -113,6 +145,9 @@ class ContactAdmin(ExportMixin, admin.ModelAdmin):
         extra = dict(extra_context or {})
         if self.has_view_permission(request):
             extra["export_data_url"] = reverse("admin:contacts_contact_export_data", args=[object_id])
+            contact = self.get_object(request, unquote(object_id))
+            if contact is not None:  # score and why, timeline, segments, workflows, CRM (contacts/overview.py)
+                extra["overview"] = contact_overview(contact=contact)
         return super().change_view(request, object_id, form_url, extra)
 
     def export_data_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
@@ -128,9 +163,35 @@ class ContactAdmin(ExportMixin, admin.ModelAdmin):
         return response
 
     def save_model(self, request: HttpRequest, obj: Contact, form: Any, change: bool) -> None:
+        owner = obj.owner
+        if change and "owner" in form.changed_data:
+            obj.owner_id = form.initial.get("owner")  # the service changes it, with its audit entry
         super().save_model(request, obj, form, change)
+        if change and "owner" in form.changed_data:
+            contacts_owner_set(contact_ids=[obj.pk], owner=owner, actor=request.user)
+            obj.refresh_from_db(fields=["owner"])
         # Fit scoring and segment membership follow the edit (the job leaves after COMMIT).
         get_queue("events").enqueue("contacts.tasks_events.contacts_changed", [obj.pk])
+
+    @admin.action(description="Assign an owner", permissions=["change"])
+    def assign_owner(self, request: HttpRequest, queryset: QuerySet[Contact]) -> TemplateResponse | None:
+        if queryset.count() > OWNER_BULK_MAX:
+            self.message_user(request, f"Assign at most {OWNER_BULK_MAX} contacts at a time.", messages.ERROR)
+            return None
+        form = AssignOwnerForm(request.POST if request.POST.get("post") == "yes" else None)
+        if form.is_bound and form.is_valid():
+            owner = form.cleaned_data["owner"]
+            changed = contacts_owner_set(contact_ids=list(queryset.values_list("id", flat=True)), owner=owner,
+                                         actor=request.user)
+            self.message_user(request, f"{changed} contact(s) now owned by {owner or 'nobody'}.", messages.SUCCESS)
+            return None
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/contacts/contact/assign_owner.html", {
+            **self.admin_site.each_context(request), "title": "Assign an owner", "opts": self.opts, "form": form,
+            "contacts": queryset.select_related("owner")[:50], "count": queryset.count(),
+            "ids": list(queryset.values_list("id", flat=True)[:OWNER_BULK_MAX]),
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+        })
 
     def delete_model(self, request: HttpRequest, obj: Contact) -> None:
         # Deleting a contact is erasing it: same cascade, and the audit entry the plain delete lacks.
@@ -645,3 +706,31 @@ class ImportJobAdmin(admin.ModelAdmin):
 
 # Registered from their own modules (kept apart so the admin for each area stays readable).
 from contacts import admin_api, admin_segments  # noqa: E402,F401
+
+
+@admin.register(LeadRoutingRule)
+class LeadRoutingRuleAdmin(admin.ModelAdmin):
+    list_display = ["name", "position", "is_active", "match", "owner_list"]
+    list_editable = ["position", "is_active"]
+    filter_horizontal = ["owners"]
+    autocomplete_fields = ["segment"]
+    fieldsets = [
+        (None, {"fields": ["name", "position", "is_active"]}),
+        ("Which leads", {"fields": ["match", "countries", "segment", "company_contains"],
+                         "description": "Tried when a lead becomes an MQL and has no owner; the first active "
+                                        "rule that matches gives it to its owners in turn."}),
+        ("Who takes them", {"fields": ["owners"]}),
+    ]
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change, **kwargs)
+        owners: Any = form.base_fields["owners"]
+        owners.queryset = sales_users()
+        return form
+
+    @admin.display(description="Owners")
+    def owner_list(self, obj: LeadRoutingRule) -> str:
+        return ", ".join(user.get_username() for user in obj.owners.all())
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[LeadRoutingRule]:
+        return super().get_queryset(request).prefetch_related("owners")

@@ -508,3 +508,36 @@ class SegmentMembership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.contact_id} in {self.segment_id}"
+
+
+class LeadRouting(models.TextChoices):
+    ANY = "any", "Every lead"
+    COUNTRY = "country", "Leads from these countries"
+    SEGMENT = "segment", "Leads in this segment"
+    COMPANY = "company", "Leads whose company contains"
+
+
+class LeadRoutingRule(models.Model):
+    """Who owns a lead when it becomes an MQL and has no owner yet (contacts/owners.py): the first
+    active rule, by position, that matches the lead gives it to its owners in turn (round robin)."""
+
+    name = models.CharField(max_length=150, unique=True)
+    position = models.PositiveIntegerField(default=0, help_text="Rules are tried lowest first")
+    is_active = models.BooleanField(default=True)
+    match = models.CharField(max_length=10, choices=LeadRouting.choices, default=LeadRouting.ANY)
+    countries = models.CharField(max_length=300, blank=True, help_text="ISO codes or names, comma-separated")
+    segment = models.ForeignKey(Segment, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    company_contains = models.CharField(max_length=200, blank=True)
+    owners = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="+",
+                                    help_text="Sales users who take these leads in turn")
+    # The round-robin cursor: advanced with a conditional UPDATE, so two workers never give the
+    # same turn twice.
+    turns = models.PositiveIntegerField(default=0, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["position", "id"]
+
+    def __str__(self) -> str:
+        return self.name

@@ -115,6 +115,9 @@ def _process_batch(event_ids: list[int] | None) -> int:
         segment_events = segments_update_contacts(contact_ids=contact_ids | changed)
         if segment_events:  # created processed: scored here, in this transaction
             score_events(events=segment_events)  # one level: segment changes caused by these scores wait
+        # A new MQL without an owner gets one from the routing rules, before workflows tell its owner.
+        from contacts.owners import leads_route_new_mqls
+        leads_route_new_mqls(events=events)
         from automation.services import workflows_on_events  # goals, then triggers; first steps run after COMMIT
         workflows_on_events(events=[*events, *segment_events])
     own = [e.pk for e in events]

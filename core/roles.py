@@ -30,6 +30,7 @@ _MARKETER_PERMS = [
     "contacts.view_importjob",
     "contacts.add_importjob",
     *_crud("contacts.segment"),
+    *_crud("contacts.leadroutingrule"),  # who gets a lead when it becomes an MQL (contacts/owners.py)
     "contacts.view_event",
     *_crud("scoring.scoringrule"),
     *_crud("scoring.gradeband"),

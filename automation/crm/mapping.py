@@ -10,14 +10,18 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet, Value
+from django.db.models.functions import Coalesce
 
 from contacts.models import Contact
 from core.utils import chunked
 
 ATTR_PREFIX = "attributes."
 SOURCES = frozenset({"first_name", "last_name", "company", "job_title", "phone", "country", "lifecycle_stage",
-                     "consent_status", "score", "grade", "mql_at"})
+                     "consent_status", "score", "grade", "mql_at", "owner_email"})
+# The lead owner's address (contacts/owners.py), e.g. mapped to HubSpot's hubspot_owner_id via a value
+# mapping, or to a custom owner-email property.
+OWNER_SOURCE = "owner_email"
 SCORE_SOURCES = frozenset({"score", "grade"})  # in ContactScore: read with the contacts (with_scores)
 CHUNK = 1000  # contacts per query
 
@@ -105,6 +109,8 @@ def contact_rows(contact_ids: Collection[int], mapping: dict[str, str]) -> Query
     contacts = Contact.objects.filter(id__in=contact_ids).order_by()
     if fields & SCORE_SOURCES:
         contacts = contacts.with_scores()
+    if OWNER_SOURCE in fields:
+        contacts = contacts.annotate(**{OWNER_SOURCE: Coalesce(F("owner__email"), Value(""))})
     return contacts.values(*sorted(fields))
 
 

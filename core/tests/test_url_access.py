@@ -72,6 +72,7 @@ ADMIN_MODELS: dict[str, ModelAccess] = {
     "contacts.contactlist": ModelAccess(roles(M, A, S), roles(M, A), roles(M, A)),
     "contacts.importjob": read(M, A, O, add=(M, A), delete=True),  # history: only a superuser deletes
     "contacts.segment": ModelAccess(roles(M, A, S, O), roles(M, A), roles(M, A)),
+    "contacts.leadroutingrule": crud(M, A),  # who gets a new MQL (contacts/owners.py)
     "contacts.event": read(M, A, S, O),
     "contacts.apikey": ModelAccess(roles(O), roles(O), NOBODY),  # revoked, never deleted
     "core.auditentry": read(O),
