@@ -14,6 +14,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonRes
 from django.urls import URLPattern, path, reverse
 from django.views.decorators.http import require_POST
 
+from contacts.builder_options import builder_options
 from contacts.models import Segment
 from contacts.segments.compiler import validate_filter
 from contacts.segments.services import segment_enqueue_refresh, segment_preview, segment_save
@@ -86,10 +87,13 @@ class SegmentAdmin(DependentsWarningMixin, admin.ModelAdmin):
     list_filter = ["is_active", RefreshFailedFilter]
     search_fields = ["name", "description"]
     readonly_fields = ["member_count", "refreshed_at", "refresh_failed_at", "refresh_error", "created_at", "updated_at"]
+    # The definition is built by point and click (templates/admin/contacts/segment/change_form.html,
+    # static/contacts/filter_builder.js); its JSON stays editable, folded away as the advanced view.
     fieldsets = [
         (None, {"fields": ["name", "description", "is_active"]}),
-        ("Definition", {"fields": ["definition"]}),
         ("Membership", {"fields": ["member_count", "refreshed_at", "created_at", "updated_at"]}),
+        ("Advanced: the definition as JSON", {"fields": ["definition"], "classes": ["collapse"],
+                                              "description": "The builder below writes this; see docs/segments.md."}),
     ]
     # Shown first, and only while the last full refresh stands failed: the operations page links here
     # (recorded by the segment jobs, cleared by the next refresh that succeeds).
@@ -115,6 +119,8 @@ class SegmentAdmin(DependentsWarningMixin, admin.ModelAdmin):
         extra = dict(extra_context or {})
         if self._can_edit(request):
             extra["preview_url"] = reverse("admin:contacts_segment_preview")
+            extra["builder_options"] = builder_options(
+                exclude_segment=int(object_id) if object_id and object_id.isdigit() else None)
         return super().changeform_view(request, object_id, form_url, extra)
 
     def save_model(self, request: HttpRequest, obj: Segment, form: forms.Form, change: bool) -> None:

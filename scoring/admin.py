@@ -6,7 +6,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 
 from core.admin_utils import ReadOnlyAdmin
 from scoring.forms import ScoringRuleForm
@@ -21,13 +21,26 @@ class ScoringRuleAdmin(admin.ModelAdmin):
                     "half_life_days", "is_active", "updated_at"]
     list_filter = ["kind", "is_active"]
     search_fields = ["name", "event_type"]
+    # The page shows only the section of the chosen kind (static/scoring/rule_form.js); the event
+    # type is picked from the types seen, and property filters and fit conditions are built by point
+    # and click, their JSON kept as the advanced view (templates/admin/scoring/scoringrule/).
     fieldsets = [
         (None, {"fields": ["name", "kind", "is_active", "points"]}),
         ("Behaviour (events)", {"fields": ["event_type", "property_filters", "repeatable",
-                                           ("cap_points", "cap_window_days"), "half_life_days"]}),
-        ("Fit (who the contact is)", {"fields": ["conditions"],
-                                      "description": "A segment-style filter tree; see docs/scoring.md."}),
+                                           ("cap_points", "cap_window_days"), "half_life_days"],
+                                "classes": ["rule-kind-behaviour"]}),
+        ("Fit (who the contact is)", {"fields": ["conditions"], "classes": ["rule-kind-fit"],
+                                      "description": "Build the conditions below; the JSON is the same "
+                                                     "filter tree as segments (docs/scoring.md)."}),
     ]
+    change_form_template = "admin/scoring/scoringrule/change_form.html"
+
+    def changeform_view(self, request: HttpRequest, object_id: str | None = None, form_url: str = "",
+                        extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        from contacts.builder_options import builder_options
+
+        extra = {**(extra_context or {}), "builder_options": builder_options()}
+        return super().changeform_view(request, object_id, form_url, extra)
 
     def save_model(self, request: HttpRequest, obj: ScoringRule, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
