@@ -21,6 +21,7 @@ from django.utils.safestring import mark_safe
 
 from campaigns import dkim_signing, rendering, services
 from campaigns.models import BounceMailboxItem, EmailTemplate, Message, SenderProfile, Suppression, email_hash
+from consent import selectors
 from contacts.emails import CanonicalEmailField
 from contacts.models import Contact
 from core.admin_utils import EstimatedCountPaginator, ReadOnlyAdmin
@@ -249,7 +250,7 @@ class MessageAdmin(admin.ModelAdmin):
     paginator = EstimatedCountPaginator
     raw_id_fields = ["contact"]
     actions = ["retry_messages"]
-    readonly_fields = [*(f.name for f in Message._meta.fields), "rendered_email"]
+    readonly_fields = [*(f.name for f in Message._meta.fields), "rendered_email", "consent_in_force"]
 
     @admin.display(description="To")
     def to(self, obj: Message) -> str:
@@ -260,6 +261,16 @@ class MessageAdmin(admin.ModelAdmin):
         fields = [name for name in self.readonly_fields if name not in ("html", "rendered_email")]
         at = fields.index("subject") + 1
         return [*fields[:at], "rendered_email", *fields[at:]]
+
+    @admin.display(description="Why they got it")
+    def consent_in_force(self, obj: Message) -> str:
+        """The consent (and topic) records in force when it was sent (consent/selectors.py)."""
+        answer = selectors.consent_in_force(obj)
+        if answer.record is None:
+            return answer.explanation
+        link = reverse("admin:consent_consentrecord_change", args=[answer.record.pk])
+        return format_html('<span id="consent-in-force">{}</span> <a href="{}">record #{}</a>',
+                           answer.explanation, link, answer.record.pk)
 
     @admin.display(description="Email")
     def rendered_email(self, obj: Message) -> str:

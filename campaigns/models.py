@@ -31,6 +31,11 @@ class EmailTemplate(models.Model):
     key = models.SlugField(max_length=100, unique=True, help_text="How workflows and the API name it")
     name = models.CharField(max_length=200, blank=True)
     kind = models.CharField(max_length=20, choices=MessageKind.choices, default=MessageKind.MARKETING)
+    # The subscription group its marketing sends go under (issue 20): a contact who left the topic
+    # in the preference center is not sent it (consent/selectors.py topic_refusals).
+    topic = models.ForeignKey("consent.Topic", null=True, blank=True, on_delete=models.PROTECT,
+                              related_name="templates", db_index=False,
+                              help_text="Marketing only: contacts who left this topic are not sent it")
     subject = models.CharField(max_length=300)
     html = models.TextField(
         help_text="Django template syntax; {{ contact.first_name|default:'there' }}, {{ attributes.plan }}. "

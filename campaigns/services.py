@@ -202,12 +202,17 @@ def suppression_add(*, email: str, reason: str, detail: str = "", source: str = 
         return False
 
 
-def contact_unsubscribe(*, contact: Contact, source: str, message: Message | None = None) -> bool:
-    """Withdraw marketing consent (idempotent); records an event for scoring and workflows."""
+def contact_unsubscribe(*, contact: Contact, source: str, message: Message | None = None,
+                        ip: str | None = None) -> bool:
+    """Withdraw marketing consent (idempotent); records an event for scoring and workflows, and
+    the change in the consent history."""
+    from consent.services import consent_set
+
     with transaction.atomic():
-        changed = Contact.objects.filter(pk=contact.pk).exclude(consent_status=ConsentStatus.WITHDRAWN).update(
-            consent_status=ConsentStatus.WITHDRAWN, consent_source=source[:200], consent_at=timezone.now(),
-            updated_at=timezone.now())
+        changed = consent_set(contact=contact, status=ConsentStatus.WITHDRAWN, source="unsubscribe",
+                              detail=source, actor="the contact", ip=ip,
+                              message_id=message.pk if message else None,
+                              proof={"message_id": message.pk} if message else None)
         suppression_add(email=contact.email, reason=SuppressionReason.UNSUBSCRIBED, source=source)
         props = {"message_id": message.pk} if message else {}
         _tracking_event(contact.pk, "email_unsubscribed", props, key=f"unsubscribe:{contact.pk}")
@@ -315,9 +320,13 @@ def bounces_record(*, reports: Sequence[BounceReport], source: str) -> BounceRes
                     Message.objects.filter(pk=message.pk, complained_at__isnull=True).update(
                         complained_at=timezone.now())
                 if report.kind == "complaint" and contact_id:
-                    Contact.objects.filter(pk=contact_id).update(consent_status=ConsentStatus.WITHDRAWN,
-                                                                 consent_source=f"complaint via {source}"[:200],
-                                                                 consent_at=timezone.now())
+                    from consent.services import consent_set
+
+                    complainer = Contact.objects.get(pk=contact_id)
+                    consent_set(contact=complainer, status=ConsentStatus.WITHDRAWN, source="complaint",
+                                detail=f"complaint via {source}", actor=source,
+                                message_id=message.pk if message else None,
+                                proof={"report": report.detail[:300], "relay_message_id": report.relay_message_id})
             if test_copy:
                 result.recorded += 1  # recorded on the message and the suppression list, not on a contact
                 continue

@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from campaigns import services, tracking
 from campaigns.models import Message
+from consent.preferences import preference_center
 from core.throttle import Rate, Throttle
 
 # 1x1 transparent GIF.
@@ -120,17 +121,13 @@ def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
         return render(request, "campaigns/unsubscribe.html", {"invalid": True}, status=404)
     if _token_limited("unsubscribe", message_id):
         return _too_many()
-    message = Message.objects.select_related("contact").filter(pk=message_id).first()
+    message = Message.objects.select_related("contact", "template__topic").filter(pk=message_id).first()
     if message is None:
         return render(request, "campaigns/unsubscribe.html", {"invalid": True}, status=404)
-    # GET only shows the page: link scanners and previews follow GETs; unsubscribing takes a POST
-    # (the page's button, or a mailbox provider's one-click POST).
-    if request.method == "POST":
-        one_click = request.POST.get("List-Unsubscribe") == "One-Click"
-        services.contact_unsubscribe(contact=message.contact, message=message,
-                                     source="one-click unsubscribe" if one_click else "unsubscribe page")
-        return render(request, "campaigns/unsubscribe.html", {"done": True})
-    return render(request, "campaigns/unsubscribe.html", {"email": _masked(message.to_email or message.contact.email)})
+    # GET only shows the page (the preference center: topics, or unsubscribe from all): link
+    # scanners and previews follow GETs; any change takes a POST (the page's buttons, or a mailbox
+    # provider's one-click POST, which leaves the topic or all as the topic says: consent/preferences.py).
+    return preference_center(request, message, masked_email=_masked(message.to_email or message.contact.email))
 
 
 def _content_length(request: HttpRequest) -> int:

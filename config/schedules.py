@@ -11,6 +11,7 @@ from automation.crm.tasks import crm_sweeper
 from automation.rollback import workflows_auto_rollback_job
 from automation.tasks import enrollments_wake
 from campaigns.tasks import bounce_mailboxes_poll_job, delivery_sweeper
+from consent.optin import optin_sweep_job
 from contacts.segments.tasks import segments_refresh_all_job
 from contacts.tasks import import_sweeper
 from contacts.tasks_events import events_sweeper
@@ -56,6 +57,11 @@ cron.register(delivery_sweeper, "delivery", interval=60, result_ttl=300)
 # suppressions and bounced messages. Every 5 minutes is soon enough for the next send; a mail is
 # recorded under a unique key before it is flagged, so a late, repeated or overlapping run counts nothing twice.
 cron.register(bounce_mailboxes_poll_job, "default", interval=300, result_ttl=3600)
+
+# Double opt-in (consent/optin.py): unconfirmed signups get their one reminder after
+# CONSENT_OPTIN_REMIND_HOURS and expire after CONSENT_OPTIN_EXPIRY_DAYS. Claims are conditional
+# UPDATEs and the reminder's outbox key is unique, so a late or overlapping run sends nothing twice.
+cron.register(optin_sweep_job, "default", interval=900, result_ttl=3600)
 
 # Safety net for incremental segment membership: a full, set-based refresh of every active
 # segment catches changes no event announced (time passing for "within N days", bulk edits).

@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "axes",  # admin login throttling (core/login_throttle.py)
     "core",
     "contacts",
+    "consent",  # consent history, topics, signup forms, double opt-in (issue 20)
     "scoring",
     "campaigns",
     "automation",
@@ -169,6 +170,12 @@ if DELIVERY_STALE_SECONDS <= DELIVERY_BATCH_SECONDS + EMAIL_TIMEOUT:
     )
 # Marketing email only to contacts whose consent is "granted" (GDPR/CASL); false: anyone not withdrawn.
 EMAIL_REQUIRE_CONSENT = env_bool("EMAIL_REQUIRE_CONSENT", True)
+# Double opt-in (consent/optin.py): an unconfirmed signup is reminded once after the first, and
+# expires (its link then changes nothing) after the second.
+CONSENT_OPTIN_REMIND_HOURS = env_int("CONSENT_OPTIN_REMIND_HOURS", 48, minimum=1)
+CONSENT_OPTIN_EXPIRY_DAYS = env_int("CONSENT_OPTIN_EXPIRY_DAYS", 7, minimum=1)
+# Hosts a signup form may redirect to after a submission (besides SITE_URL's): no open redirects.
+FORM_REDIRECT_HOSTS = env_list("FORM_REDIRECT_HOSTS", [])
 # Rendering one email (save, preview, send): a deadline and an output cap stop templates built to
 # tie up a worker (nested loops, padding filters); campaigns/template_limits.py.
 EMAIL_RENDER_MAX_MS = env_int("EMAIL_RENDER_MAX_MS", 500, minimum=10)

@@ -28,6 +28,7 @@ urlpatterns = [
     path("api/v1/", include("campaigns.api_urls")),
     path("api/v1/crm/", include("automation.crm.urls")),
     path("e/", include("campaigns.urls")),
+    path("f/", include("consent.urls")),  # signup forms and double opt-in confirmation (issue 20)
     path("leads/", include("scoring.urls")),
     # django-rq's views only require staff: each one needs the queues permission, here and under
     # django-rq's own admin entry (/admin/django_rq/dashboard/, core/admin.py).

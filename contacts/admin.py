@@ -31,6 +31,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.text import capfirst
 from import_export.admin import ExportMixin
 
+from consent.services import consent_change_note
 from contacts.countries import country_code
 from contacts.emails import CanonicalEmailField
 from contacts.fields import load_specs
@@ -166,7 +167,11 @@ class ContactAdmin(ExportMixin, admin.ModelAdmin):
         owner = obj.owner
         if change and "owner" in form.changed_data:
             obj.owner_id = form.initial.get("owner")  # the service changes it, with its audit entry
+        previous_consent = form.initial.get("consent_status", "unknown") if change else "unknown"
         super().save_model(request, obj, form, change)
+        # A consent change typed here goes into the consent history, with who made it (issue 20).
+        consent_change_note(contact=obj, previous_status=previous_consent, source="admin",
+                            actor=request.user.get_username())
         if change and "owner" in form.changed_data:
             contacts_owner_set(contact_ids=[obj.pk], owner=owner, actor=request.user)
             obj.refresh_from_db(fields=["owner"])

@@ -32,8 +32,10 @@ EDITABLE_FIELDS = (
 
 
 @transaction.atomic
-def contact_upsert(*, email: str, **fields: Any) -> tuple[Contact, bool]:
-    """Create or update the contact with this email. Returns (contact, created)."""
+def contact_upsert(*, email: str, consent_via: str = "api", consent_actor: str = "",
+                   consent_proof: dict[str, Any] | None = None, **fields: Any) -> tuple[Contact, bool]:
+    """Create or update the contact with this email. Returns (contact, created). A change of
+    consent_status is recorded in the consent history as `consent_via` (consent/services.py)."""
     unknown = set(fields) - set(EDITABLE_FIELDS)
     if unknown:
         raise TypeError(f"unknown contact fields: {', '.join(sorted(unknown))}")
@@ -42,6 +44,7 @@ def contact_upsert(*, email: str, **fields: Any) -> tuple[Contact, bool]:
     created = contact is None
     if contact is None:
         contact = Contact(email=normalised)
+    previous_consent = "" if created else contact.consent_status
     for name, value in fields.items():
         setattr(contact, name, value.strip() if isinstance(value, str) else value)
     # Before full_clean: the field holds 2 characters, and "USA" or "Germany" are fine input.
@@ -51,6 +54,12 @@ def contact_upsert(*, email: str, **fields: Any) -> tuple[Contact, bool]:
         raise ValidationError({"country": exc.messages}) from exc
     contact.full_clean(validate_unique=created)
     contact.save()
+    if created and contact.consent_status == "unknown":
+        return contact, created  # nothing was consented to or withdrawn: no history row
+    from consent.services import consent_change_note  # consent sits above contacts
+
+    consent_change_note(contact=contact, previous_status=previous_consent, source=consent_via,
+                        actor=consent_actor, proof=consent_proof)
     return contact, created
 
 
@@ -65,6 +74,9 @@ def contact_erase(*, contact: Contact, actor: Any) -> AuditEntry:
     # Their messages go with them (CASCADE); a hash of the address stays suppressed, so a later
     # import of the same address is never mailed, without keeping the address itself.
     suppression_add(email=contact.email, reason="erased", source="erasure")
+    from consent.services import consent_records_anonymise
+
+    consent_records_anonymise(contact=contact)  # the history stays, as the address's hash only
     # Rows that reference the contact (tag and list memberships now; events, messages, queued
     # workflow steps and CRM sync rows as those apps add them) go with it by CASCADE.
     contact.delete()
@@ -85,4 +97,7 @@ def contact_export_data(*, contact: Contact) -> dict[str, Any]:
         created_at=contact.created_at.isoformat(),
         updated_at=contact.updated_at.isoformat(),
     )
+    from consent.services import consent_history_export
+
+    data["consent_history"] = consent_history_export(contact=contact)
     return {"contact": data, "exported_at": timezone.now().isoformat()}

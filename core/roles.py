@@ -38,6 +38,9 @@ _MARKETER_PERMS = [
     "scoring.view_recomputejob",
     "scoring.add_recomputejob",
     "scoring.view_leads",
+    # Consent (issue 20): topics and signup forms are built; the history and opt-ins are records.
+    *_crud("consent.topic"), *_crud("consent.signupform"), "consent.view_consentrecord",
+    "consent.view_optinrequest", "consent.view_topicsubscription",
 ]
 
 # Email delivery (campaigns): templates, senders, the outbox and suppressions.

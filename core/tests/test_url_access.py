@@ -87,6 +87,11 @@ ADMIN_MODELS: dict[str, ModelAccess] = {
     "campaigns.message": read(M, A, O),
     "campaigns.suppression": ModelAccess(roles(M, A, O), roles(O), roles(O)),
     "campaigns.bouncemailboxitem": read(O),  # what the bounce mailboxes held (a row stops a mail applying twice)
+    # Consent (issue 20): marketers build topics and signup forms; the history and opt-ins are records.
+    "consent.topic": crud(M, A),
+    "consent.signupform": crud(M, A),
+    "consent.consentrecord": read(M, A),
+    "consent.optinrequest": read(M, A),
     "crm.crmconnection": ModelAccess(roles(M, A, O), roles(O), roles(O)),
     "crm.crmsyncitem": read(M, A, S, O, delete=True),
     "crm.crmsyncerror": read(M, A, O, delete=True),
@@ -115,6 +120,8 @@ BEARER = "bearer"  # /metrics: its own token; off (404) without METRICS_TOKEN
 ROUTES: dict[str, frozenset[str] | str] = {
     "healthz": PUBLIC, "readyz": PUBLIC, "metrics": BEARER,
     "campaigns:open": PUBLIC, "campaigns:click": PUBLIC, "campaigns:unsubscribe": PUBLIC,
+    # Signup forms and double opt-in links (consent/forms_public.py): rate limited per IP, size limited.
+    "consent:form": PUBLIC, "consent:confirm": PUBLIC,
     "api:events": API_KEY, "api:contacts": API_KEY, "api:contact": API_KEY, "campaigns_api:bounces": API_KEY,
     "api:openapi": PUBLIC,  # the published schema; no data
     "crm:inbound-status": PUBLIC,  # CRM webhooks: checked by the connection's signature, not a session

@@ -1,0 +1,160 @@
+"""Double opt-in: a signup without consent gets a confirmation email (through the outbox, so its
+sender's throttling, retries and idempotency apply) carrying a signed link; consent is granted
+only when the link is followed. Reminded once, expired after CONSENT_OPTIN_EXPIRY_DAYS.
+
+A link that is forged, expired or already used changes nothing and says which (OptInRefused).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.core import signing
+from django.db import transaction
+from django.urls import reverse
+from django.utils import timezone
+
+from consent.models import ConsentSource, OptInRequest, OptInStatus, SignupForm, Topic
+from consent.services import consent_record, consent_set, topic_set
+from contacts.models import ConsentStatus, Contact
+
+_SIGNER = signing.TimestampSigner(salt="leadflow.consent.optin")
+TEMPLATE_KEY = "consent-confirmation"
+TEMPLATE_HTML = ('<p>Hello {{ contact.first_name|default:"there" }},</p>'
+                 "<p>Please confirm that you want to receive our emails:</p>"
+                 '<p><a href="{{ data.confirm_url }}">Confirm my subscription</a></p>'
+                 "<p>If you did not sign up, ignore this email: you will not hear from us.</p>")
+
+
+class OptInRefused(ValueError):
+    """The link changes nothing; `reason` is a short code, the text says why to the person."""
+
+    def __init__(self, reason: str, text: str) -> None:
+        super().__init__(text)
+        self.reason = reason
+
+
+def confirm_url(request_id: int) -> str:
+    return settings.SITE_URL.rstrip("/") + reverse("consent:confirm", args=[_SIGNER.sign(str(request_id))])
+
+
+def _expiry() -> dt.timedelta:
+    return dt.timedelta(days=settings.CONSENT_OPTIN_EXPIRY_DAYS)
+
+
+def confirmation_template() -> Any:
+    """The confirmation email's template (transactional: it goes without marketing consent). Made
+    on first use; marketers may reword it in the admin, keeping {{ data.confirm_url }}."""
+    from campaigns.models import EmailTemplate, MessageKind
+
+    template, _ = EmailTemplate.objects.get_or_create(key=TEMPLATE_KEY, defaults={
+        "name": "Double opt-in confirmation", "kind": MessageKind.TRANSACTIONAL,
+        "subject": "Please confirm your subscription", "html": TEMPLATE_HTML})
+    return template
+
+
+def _queue_confirmation(request: OptInRequest, *, reminder: bool) -> None:
+    from campaigns.services import message_queue
+
+    message_queue(contact=request.contact, template=confirmation_template(), source="double opt-in",
+                  idempotency_key=f"optin:{request.pk}:{'reminder' if reminder else 'first'}",
+                  context={"confirm_url": confirm_url(request.pk), "reminder": reminder})
+
+
+@transaction.atomic
+def optin_start(*, contact: Contact, form: SignupForm | None, ip: str | None, topic_ids: list[int],
+                source: str = ConsentSource.FORM) -> OptInRequest:
+    """Record the pending signup and queue its confirmation email. A second signup while one is
+    pending reuses it (one email, not one per click)."""
+    pending = OptInRequest.objects.filter(contact=contact, status=OptInStatus.PENDING).first()
+    if pending is not None:
+        return pending
+    request = OptInRequest.objects.create(contact=contact, form=form, source=source, ip=ip, topic_ids=topic_ids,
+                                          created_at=timezone.now())
+    consent_record(contact=contact, status="pending", previous_status=contact.consent_status, source=source,
+                   detail=f"confirmation sent (opt-in #{request.pk})", actor="the contact", ip=ip,
+                   form_id=form.pk if form else None, proof={"optin_request": request.pk})
+    _queue_confirmation(request, reminder=False)
+    return request
+
+
+@dataclass
+class Confirmed:
+    contact: Contact
+    form: SignupForm | None
+
+
+def optin_confirm(*, token: str, ip: str | None) -> Confirmed:
+    """Grant consent for a valid, unused, unexpired link; refuse anything else without a write."""
+    try:
+        value = _SIGNER.unsign(token, max_age=_expiry())
+    except signing.SignatureExpired:
+        raise OptInRefused("expired", "This confirmation link has expired. Please sign up again.") from None
+    except signing.BadSignature:
+        raise OptInRefused("invalid", "This confirmation link is not valid. Please use the link from "
+                                      "the email itself.") from None
+    if not value.isdigit():
+        raise OptInRefused("invalid", "This confirmation link is not valid.")
+    with transaction.atomic():
+        request = OptInRequest.objects.select_related("contact", "form").filter(pk=int(value)).first()
+        if request is None:
+            raise OptInRefused("invalid", "This confirmation link is not valid.")
+        if request.status == OptInStatus.CONFIRMED:
+            raise OptInRefused("used", "This address is already confirmed: the link works once.")
+        if request.status == OptInStatus.EXPIRED:
+            raise OptInRefused("expired", "This confirmation link has expired. Please sign up again.")
+        now = timezone.now()
+        # Claim: of two clicks at once, one confirms and the other is told it was used.
+        if not OptInRequest.objects.filter(pk=request.pk, status=OptInStatus.PENDING).update(
+                status=OptInStatus.CONFIRMED, confirmed_at=now):
+            raise OptInRefused("used", "This address is already confirmed: the link works once.")
+        proof = {"optin_request": request.pk, "requested_at": request.created_at.isoformat(),
+                 "requested_ip": request.ip, "confirmed_at": now.isoformat(), "confirmed_ip": ip}
+        form_id = request.form_id
+        consent_set(contact=request.contact, status=ConsentStatus.GRANTED, source=ConsentSource.CONFIRMATION,
+                    detail=f"double opt-in via {request.form.name if request.form else request.source}",
+                    actor="the contact", ip=ip, form_id=form_id, proof=proof)
+        for topic in Topic.objects.filter(pk__in=request.topic_ids):
+            topic_set(contact=request.contact, topic=topic, subscribed=True, source=ConsentSource.CONFIRMATION,
+                      actor="the contact", ip=ip, form_id=form_id, proof=proof)
+    return Confirmed(contact=request.contact, form=request.form)
+
+
+@dataclass
+class SweepResult:
+    reminded: int = 0
+    expired: int = 0
+
+
+def optin_sweep(*, now: dt.datetime | None = None, batch: int = 500) -> SweepResult:
+    """Remind unconfirmed signups once (after CONSENT_OPTIN_REMIND_HOURS) and expire them (after
+    CONSENT_OPTIN_EXPIRY_DAYS). Claims are conditional UPDATEs, so overlapping runs send one reminder."""
+    now = now or timezone.now()
+    result = SweepResult()
+    pending = OptInRequest.objects.filter(status=OptInStatus.PENDING)
+    for request in pending.filter(created_at__lte=now - _expiry()).select_related("contact")[:batch]:
+        with transaction.atomic():
+            if OptInRequest.objects.filter(pk=request.pk, status=OptInStatus.PENDING).update(
+                    status=OptInStatus.EXPIRED):
+                consent_record(contact=request.contact, status="expired", previous_status="pending",
+                               source=request.source, detail=f"opt-in #{request.pk} never confirmed",
+                               proof={"optin_request": request.pk}, at=now)
+                result.expired += 1
+    remind_before = now - dt.timedelta(hours=settings.CONSENT_OPTIN_REMIND_HOURS)
+    for request in pending.filter(created_at__lte=remind_before, reminded_at__isnull=True) \
+            .select_related("contact")[:batch]:
+        with transaction.atomic():
+            if OptInRequest.objects.filter(pk=request.pk, status=OptInStatus.PENDING,
+                                           reminded_at__isnull=True).update(reminded_at=now):
+                _queue_confirmation(request, reminder=True)
+                result.reminded += 1
+    return result
+
+
+def optin_sweep_job() -> dict[str, int]:
+    """The scheduled job (config/schedules.py)."""
+    result = optin_sweep()
+    return {"reminded": result.reminded, "expired": result.expired}
