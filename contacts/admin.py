@@ -90,8 +90,45 @@ class ContactAdminForm(forms.ModelForm):
             owner.queryset = sales_users()
             owner.help_text = "The Sales user who owns this lead (notify_sales with email 'owner' writes to them)"
 
+        for spec in getattr(self, "custom_fields", ()):  # typed custom fields start from the stored values
+            value = (self.instance.attributes or {}).get(spec.key)
+            if value is not None:
+                self.fields[ATTR_FIELD + spec.key].initial = value
+
     def clean_country(self) -> str:
         return country_code(self.cleaned_data.get("country") or "")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        # A typed custom field that was changed wins over the JSON (the advanced view) for its key.
+        attributes = dict(data.get("attributes") or self.instance.attributes or {})
+        for spec in getattr(self, "custom_fields", ()):
+            name = ATTR_FIELD + spec.key
+            if name in self.changed_data and name in data:
+                value = data[name]
+                if value in (None, ""):
+                    attributes.pop(spec.key, None)
+                else:
+                    attributes[spec.key] = value.isoformat() if isinstance(value, dt.date) else value
+        data["attributes"] = attributes
+        return data
+
+
+ATTR_FIELD = "attr__"  # form field name prefix of a typed custom field
+
+
+def typed_field(spec: CustomField) -> forms.Field:
+    """The form field of one custom field, by its type (contacts/fields.py coerces the same way)."""
+    common: dict[str, Any] = {"required": False, "label": spec.label or spec.key}
+    if spec.field_type == CustomField.Type.NUMBER:
+        return forms.FloatField(**common)
+    if spec.field_type == CustomField.Type.DATE:
+        return forms.DateField(**common, widget=forms.DateInput(attrs={"type": "date"}))
+    if spec.field_type == CustomField.Type.BOOL:
+        return forms.NullBooleanField(**common)
+    if spec.field_type == CustomField.Type.CHOICE:
+        return forms.ChoiceField(**common, choices=[("", "—"), *((c, c) for c in spec.choices or [])])
+    return forms.CharField(**common, max_length=1000)
 
 
 OWNER_BULK_MAX = 5000  # contacts per "Assign an owner": the confirmation page carries their ids
@@ -130,9 +167,30 @@ class ContactAdmin(ExportMixin, admin.ModelAdmin):
         ("Lifecycle", {"fields": ["lifecycle_stage", "owner", "is_test"]}),
         ("Consent", {"fields": ["consent_status", "consent_source", "consent_at"]}),
         ("Tags and lists", {"fields": ["tags", "lists"]}),
-        ("Custom attributes", {"fields": ["attributes"]}),
+        ("Custom attributes", {"fields": ["attributes"], "classes": ["collapse"]}),
         ("History", {"fields": ["created_at", "updated_at"]}),
     ]
+
+    def _custom_fields(self, request: HttpRequest) -> list[CustomField]:
+        if not hasattr(request, "_leadflow_custom_fields"):
+            request._leadflow_custom_fields = list(CustomField.objects.order_by("key"))  # type: ignore[attr-defined]
+        return request._leadflow_custom_fields  # type: ignore[attr-defined]
+
+    def get_fieldsets(self, request: HttpRequest, obj: Contact | None = None) -> Any:
+        # Custom fields as typed inputs; their JSON folded away as the advanced view.
+        specs = self._custom_fields(request)
+        fieldsets = [(name, dict(options)) for name, options in super().get_fieldsets(request, obj)]
+        at = next(i for i, (name, _) in enumerate(fieldsets) if name == "Custom attributes")
+        fieldsets[at] = ("Advanced: custom attributes as JSON", fieldsets[at][1])
+        if specs:
+            fieldsets.insert(at, ("Custom fields", {"fields": [ATTR_FIELD + spec.key for spec in specs]}))
+        return fieldsets
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        specs = self._custom_fields(request)
+        declared: dict[str, Any] = {ATTR_FIELD + spec.key: typed_field(spec) for spec in specs}
+        kwargs["form"] = type("ContactAdminForm", (self.form,), {**declared, "custom_fields": specs})
+        return super().get_form(request, obj, change, **kwargs)
 
     def get_urls(self) -> list[URLPattern]:
         export_data = path(

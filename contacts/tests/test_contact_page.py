@@ -49,3 +49,31 @@ def test_the_contact_page_shows_score_why_timeline_segments_workflows_and_consen
     assert "Granted (webinar form" in html
     assert '<td id="contact-owner">sales</td>' in html
     assert "Not synced to a CRM." in html
+
+
+def test_custom_attributes_are_typed_fields_not_raw_json(role_users: dict[str, User]) -> None:
+    from contacts.models import CustomField
+
+    CustomField.objects.create(key="plan", label="Plan", field_type="choice", choices=["free", "enterprise"])
+    CustomField.objects.create(key="employees", label="Employees", field_type="number")
+    CustomField.objects.create(key="renewal", label="Renewal", field_type="date")
+    CustomField.objects.create(key="vip", label="VIP", field_type="bool")
+    ann = Contact.objects.create(email="ann@acme.example", attributes={"plan": "free", "vip": True})
+    client = Client()
+    client.force_login(role_users["marketer"])
+    url = f"/admin/contacts/contact/{ann.pk}/change/"
+    html = client.get(url).content.decode()
+    assert '<select name="attr__plan"' in html
+    assert '<option value="free" selected>free</option>' in html
+    assert '<input type="number" name="attr__employees"' in html
+    assert '<input type="date" name="attr__renewal"' in html
+    assert '<select name="attr__vip"' in html
+    assert "Advanced: custom attributes as JSON" in html
+
+    response = client.post(url, {
+        "email": ann.email, "lifecycle_stage": "lead", "consent_status": "unknown", "consent_at_0": "",
+        "consent_at_1": "", "attributes": '{"plan": "free", "vip": true}', "initial-attributes": "",
+        "attr__plan": "enterprise", "attr__employees": "250", "attr__renewal": "2027-01-31", "attr__vip": "true"})
+    assert response.status_code == 302, response.content.decode()[-3000:]
+    ann.refresh_from_db()
+    assert ann.attributes == {"plan": "enterprise", "employees": 250, "renewal": "2027-01-31", "vip": True}
