@@ -18,9 +18,11 @@ import io
 import multiprocessing
 import os
 import re
+import signal
 from array import array
 from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,25 +170,32 @@ def _work(chunk: bytes, line_before: int) -> ChunkResult:
     return out
 
 
+def _worker_start() -> None:
+    # A forked worker inherits the parent's Python signal handlers (an RQ worker's, a test
+    # runner's); on shutdown it must just exit, not run them (one hung on a lock they took).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which shuts the pool
+
+
 def results(path: Path, fmt: CsvFormat, header_lines: int, validator: RowValidator, *,
             pg: bool) -> Iterator[tuple[ChunkResult, int]]:
     """(result, file offset reached) per chunk, in file order, computed by a pool of processes.
-    At most two chunks per worker are in flight: memory stays flat however big the file."""
+    At most two chunks per worker are in flight: memory stays flat however big the file.
+    A worker that dies (killed, out of memory) fails the import (BrokenProcessPool), not hangs it."""
     _STATE.update(validator=validator, format=fmt, pg=pg, quoted=_quoted_cells(fmt.delimiter))
     # fork: the workers inherit the validator and the parent's hash() seed (email hashes compare).
-    pool = multiprocessing.get_context("fork").Pool(workers())
+    pool = ProcessPoolExecutor(workers(), mp_context=multiprocessing.get_context("fork"),
+                               initializer=_worker_start)
     try:
-        pending: deque[tuple[Any, int]] = deque()
-        source = chunks(path, body_offset(path, header_lines), header_lines)
-        for chunk, line_before, reached in source:
-            pending.append((pool.apply_async(_work, (chunk, line_before)), reached))
+        pending: deque[tuple[Future[ChunkResult], int]] = deque()
+        for chunk, line_before, reached in chunks(path, body_offset(path, header_lines), header_lines):
+            pending.append((pool.submit(_work, chunk, line_before), reached))
             if len(pending) >= 2 * workers():
                 done, at = pending.popleft()
-                yield done.get(), at
+                yield done.result(), at
         while pending:
             done, at = pending.popleft()
-            yield done.get(), at
+            yield done.result(), at
     finally:
-        pool.terminate()
-        pool.join()
+        pool.shutdown(wait=True, cancel_futures=True)
         _STATE.clear()
