@@ -2,7 +2,7 @@
 
 - enrollments_advance(ids): batches of ADVANCE_BATCH enrollments, one transaction each. Those at
   the same version and step move together, set-based, where the step allows it (a wait that is
-  over, send_email, the end); the rest run one by one (enrollment_advance) until a wait, the
+  over, a fixed wait starting, send_email, branch, the end); the rest run one by one (enrollment_advance) until a wait, the
   end, an exit or a failure. Effects are rows in that transaction (Message, CRM sync row,
   WebhookDelivery), so a killed worker leaves nothing half done.
 - A step runs once per visit: its StepRun key `enrollment:step:seq` is unique; a repeated job
@@ -175,7 +175,7 @@ def enrollments_advance(*, enrollment_ids: Sequence[int], now: dt.datetime | Non
 def _advance_batch(ids: list[int], now: dt.datetime) -> None:
     """One transaction for a batch: lock the live enrollments (SKIP LOCKED: another worker's are
     its own), move those at the same step set-based as far as set-based steps go (a due wait's
-    end, send_email, the end), write them in one statement, and run whatever is left (other step
+    end, a fixed wait's start, send_email, branch, the end), write them in one statement, and run whatever is left (other step
     types, paused workflows) through `enrollment_advance`, one savepoint each."""
     with transaction.atomic():
         qs = Enrollment.objects.select_related("version", "workflow").filter(pk__in=ids, status__in=LIVE_STATUSES)
