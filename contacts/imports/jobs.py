@@ -19,6 +19,7 @@ from django.db.models import F, Q
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
+from consent.imports import consent_import_record
 from contacts.fields import load_specs
 from contacts.imports.engine import ImportOptions, ImportResult, _specs_with_new, run_import
 from contacts.imports.mapping import resolve_mapping, suggest_mapping
@@ -136,6 +137,7 @@ def import_job_run(*, job_id: int) -> None:
         )
         if done != 1:
             raise ImportSuperseded  # rolls the merge back: the other attempt's counts stand
+        consent_import_record(since=job.started_at, job_id=job_id, source_name=job.original_name)  # issue 20
         _append_log(job_id, f"completed: {summary}")
         if result.created or result.updated:
             # Imported contacts reach fit scoring and segments set-based, after this commits.
@@ -180,6 +182,7 @@ def import_job_record_completed(*, path: Path, options: ImportOptions, result: I
     job.add_to_list = ContactList.objects.get_or_create(name=options.list_name)[0] if options.list_name else None
     # No stored upload (the file stays where it is on the server): `file` is empty, so no full_clean().
     job.save()
+    consent_import_record(since=started_at, job_id=job.pk, source_name=path.name)  # the history (issue 20)
     return job
 
 
