@@ -129,6 +129,23 @@
     this.tree = null;
   }
 
+  /* JSON typed by hand: the builder follows as soon as the text parses (on input, not on change:
+   * a change fires on blur, and redrawing then would move the button being clicked). */
+  Builder.prototype.follow = function () {
+    const self = this;
+    this.textarea.addEventListener("input", function () {
+      if (self.textarea.value === self.written) {
+        return;  // our own write
+      }
+      try {
+        JSON.parse(self.textarea.value || "{}");
+      } catch (e) {
+        return;  // half typed: keep showing the last tree that parsed
+      }
+      self.load();
+    });
+  };
+
   Builder.prototype.load = function () {
     const text = this.textarea.value.trim();
     let tree = {all: []};
@@ -154,7 +171,7 @@
   };
 
   Builder.prototype.changed = function () {
-    this.textarea.value = JSON.stringify(this.tree);
+    this.textarea.value = this.written = JSON.stringify(this.tree);
     this.textarea.dispatchEvent(new Event("input", {bubbles: true}));
     this.render();
   };
@@ -327,7 +344,6 @@
     }
     const builder = new Builder(root, textarea);
     builder.load();
-    // Typing JSON by hand reloads the builder when the text parses.
-    textarea.addEventListener("change", function () { builder.load(); });
+    builder.follow();
   });
 })();

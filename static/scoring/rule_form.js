@@ -97,7 +97,7 @@
     if (eventType) {
       eventType.addEventListener("change", render);
     }
-    filters.addEventListener("change", render);
+    filters.addEventListener("input", render);
     render();
   }
 
@@ -111,6 +111,6 @@
     details.appendChild(conditions);
     const builder = new window.LeadflowFilterBuilder.Builder(root, conditions);
     builder.load();
-    conditions.addEventListener("change", function () { builder.load(); });
+    builder.follow();
   }
 })();
