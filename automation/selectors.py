@@ -282,6 +282,8 @@ class Dashboard:
     steps: dict[str, dict[str, int]]  # step id -> passed / waiting / failed / sent / suppressed / opened / clicked
     # "production" (real contacts) and "staging" (the test audience): enrollments by status
     audiences: dict[str, dict[str, int]] = field(default_factory=dict)
+    # (step id, reason, messages): why a send step's emails were suppressed (issue 20)
+    suppressed_reasons: list[tuple[str, str, int]] = field(default_factory=list)
 
     @property
     def audience_rows(self) -> list[tuple[str, list[int]]]:
@@ -311,11 +313,16 @@ def workflow_dashboard(*, workflow: Workflow) -> Dashboard:
     for step_id, status, n in runs:
         steps[step_id][names.get(status, status)] += n
     sends = Message.objects.filter(source=f"workflow:{workflow.key}"[:100])
-    for key, status, opened, clicked in sends.values_list("idempotency_key", "status", "opened_at", "clicked_at"):
+    reasons: dict[tuple[str, str], int] = defaultdict(int)
+    for key, status, opened, clicked, reason in sends.values_list("idempotency_key", "status", "opened_at",
+                                                                  "clicked_at", "reason"):
         parts = key.split(":")  # wf:<enrollment>:<step>:<seq>
         if len(parts) >= 4:
             steps[parts[2]]["sent"] += status == MessageStatus.SENT
             steps[parts[2]]["suppressed"] += status == MessageStatus.SUPPRESSED
+            if status == MessageStatus.SUPPRESSED:
+                reasons[parts[2], reason or "?"] += 1
             steps[parts[2]]["opened"] += opened is not None
             steps[parts[2]]["clicked"] += clicked is not None
-    return Dashboard(statuses, {k: dict(v) for k, v in steps.items()}, audiences)
+    return Dashboard(statuses, {k: dict(v) for k, v in steps.items()}, audiences,
+                     sorted((step, reason, n) for (step, reason), n in reasons.items()))

@@ -194,6 +194,9 @@ class DeliveryStats:
     sent_last_hour: int
     failed_last_hour: int
     per_minute: list[tuple[dt.datetime, int, int]] = field(default_factory=list)  # (minute, sent, failed)
+    # Not sent on purpose, by the rule that stopped them (no_consent, unsubscribed, topic_unsubscribed,
+    # hard_bounce...): counted apart from sent ones, so a marketer sees why mail did not go (issue 20).
+    suppressed_by_reason: dict[str, int] = field(default_factory=dict)
 
     @property
     def failure_rate(self) -> float:
@@ -221,7 +224,10 @@ def delivery_stats(now: dt.datetime | None = None) -> DeliveryStats:
     per_minute = [(m, s, f) for m, (s, f) in sorted(minutes.items())]
     return DeliveryStats(by_status=by_status, stuck=stuck, per_minute=per_minute,
                          sent_last_hour=sum(s for _, s, _ in per_minute),
-                         failed_last_hour=sum(f for _, _, f in per_minute))
+                         failed_last_hour=sum(f for _, _, f in per_minute),
+                         suppressed_by_reason=dict(
+                             Message.objects.filter(status=MessageStatus.SUPPRESSED).values_list("reason")
+                             .annotate(n=Count("id")).order_by("-n").values_list("reason", "n")))
 
 
 # --- Sender reputation: complaint and hard-bounce rates per sender and UTC day ------------------------------
