@@ -40,3 +40,19 @@ def consent_import_record(*, since: dt.datetime | Any, job_id: int | None, sourc
             rows = []
     count += len(ConsentRecord.objects.bulk_create(rows))
     return count
+
+
+def import_preview_marketing(*, staged_rows: list[tuple[Any, ...]], email_slot: int, consent_slot: int,
+                             fill_empty: bool = False) -> dict[str, int]:
+    """Of the previewed rows that will be written, how many contacts will be able to receive
+    marketing email afterwards: the file's consent, else (or, filling only empty fields, when the
+    contact has one) the consent the contact already has. Shown before the import runs."""
+    emails = [row[email_slot] for row in staged_rows]
+    known = dict(Contact.objects.filter(email__in=emails).values_list("email", "consent_status"))
+    granted = 0
+    for row in staged_rows:
+        stored = known.get(row[email_slot], ConsentStatus.UNKNOWN)
+        from_file = row[consent_slot]
+        keep = stored if (fill_empty and stored != ConsentStatus.UNKNOWN) else None
+        granted += (keep or from_file or stored) == ConsentStatus.GRANTED
+    return {"rows": len(staged_rows), "granted": granted}

@@ -42,3 +42,24 @@ def test_an_import_with_a_consent_column_sends_only_to_those_who_consented(tmp_p
     # Importing the same file again changes nothing, so it records nothing.
     call_command("import_contacts", str(path), "--json", "--on-existing", "update")
     assert ConsentRecord.objects.count() == 2
+
+
+def test_the_wizard_preview_says_how_many_will_be_able_to_receive_marketing_email(role_users):  # noqa: ANN001
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.test import Client
+
+    from contacts.models import ImportJob
+
+    Contact.objects.create(email="known@example.com", consent_status="granted")
+    client = Client()
+    client.force_login(role_users["marketer"])
+    data = b"email,consent\nyes@example.com,granted\nno@example.com,\nknown@example.com,\n"
+    client.post("/admin/contacts/importjob/add/", {
+        "file": SimpleUploadedFile("leads.csv", data, content_type="text/csv"), "on_existing": "update",
+        "create_fields": "on", "encoding": "", "delimiter": "", "tag": "", "add_to_list": ""})
+    job = ImportJob.objects.get()
+    html = client.get(f"/admin/contacts/importjob/{job.pk}/mapping/").content.decode()
+    marketing = html.split('id="import-marketing"', 1)[1].split("</p>", 1)[0]
+    # yes@ from the file, known@ from what the contact already has; no@ has none
+    assert "Marketing email: 2 of these 3 contacts" in " ".join(marketing.split())
+    assert "no_consent" in marketing

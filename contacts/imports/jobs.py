@@ -19,7 +19,7 @@ from django.db.models import F, Q
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
-from consent.imports import consent_import_record
+from consent.imports import consent_import_record, import_preview_marketing
 from contacts.fields import load_specs
 from contacts.imports.engine import ImportOptions, ImportResult, _specs_with_new, run_import
 from contacts.imports.mapping import resolve_mapping, suggest_mapping
@@ -261,5 +261,8 @@ def import_preview(*, path: Path, mapping: dict[str, str] | None, create_fields:
         else:
             outcome, reasons = ("update" if staged[email_at] in existing else "create"), []
         rows.append({"line": line, "cells": cells[: len(header)], "outcome": outcome, "reasons": reasons})
+    written = [staged for line, _, staged, _ in checked if staged and last_line[staged[email_at]] == line]
+    marketing = import_preview_marketing(staged_rows=written, email_slot=email_at,  # issue 20
+                                         consent_slot=STAGE_COLUMNS.index("consent_status"))
     return {"encoding": fmt.encoding, "delimiter": fmt.delimiter, "header": header, "suggested": suggested,
-            "mapping": used, "new_fields": to_create, "rows": rows}
+            "mapping": used, "new_fields": to_create, "rows": rows, "marketing": marketing}
