@@ -10,6 +10,7 @@ from typing import Any
 
 from django.db.models import F, OuterRef, Q, Subquery
 from django.utils import timezone
+from django.utils.dateparse import parse_date
 
 from consent.models import ConsentRecord, ConsentSource
 from contacts.emails import suppression_hash
@@ -18,8 +19,46 @@ from contacts.models import ConsentStatus, Contact
 BATCH = 2000
 
 
-def consent_import_record(*, since: dt.datetime | Any, job_id: int | None, source_name: str) -> int:
-    """Record the consent the import at `since` gave (or changed); returns how many rows."""
+def consent_basis_check(*, basis: str, source: str, at: str) -> None:
+    """A file-level consent basis must say where consent was given (the proof) and, if it says
+    when, a real date; a ValueError names what is wrong."""
+    if basis not in ("", "granted", "confirm"):
+        raise ValueError(f"consent basis {basis!r}: use granted or confirm")
+    if basis == "granted" and not source.strip():
+        raise ValueError("--consent-basis granted needs --consent-source (where the contacts consented)")
+    if at and _basis_moment(at) is None:
+        raise ValueError(f"--consent-date {at!r}: use YYYY-MM-DD")
+
+
+def _basis_moment(at: str) -> dt.datetime | None:
+    day = parse_date(at)
+    if day is None:
+        return None
+    return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+
+
+def _apply_basis(*, since: dt.datetime | Any, job_id: int | None, source_name: str, basis: str,
+                 basis_source: str, basis_at: str) -> None:
+    """Rows the import left without consent get the file's basis: granted (stated source and date)
+    or a double opt-in confirmation email each (consent only when they confirm)."""
+    unconsented = Contact.objects.filter(updated_at__gte=since, consent_status=ConsentStatus.UNKNOWN)
+    if basis == "granted":
+        unconsented.update(consent_status=ConsentStatus.GRANTED, consent_source=basis_source.strip()[:200],
+                           consent_at=_basis_moment(basis_at) or timezone.now())
+    elif basis == "confirm":
+        from consent.optin import optin_start
+
+        for contact in unconsented.iterator(chunk_size=BATCH):
+            optin_start(contact=contact, form=None, ip=None, topic_ids=[], source=ConsentSource.IMPORT)
+
+
+def consent_import_record(*, since: dt.datetime | Any, job_id: int | None, source_name: str, basis: str = "",
+                          basis_source: str = "", basis_at: str = "") -> int:
+    """Apply the file's consent basis (if any), then record the consent the import at `since` gave
+    (or changed); returns how many rows."""
+    if basis:
+        _apply_basis(since=since, job_id=job_id, source_name=source_name, basis=basis, basis_source=basis_source,
+                     basis_at=basis_at)
     last = ConsentRecord.objects.filter(contact=OuterRef("pk"), topic__isnull=True).order_by("-at", "-id")
     written = (Contact.objects.filter(updated_at__gte=since).exclude(consent_status=ConsentStatus.UNKNOWN)
                .annotate(last_status=Subquery(last.values("status")[:1]))
@@ -32,7 +71,7 @@ def consent_import_record(*, since: dt.datetime | Any, job_id: int | None, sourc
         rows.append(ConsentRecord(
             contact_id=pk, email_hash=suppression_hash(email), status=status, previous_status=previous or "",
             source=ConsentSource.IMPORT, detail=(detail or "")[:200], actor=f"import #{job_id}" if job_id else "import",
-            proof={"file": source_name[:200], "import_job": job_id,
+            proof={"file": source_name[:200], "import_job": job_id, "basis": basis or "consent column",
                    "consent_at": consent_at.isoformat() if consent_at else None},
             at=now))
         if len(rows) >= BATCH:

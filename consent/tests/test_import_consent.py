@@ -63,3 +63,36 @@ def test_the_wizard_preview_says_how_many_will_be_able_to_receive_marketing_emai
     # yes@ from the file, known@ from what the contact already has; no@ has none
     assert "Marketing email: 2 of these 3 contacts" in " ".join(marketing.split())
     assert "no_consent" in marketing
+
+
+def test_a_file_level_basis_grants_with_its_proof_or_sends_confirmations(tmp_path: Path, sender, sink,  # noqa: ANN001
+                                                                        capsys: pytest.CaptureFixture[str]):
+    from django.core.management.base import CommandError
+
+    from consent.models import OptInRequest
+
+    path = tmp_path / "fair.csv"
+    path.write_text("email,consent\na@example.com,\nb@example.com,withdrawn\n")
+    with pytest.raises(CommandError, match="needs --consent-source"):
+        call_command("import_contacts", str(path), "--consent-basis", "granted")
+    assert not Contact.objects.exists()
+
+    call_command("import_contacts", str(path), "--json", "--consent-basis", "granted", "--consent-source",
+                 "trade fair 2026 badge scan", "--consent-date", "2026-11-20")
+    a, b = Contact.objects.get(email="a@example.com"), Contact.objects.get(email="b@example.com")
+    assert a.consent_at is not None
+    assert (a.consent_status, a.consent_source, a.consent_at.date().isoformat()) == \
+        ("granted", "trade fair 2026 badge scan", "2026-11-20")
+    assert b.consent_status == "withdrawn"  # the file's own column wins
+    record = ConsentRecord.objects.get(contact=a)
+    assert (record.source, record.proof["basis"]) == (ConsentSource.IMPORT, "granted")
+
+    other = tmp_path / "webinar.csv"
+    other.write_text("email\nc@example.com\n")
+    call_command("import_contacts", str(other), "--json", "--consent-basis", "confirm")
+    capsys.readouterr()
+    c = Contact.objects.get(email="c@example.com")
+    assert c.consent_status == "unknown"  # only the confirmation link grants it
+    assert OptInRequest.objects.get(contact=c).source == ConsentSource.IMPORT
+    delivery_run_batch(sender=sender)
+    assert [r.rcpt_tos for r in sink.received] == [["c@example.com"]]

@@ -43,6 +43,11 @@ class ImportOptions:
     delimiter: str = ""
     dry_run: bool = False
     source_name: str = "import"
+    # The file's consent basis for rows without consent (issue 20; consent/imports.py): "" (none),
+    # "granted" (with the stated source and date as proof) or "confirm" (a double opt-in email).
+    consent_basis: str = ""
+    consent_basis_source: str = ""
+    consent_basis_at: str = ""
     max_bytes: int = field(default_factory=lambda: int(settings.IMPORT_MAX_BYTES))
 
 

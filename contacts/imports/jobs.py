@@ -182,7 +182,9 @@ def import_job_record_completed(*, path: Path, options: ImportOptions, result: I
     job.add_to_list = ContactList.objects.get_or_create(name=options.list_name)[0] if options.list_name else None
     # No stored upload (the file stays where it is on the server): `file` is empty, so no full_clean().
     job.save()
-    consent_import_record(since=started_at, job_id=job.pk, source_name=path.name)  # the history (issue 20)
+    consent_import_record(since=started_at, job_id=job.pk, source_name=path.name,  # the history (issue 20)
+                          basis=options.consent_basis, basis_source=options.consent_basis_source,
+                          basis_at=options.consent_basis_at)
     return job
 
 

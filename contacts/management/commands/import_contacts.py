@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
+from consent.imports import consent_basis_check
 from contacts.imports.engine import ImportOptions, ImportResult, run_import
 from contacts.imports.jobs import import_followup, import_job_record_completed
 from contacts.imports.reader import ImportFileError
@@ -33,6 +34,12 @@ class Command(BaseCommand):
         parser.add_argument("--encoding", default="", help="e.g. utf-8, cp1252 (default: detect)")
         parser.add_argument("--delimiter", default="", help="one of , ; tab | (default: detect)")
         parser.add_argument("--dry-run", action="store_true", help="validate and count, change nothing")
+        parser.add_argument("--consent-basis", choices=["granted", "confirm"], default="",
+                            help="rows without consent: granted (with --consent-source) or confirm "
+                                 "(a double opt-in email each)")
+        parser.add_argument("--consent-source", default="",
+                            help="with --consent-basis granted: where consent was given")
+        parser.add_argument("--consent-date", default="", help="with --consent-basis granted: when (YYYY-MM-DD)")
         parser.add_argument("--report", type=Path, help="where to write the error report CSV")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
         parser.add_argument("--no-followup", action="store_true",
@@ -49,7 +56,13 @@ class Command(BaseCommand):
             mapping=_mapping(options["mapping"]), on_existing=options["on_existing"], tag=options["tag"],
             list_name=options["list_name"], create_fields=options["create_fields"], encoding=options["encoding"],
             delimiter=delimiter, dry_run=options["dry_run"], source_name=path.name,
+            consent_basis=options["consent_basis"], consent_basis_source=options["consent_source"],
+            consent_basis_at=options["consent_date"],
         )
+        try:
+            consent_basis_check(basis=opts.consent_basis, source=opts.consent_basis_source, at=opts.consent_basis_at)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
         started_at = timezone.now()
         job_ids: list[int] = []
 
