@@ -31,6 +31,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.text import capfirst
 from import_export.admin import ExportMixin
 
+from consent.imports import consent_basis_check
 from consent.services import consent_change_note
 from contacts.countries import country_code
 from contacts.emails import CanonicalEmailField
@@ -424,6 +425,26 @@ class ImportUploadForm(forms.Form):
         help_text="Leave on automatic unless accented letters come out wrong in the preview.",
     )
     delimiter = forms.ChoiceField(label="Column separator", choices=DELIMITER_CHOICES, required=False)
+    # Issue 20: what the file's contacts consented to, for rows without a consent value (consent/imports.py).
+    consent_basis = forms.ChoiceField(
+        label="Consent of rows without one", required=False, choices=[
+            ("", "None: only a mapped consent column counts (others get no marketing email)"),
+            ("granted", "Everyone in the file consented: say where and when below"),
+            ("confirm", "Send a confirmation email (double opt-in) to those without consent")],
+        help_text="Marketing email goes only to contacts whose consent is granted.")
+    consent_source = forms.CharField(label="Where they consented", required=False, max_length=200,
+                                     help_text='With "everyone consented": the proof, e.g. "trade fair badge scan"')
+    consent_date = forms.DateField(label="When they consented", required=False, help_text="YYYY-MM-DD")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        try:
+            consent_basis_check(basis=data.get("consent_basis") or "", source=data.get("consent_source") or "",
+                                at="")
+        except ValueError as exc:
+            raise forms.ValidationError({"consent_source": str(exc).replace("--consent-basis granted",
+                                                                            "Everyone consented")}) from None
+        return data
 
     def clean_file(self) -> UploadedFile:
         upload: UploadedFile = self.cleaned_data["file"]
@@ -626,6 +647,9 @@ class ImportJobAdmin(admin.ModelAdmin):
                 upload=data["file"], created_by=user, on_existing=data["on_existing"],
                 tag_name=data["tag"], add_to_list=data["add_to_list"], create_fields=data["create_fields"],
                 encoding=data["encoding"], delimiter=DELIMITERS.get(data["delimiter"], ""),
+                consent_basis={"basis": data["consent_basis"], "source": data["consent_source"],
+                               "at": data["consent_date"].isoformat() if data["consent_date"] else ""}
+                if data["consent_basis"] else None,
             )
             return redirect("admin:contacts_importjob_mapping", job.pk)
         return self._render(request, "upload.html", {

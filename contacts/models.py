@@ -320,6 +320,9 @@ class ImportJob(models.Model):
     delimiter = models.CharField(max_length=2, blank=True)
     # {"<CSV header>": "<target>"}; targets: a contact field, "attributes.<key>", "" to ignore.
     mapping = models.JSONField(default=dict, blank=True)
+    # The file's consent basis for rows without consent (issue 20; consent/imports.py):
+    # {"basis": "granted"|"confirm", "source": ..., "at": "YYYY-MM-DD"}; empty: per row only.
+    consent_basis = models.JSONField(default=dict, blank=True)
     create_fields = models.BooleanField(
         default=False, help_text="Create text custom fields for mapped attribute keys that do not exist yet"
     )

@@ -96,3 +96,34 @@ def test_a_file_level_basis_grants_with_its_proof_or_sends_confirmations(tmp_pat
     assert OptInRequest.objects.get(contact=c).source == ConsentSource.IMPORT
     delivery_run_batch(sender=sender)
     assert [r.rcpt_tos for r in sink.received] == [["c@example.com"]]
+
+
+def test_the_wizard_asks_for_the_files_consent_basis_and_the_import_applies_it(role_users):  # noqa: ANN001
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.test import Client
+
+    from contacts.imports.jobs import import_job_run, import_job_start
+    from contacts.models import ImportJob
+
+    client = Client()
+    client.force_login(role_users["marketer"])
+
+    def upload(**consent: str):  # noqa: ANN202
+        return client.post("/admin/contacts/importjob/add/", {
+            "file": SimpleUploadedFile("fair.csv", b"email\na@example.com\n", content_type="text/csv"),
+            "on_existing": "update", "encoding": "", "delimiter": "", "tag": "", "add_to_list": "", **consent})
+
+    refused = upload(consent_basis="granted")
+    assert refused.status_code == 200
+    assert "Everyone consented needs" in refused.content.decode()
+    assert not ImportJob.objects.exists()
+
+    assert upload(consent_basis="granted", consent_source="fair badge scan", consent_date="2026-11-20").status_code \
+        == 302
+    job = ImportJob.objects.get()
+    assert job.consent_basis == {"basis": "granted", "source": "fair badge scan", "at": "2026-11-20"}
+    import_job_start(job=job)
+    import_job_run(job_id=job.pk)
+    contact = Contact.objects.get()
+    assert (contact.consent_status, contact.consent_source) == ("granted", "fair badge scan")
+    assert ConsentRecord.objects.get(contact=contact).proof["basis"] == "granted"

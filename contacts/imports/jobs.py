@@ -45,6 +45,7 @@ def _log_entry(message: str) -> dict[str, str]:
 def import_job_create(
     *, upload: UploadedFile, created_by: User | None, on_existing: str, tag_name: str,
     add_to_list: ContactList | None, create_fields: bool, encoding: str, delimiter: str,
+    consent_basis: dict[str, str] | None = None,
 ) -> ImportJob:
     """Store an uploaded file as a pending import, waiting for its column mapping."""
     name = Path(upload.name or "import.csv").name[:255]
@@ -53,7 +54,7 @@ def import_job_create(
         job = ImportJob(
             file=upload, original_name=name, file_size=upload.size or 0, created_by=created_by,
             on_existing=on_existing, tag=tag, add_to_list=add_to_list, create_fields=create_fields,
-            encoding=encoding, delimiter=delimiter, status=Status.PENDING,
+            encoding=encoding, delimiter=delimiter, status=Status.PENDING, consent_basis=consent_basis or {},
             log=[_log_entry(f"uploaded {name} ({filesizeformat(upload.size or 0)})")],
         )
         job.full_clean()
@@ -105,6 +106,9 @@ def options_for(job: ImportJob) -> ImportOptions:
         encoding=job.encoding,
         delimiter=job.delimiter,
         source_name=job.original_name,
+        consent_basis=(job.consent_basis or {}).get("basis", ""),
+        consent_basis_source=(job.consent_basis or {}).get("source", ""),
+        consent_basis_at=(job.consent_basis or {}).get("at", ""),
     )
 
 
@@ -137,7 +141,10 @@ def import_job_run(*, job_id: int) -> None:
         )
         if done != 1:
             raise ImportSuperseded  # rolls the merge back: the other attempt's counts stand
-        consent_import_record(since=job.started_at, job_id=job_id, source_name=job.original_name)  # issue 20
+        basis = job.consent_basis or {}
+        consent_import_record(since=job.started_at, job_id=job_id, source_name=job.original_name,  # issue 20
+                              basis=basis.get("basis", ""), basis_source=basis.get("source", ""),
+                              basis_at=basis.get("at", ""))
         _append_log(job_id, f"completed: {summary}")
         if result.created or result.updated:
             # Imported contacts reach fit scoring and segments set-based, after this commits.
