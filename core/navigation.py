@@ -43,6 +43,8 @@ PAGES = (
     Page("operations", "Operations", "operations", "core.view_operations"),
     Page("queues", "Queues", "django_rq:home", QUEUES_PERMISSION),
     Page("api-keys", "API keys", "admin:contacts_apikey_changelist", "contacts.view_apikey"),
+    # The admin index of every model the role may see (custom fields, grade bands, senders, ...).
+    Page("all", "All pages", "admin:index", None, query="all=1"),
 )
 
 

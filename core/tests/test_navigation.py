@@ -97,3 +97,12 @@ def test_the_403_page_says_what_was_refused_and_where_to_go(role_users: dict[str
     outsider = client_for(role_users["outsider"]).get("/admin/contacts/contact/")
     assert outsider.status_code == 403
     assert "with no role yet" in outsider.content.decode()
+
+
+def test_ops_reaches_every_model_it_may_see_from_all_pages(role_users: dict[str, User]) -> None:
+    client = client_for(role_users["ops"])
+    operations = client.get("/admin/operations/").content.decode()
+    assert 'href="/admin/?all=1" data-page="all"' in operations
+    index = client.get("/admin/?all=1").content.decode()
+    assert 'href="/admin/campaigns/senderprofile/"' in index
+    assert 'href="/admin/campaigns/suppression/"' in index
