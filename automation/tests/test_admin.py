@@ -116,6 +116,12 @@ def test_browser_marketer_imports_and_simulates_approver_promotes_and_rolls_back
     workflow = Workflow.objects.get()
     page.goto(f"/admin/automation/workflow/{workflow.pk}/versions/")
     page.click("input[name=promote]")
+    # The button sits below the emails' preview frames, which lay out as they scroll into view:
+    # scroll to it first, so the click lands on it and not where it was a moment before.
+    page.locator("#confirm-form input[type=submit]").scroll_into_view_if_needed()
+    # The button sits below the emails' preview frames, which lay out as they scroll into view:
+    # scroll to it first, so the click lands on it and not where it was a moment before.
+    page.locator("#confirm-form input[type=submit]").scroll_into_view_if_needed()
     page.click("input[name=confirm-promote]")  # promoting asks first, showing what changes
     page.wait_for_selector("#workflow-versions")
     page.click("input[name=stage-2]")
@@ -124,10 +130,16 @@ def test_browser_marketer_imports_and_simulates_approver_promotes_and_rolls_back
     assert page.locator("#production-column svg").count() == 1
     assert page.locator("#staging-column svg").count() == 1
     page.click("input[name=promote]")
+    # The button sits below the emails' preview frames, which lay out as they scroll into view:
+    # scroll to it first, so the click lands on it and not where it was a moment before.
+    page.locator("#confirm-form input[type=submit]").scroll_into_view_if_needed()
     page.click("input[name=confirm-promote]")
     page.wait_for_selector("#workflow-versions")
     assert "v2" in page.locator("#production-column h3").inner_text()
     page.click("input[name=rollback]")
+    # The button sits below the emails' preview frames, which lay out as they scroll into view:
+    # scroll to it first, so the click lands on it and not where it was a moment before.
+    page.locator("#confirm-form input[type=submit]").scroll_into_view_if_needed()
     page.click("input[name=confirm-rollback]")
     page.wait_for_selector("#workflow-versions")
     assert "v1" in page.locator("#production-column h3").inner_text()
