@@ -2,9 +2,9 @@
 
 A version's dependencies are read from its definition and the rows it resolves to at run time:
 templates (the revision it pins), segments (trigger, branch conditions, test audience), the sender
-its emails go out through (the default sender: automation.engine._send_email), topics (each
-template's kind: Leadflow has no subscription topics of its own yet, so "marketing" and
-"transactional" are what a send is filed under), the CRM connection a `crm_sync` step writes to
+its emails go out through (the default sender: automation.engine._send_email), topics (the
+subscription topic each template names, consent.Topic; without one, the template's kind,
+"marketing" or "transactional"), the CRM connection a `crm_sync` step writes to
 (the first active one; a staging version: the sandbox) and the hosts its webhooks call.
 
 Used by the versioning screen and the system page (a graph and JSON), and by the admins of
@@ -59,6 +59,7 @@ class _Context:
     default_sender: Any
     connections: dict[bool, Any]  # is_sandbox -> the connection a crm_sync step would use
     template_kinds: dict[str, str]
+    template_topics: dict[str, tuple[int, str]]  # template key -> (topic id, topic name)
 
 
 def _context() -> _Context:
@@ -74,7 +75,9 @@ def _context() -> _Context:
         segments_by_id={str(s.pk): s for s in segments}, segments_by_name={s.name: s for s in segments},
         default_sender=SenderProfile.objects.filter(is_default=True).first()
         or SenderProfile.objects.order_by("id").first(),
-        connections=connections, template_kinds=dict(EmailTemplate.objects.values_list("key", "kind")))
+        connections=connections, template_kinds=dict(EmailTemplate.objects.values_list("key", "kind")),
+        template_topics={key: (pk, name) for key, pk, name in EmailTemplate.objects.filter(topic__isnull=False)
+                         .values_list("key", "topic_id", "topic__name")})
 
 
 def _segment_ref(value: Any, ctx: _Context) -> tuple[Ref, str]:
@@ -113,9 +116,11 @@ def _uses(version: WorkflowVersion, ctx: _Context, pins: dict[str, Any]) -> Iter
             key = str(step.get("template"))
             revision = pins.get(key)
             yield Ref("template", key, key), sid, f"pins r{revision.number}" if revision else "not pinned"
-            topic = revision.kind if revision else ctx.template_kinds.get(key, "")
-            if topic:
-                yield Ref("topic", topic, topic), sid, ""
+            if key in ctx.template_topics:
+                topic_id, topic_name = ctx.template_topics[key]
+                yield Ref("topic", str(topic_id), topic_name), sid, ""
+            elif topic := (revision.kind if revision else ctx.template_kinds.get(key, "")):
+                yield Ref("topic", topic, topic), sid, "the template names no topic"
         if emails:
             sender = ctx.default_sender
             yield (Ref("sender", str(sender.pk), sender.name), sid, "paused" if sender.is_paused else "") \

@@ -30,6 +30,7 @@ from automation.models import Workflow, WorkflowVersion
 from automation.services import CapacityNotAcknowledged, workflow_import, workflow_promote
 from automation.tests.conftest import deploy, wf_file
 from campaigns.models import EmailTemplate, SenderProfile
+from consent.models import Topic
 from contacts.models import Contact, Event, Segment, SegmentMembership
 from core.models import AuditEntry
 
@@ -307,11 +308,16 @@ def test_the_map_lists_each_kind_of_dependency_and_who_shares_it(limits) -> None
     deploy(wf_file("upsell", steps=[{"id": "offer", "type": "send_email", "template": "webinar-thanks"},
                                     {"id": "tell", "type": "notify_sales", "webhook": "https://hooks.example.com/x"}]))
     version = webinar.versions.get(state="production")
+    # the welcome email is filed under a subscription topic; the others name none (their kind stands in)
+    EmailTemplate.objects.filter(key="webinar-welcome").update(
+        topic=Topic.objects.create(key="webinars", name="Webinar news"))
     deps = {(x.ref.kind, x.ref.label): x for x in version_dependencies(version=version)}
     assert set(deps) == {
         ("template", "webinar-welcome"), ("template", "webinar-thanks"), ("template", "webinar-replay"),
-        ("segment", "Customers"), ("sender", "Webinars"), ("topic", "marketing"),
+        ("segment", "Customers"), ("sender", "Webinars"), ("topic", "Webinar news"), ("topic", "marketing"),
         ("crm_connection", "HubSpot"), ("webhook_host", "hooks.example.com")}
+    assert (deps["topic", "Webinar news"].steps, deps["topic", "marketing"].steps) == (["welcome"],
+                                                                                       ["thanks", "replay"])
     assert deps["segment", "Customers"].steps == ["test audience", "attended"]
     assert deps["template", "webinar-thanks"].detail == "pins r1"
     assert deps["template", "webinar-thanks"].shared_with == ["upsell v1 (production)"]
@@ -319,13 +325,13 @@ def test_the_map_lists_each_kind_of_dependency_and_who_shares_it(limits) -> None
     assert deps["template", "webinar-welcome"].shared_with == []
     assert deps["crm_connection", "HubSpot"].steps == ["sync"]
 
-    # the graph is well-formed SVG: the version, its 8 dependencies and the one workflow sharing some
+    # the graph is well-formed SVG: the version, its 9 dependencies and the one workflow sharing some
     svg = ElementTree.fromstring(version_graph_svg(version=version, deps=list(deps.values())))  # noqa: S314  ours
     nodes = [g.get("data-node") for g in svg.iter("{http://www.w3.org/2000/svg}g")]
-    assert len(nodes) == 10
+    assert len(nodes) == 11
     assert "o:upsell v1 (production)" in nodes
     # version -> each dependency, and upsell's 4 shared ones (template, sender, topic, webhook host) -> upsell
-    assert len(list(svg.iter("{http://www.w3.org/2000/svg}line"))) == 8 + 4
+    assert len(list(svg.iter("{http://www.w3.org/2000/svg}line"))) == 9 + 4
 
     exported = version_dependencies_json(version=version)
     assert {d["kind"] for d in exported["dependencies"]} == {"template", "segment", "sender", "topic",
