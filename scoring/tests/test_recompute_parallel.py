@@ -54,10 +54,14 @@ def test_a_full_recompute_outside_a_transaction_matches_the_ledger_for_every_con
     threads: set[str] = set()
     correlation_ids: set[str] = set()
     rebuild = services.scoring_rules_rebuild
+    # PostgreSQL: two groups of rules on two threads. Each waits for the other, or a fast first
+    # group could let its thread take the second group too before the second thread starts.
+    both = threading.Barrier(2 if connection.vendor == "postgresql" else 1)
 
     def spy(**kwargs: object) -> services.LedgerDiff:
         threads.add(threading.current_thread().name)
         correlation_ids.add(current_correlation_id())
+        both.wait(timeout=30)
         return rebuild(**kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(services, "scoring_rules_rebuild", spy)
