@@ -40,6 +40,7 @@ from django.db.models import Count, F, Field, Q
 from django.utils import timezone
 from redis.exceptions import RedisError
 from rq import get_current_job
+from rq.worker import BaseWorker
 
 from campaigns import delivery_rules, dkim_signing, mime, rendering, tracking
 from campaigns.models import (
@@ -791,10 +792,18 @@ def _others_waiting() -> bool:
     after its batch (the kick below queues a fresh one), so a backlog of emails never holds back
     an event job or a workflow advance on a worker that serves all queues (`manage.py worker`
     takes its queues in turns), and a burst's first emails go while the rest still advance."""
-    if get_current_job() is None:
+    job = get_current_job()
+    if job is None:
         return False
     try:
-        return any(get_queue(name).count for name in settings.QUEUE_NAMES if name != "delivery")
+        names = [name for name in settings.QUEUE_NAMES if name != "delivery"]
+        # Only the queues this worker serves: a delivery-only worker has nobody to hand over to.
+        worker_name = getattr(job, "worker_name", None)
+        worker = BaseWorker.find_by_key(BaseWorker.redis_worker_namespace_prefix + worker_name,
+                                        connection=redis_connection()) if worker_name else None
+        if worker is not None:
+            names = [name for name in worker.queue_names() if name != "delivery"]
+        return any(get_queue(name).count for name in names if name in settings.QUEUE_NAMES)
     except RedisError:
         return False
 

@@ -82,3 +82,25 @@ def test_signups_behind_a_backlog_longer_than_the_window_still_go_in_the_next_ba
     # when a batch of 5 is claimed, then the signups (the newest arrivals) are in it, first
     claimed = messages_claim(sender_id=sender.pk, limit=5, now=timezone.now())
     assert [m.pk for m in claimed] == signup_ids + burst_ids[:3]
+
+
+@override_settings(DELIVERY_BATCH_SIZE=5)
+def test_a_delivery_only_worker_does_not_hand_over_to_queues_it_does_not_serve(
+        sender, template, sink, monkeypatch, django_capture_on_commit_callbacks) -> None:
+    from types import SimpleNamespace
+
+    from rq.worker import SimpleWorker
+
+    from core.queues import get_connection
+
+    # given a worker serving only `delivery` (registered in Redis as RQ does), and an event job waiting
+    worker = SimpleWorker([get_queue("delivery")], connection=get_connection())
+    worker.register_birth()
+    queue_burst_then_signups(template, 12, 0)
+    with django_capture_on_commit_callbacks(execute=True):
+        get_queue("events").enqueue("contacts.tasks_events.events_process_pending")
+    monkeypatch.setattr(delivery, "get_current_job", lambda: SimpleNamespace(worker_name=worker.name))
+    # when its delivery job runs, then it delivers everything due: nobody on this worker waits
+    with django_capture_on_commit_callbacks():
+        delivery_run(sender_id=sender.pk, slot=0)
+    assert len(sink.received) == 12
