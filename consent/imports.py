@@ -46,10 +46,20 @@ def _apply_basis(*, since: dt.datetime | Any, job_id: int | None, source_name: s
         unconsented.update(consent_status=ConsentStatus.GRANTED, consent_source=basis_source.strip()[:200],
                            consent_at=_basis_moment(basis_at) or timezone.now())
     elif basis == "confirm":
-        from consent.optin import optin_start
+        from consent.optin import optin_start_many
 
-        for contact in unconsented.iterator(chunk_size=BATCH):
-            optin_start(contact=contact, form=None, ip=None, topic_ids=[], source=ConsentSource.IMPORT)
+        # Set-based, BATCH contacts per round of INSERTs (no query per contact inside the import's
+        # transaction); the confirmation emails are kicked after it commits.
+        chunk: list[tuple[int, str, str]] = []
+        proof = {"file": source_name[:200], "import_job": job_id}
+        actor = f"import #{job_id}" if job_id else "import"
+        for row in unconsented.values_list("id", "email", "consent_status").iterator(chunk_size=BATCH):
+            chunk.append(row)
+            if len(chunk) >= BATCH:
+                optin_start_many(contacts=chunk, source=ConsentSource.IMPORT, actor=actor, proof=proof)
+                chunk = []
+        if chunk:
+            optin_start_many(contacts=chunk, source=ConsentSource.IMPORT, actor=actor, proof=proof)
 
 
 def consent_import_record(*, since: dt.datetime | Any, job_id: int | None, source_name: str, basis: str = "",
@@ -81,17 +91,51 @@ def consent_import_record(*, since: dt.datetime | Any, job_id: int | None, sourc
     return count
 
 
-def import_preview_marketing(*, staged_rows: list[tuple[Any, ...]], email_slot: int, consent_slot: int,
-                             fill_empty: bool = False) -> dict[str, int]:
-    """Of the previewed rows that will be written, how many contacts will be able to receive
-    marketing email afterwards: the file's consent, else (or, filling only empty fields, when the
-    contact has one) the consent the contact already has. Shown before the import runs."""
-    emails = [row[email_slot] for row in staged_rows]
-    known = dict(Contact.objects.filter(email__in=emails).values_list("email", "consent_status"))
-    granted = 0
-    for row in staged_rows:
-        stored = known.get(row[email_slot], ConsentStatus.UNKNOWN)
-        from_file = row[consent_slot]
-        keep = stored if (fill_empty and stored != ConsentStatus.UNKNOWN) else None
-        granted += (keep or from_file or stored) == ConsentStatus.GRANTED
-    return {"rows": len(staged_rows), "granted": granted}
+def import_marketing_reach(*, final: dict[str, str | None], on_existing: str = "update",
+                           basis: str = "") -> dict[str, int]:
+    """Of the contacts the whole file writes (email -> the consent its winning row gives, None when
+    it gives none), how many will be able to receive marketing email after the import: the consent
+    each will have (the merge's rules in contacts/imports/staging.py, then the file's basis) and not
+    on the suppression list. One query per BATCH addresses for contacts and suppressions, never
+    one per row. Shown before the import runs."""
+    from campaigns.models import Suppression  # campaigns imports contacts; consent is below both
+
+    emails = list(final)
+    granted = pending = 0
+    for start in range(0, len(emails), BATCH):
+        chunk = emails[start:start + BATCH]
+        known = dict(Contact.objects.filter(email__in=chunk).values_list("email", "consent_status"))
+        hashes = {email: suppression_hash(email) for email in chunk}
+        listed = set(Suppression.objects.filter(email_hash__in=hashes.values()).values_list("email_hash", flat=True))
+        for email in chunk:
+            status = _status_after(final[email], known.get(email), on_existing, basis)
+            if status == ConsentStatus.UNKNOWN and basis == "confirm" and (
+                    email not in known or on_existing != "skip"):
+                pending += 1
+            if hashes[email] in listed:
+                continue  # every suppression reason stops marketing email (campaigns/delivery.py)
+            granted += _may_receive(status)
+    return {"rows": len(emails), "granted": granted, "confirmations": pending}
+
+
+def _status_after(from_file: str | None, stored: str | None, on_existing: str, basis: str) -> str:
+    if stored is None:  # a new contact
+        status = from_file or ConsentStatus.UNKNOWN
+    elif on_existing == "skip":
+        return stored  # left alone, the basis included (it applies to the contacts the import wrote)
+    elif on_existing == "fill-empty":
+        status = (from_file or stored) if stored == ConsentStatus.UNKNOWN else stored
+    else:
+        status = from_file if from_file is not None else stored
+    if basis == "granted" and status == ConsentStatus.UNKNOWN:
+        return ConsentStatus.GRANTED
+    return status
+
+
+def _may_receive(status: str) -> bool:
+    """Delivery's consent rule (campaigns/delivery.py _suppression_reasons)."""
+    from django.conf import settings
+
+    if status == ConsentStatus.WITHDRAWN:
+        return False
+    return status == ConsentStatus.GRANTED or not settings.EMAIL_REQUIRE_CONSENT

@@ -81,6 +81,37 @@ def optin_start(*, contact: Contact, form: SignupForm | None, ip: str | None, to
     return request
 
 
+def optin_start_many(*, contacts: list[tuple[int, str, str]], source: str, actor: str = "",
+                     proof: dict[str, Any] | None = None) -> int:
+    """optin_start for many contacts at once (an import's "send a confirmation email" basis):
+    (id, email, consent status) each; one INSERT each for the requests, their history rows and
+    their emails, whatever the count (a query per contact held the import's transaction for
+    minutes). The delivery kick leaves after COMMIT (campaigns.services.messages_queue). Contacts
+    with a pending request keep it. Returns how many requests were made."""
+    from campaigns.services import QueueItem, messages_queue
+    from consent.models import ConsentRecord
+    from consent.services import _proof
+    from contacts.emails import suppression_hash
+
+    pending = set(OptInRequest.objects.filter(contact_id__in=[pk for pk, _, _ in contacts],
+                                              status=OptInStatus.PENDING).values_list("contact_id", flat=True))
+    todo = [c for c in contacts if c[0] not in pending]
+    if not todo:
+        return 0
+    now = timezone.now()
+    requests = OptInRequest.objects.bulk_create([
+        OptInRequest(contact_id=pk, source=source, created_at=now) for pk, _, _ in todo])
+    ConsentRecord.objects.bulk_create([
+        ConsentRecord(contact_id=pk, email_hash=suppression_hash(email), status="pending", previous_status=status,
+                      source=source, detail=f"confirmation sent (opt-in #{request.pk})", actor=actor[:150],
+                      proof=_proof({**(proof or {}), "optin_request": request.pk}), at=now)
+        for (pk, email, status), request in zip(todo, requests, strict=True)])
+    messages_queue(template=confirmation_template(), source="double opt-in", items=[
+        QueueItem(request.contact_id, f"optin:{request.pk}:first",
+                  {"confirm_url": confirm_url(request.pk), "reminder": False}) for request in requests])
+    return len(requests)
+
+
 @dataclass
 class Confirmed:
     contact: Contact

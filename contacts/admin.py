@@ -505,7 +505,9 @@ def _preview(job: ImportJob, sample: FileSample, mapping: dict[str, str] | None)
         return None, "Choose a target from the list for every column."
     try:
         return import_preview(path=Path(job.file.path), mapping=mapping, create_fields=job.create_fields,
-                              encoding=sample.encoding, delimiter=sample.delimiter, limit=PREVIEW_ROWS), ""
+                              encoding=sample.encoding, delimiter=sample.delimiter, limit=PREVIEW_ROWS,
+                              on_existing=job.on_existing,
+                              consent_basis=(job.consent_basis or {}).get("basis", "")), ""
     except ImportFileError as exc:
         return None, str(exc)
 

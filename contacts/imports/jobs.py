@@ -19,7 +19,7 @@ from django.db.models import F, Q
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
-from consent.imports import consent_import_record, import_preview_marketing
+from consent.imports import consent_import_record, import_marketing_reach
 from contacts.fields import load_specs
 from contacts.imports.engine import ImportOptions, ImportResult, _specs_with_new, run_import
 from contacts.imports.mapping import resolve_mapping, suggest_mapping
@@ -241,8 +241,10 @@ def import_sweep() -> int:
 
 
 def import_preview(*, path: Path, mapping: dict[str, str] | None, create_fields: bool, encoding: str = "",
-                   delimiter: str = "", limit: int = 20) -> dict[str, Any]:
-    """What the first rows would do (create, update, reject, duplicate), changing nothing."""
+                   delimiter: str = "", limit: int = 20, on_existing: str = ImportJob.OnExisting.UPDATE,
+                   consent_basis: str = "") -> dict[str, Any]:
+    """What the first rows would do (create, update, reject, duplicate), changing nothing, and how
+    many of the whole file's contacts will be able to receive marketing email (issue 20)."""
     fmt = detect_format(path, encoding=encoding, delimiter=delimiter)
     specs = load_specs()
     with CsvSource(path, fmt) as source:
@@ -251,12 +253,17 @@ def import_preview(*, path: Path, mapping: dict[str, str] | None, create_fields:
         used = mapping if mapping is not None else suggested
         plan, to_create = resolve_mapping(used, header, specs, create_fields=create_fields)
         validator = RowValidator(plan, header, _specs_with_new(specs, to_create), consent_source="preview")
+        email_at, consent_at = STAGE_COLUMNS.index("email"), STAGE_COLUMNS.index("consent_status")
         sample: list[tuple[int, list[str]]] = []
+        # The marketing figure is the whole file's: one pass through the import's own validator,
+        # the last valid row of each address winning as in the merge (staging.py dedupe).
+        final: dict[str, str | None] = {}
         for item in source.rows():
-            sample.append(item)
-            if len(sample) >= limit:
-                break
-    email_at = STAGE_COLUMNS.index("email")
+            if len(sample) < limit:
+                sample.append(item)
+            staged, _ = validator.validate(*item)
+            if staged is not None:
+                final[staged[email_at]] = staged[consent_at]
     checked = [(line, cells, *validator.validate(line, cells)) for line, cells in sample]
     emails = [staged[email_at] for _, _, staged, _ in checked if staged]
     existing = set(Contact.objects.filter(email__in=emails).values_list("email", flat=True))
@@ -270,8 +277,6 @@ def import_preview(*, path: Path, mapping: dict[str, str] | None, create_fields:
         else:
             outcome, reasons = ("update" if staged[email_at] in existing else "create"), []
         rows.append({"line": line, "cells": cells[: len(header)], "outcome": outcome, "reasons": reasons})
-    written = [staged for line, _, staged, _ in checked if staged and last_line[staged[email_at]] == line]
-    marketing = import_preview_marketing(staged_rows=written, email_slot=email_at,  # issue 20
-                                         consent_slot=STAGE_COLUMNS.index("consent_status"))
+    marketing = import_marketing_reach(final=final, on_existing=on_existing, basis=consent_basis)  # issue 20
     return {"encoding": fmt.encoding, "delimiter": fmt.delimiter, "header": header, "suggested": suggested,
             "mapping": used, "new_fields": to_create, "rows": rows, "marketing": marketing}
