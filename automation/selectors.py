@@ -36,7 +36,7 @@ def _pins(version: WorkflowVersion | None) -> dict[str, Any]:
     if version is None:
         return {}
     return {p.template.key: p.revision for p in TemplatePin.objects.filter(version=version)
-            .select_related("template", "revision__created_by")}
+            .select_related("template", "revision__created_by", "revision__topic")}
 
 
 def step_diff(old: WorkflowVersion | None, new: WorkflowVersion | None) -> list[StepChange]:
@@ -70,10 +70,22 @@ class TemplateChange:
     change: str  # added | removed | changed | same
     old: Any  # EmailTemplateRevision | None
     new: Any
-    fields: list[str] = field(default_factory=list)  # kind, subject, html, text
+    fields: list[str] = field(default_factory=list)  # kind, topic, subject, html, text
     text_diff: str = ""  # unified diff (difflib) of subject, HTML and text
     old_render: Any = None  # rendering.Rendered for the sample contact, or an error string
     new_render: Any = None
+
+
+# What a revision pins; its topic decides who may receive it (issue 20), so a change shows like content.
+PARTS = ("kind", "topic", "subject", "html", "text")
+
+
+def _part(revision: Any, part: str) -> str:
+    if revision is None:
+        return ""
+    if part == "topic":
+        return f"{revision.topic.key} ({revision.topic.name})" if revision.topic_id else ""
+    return str(getattr(revision, part, "") or "")
 
 
 def template_diff(old: WorkflowVersion | None, new: WorkflowVersion | None) -> list[TemplateChange]:
@@ -84,7 +96,7 @@ def template_diff(old: WorkflowVersion | None, new: WorkflowVersion | None) -> l
     for key in sorted(set(old_pins) | set(new_pins)):
         a, b = old_pins.get(key), new_pins.get(key)
         change = "added" if a is None else "removed" if b is None else "same" if a.pk == b.pk else "changed"
-        fields = [f for f in ("kind", "subject", "html", "text") if a and b and getattr(a, f) != getattr(b, f)]
+        fields = [f for f in PARTS if a and b and _part(a, f) != _part(b, f)]
         item = TemplateChange(key, change, a, b, fields)
         if change != "same":
             item.text_diff = _text_diff(a, b, old, new)
@@ -95,9 +107,9 @@ def template_diff(old: WorkflowVersion | None, new: WorkflowVersion | None) -> l
 
 def _text_diff(a: Any, b: Any, old: WorkflowVersion | None, new: WorkflowVersion | None) -> str:
     lines: list[str] = []
-    for part in ("kind", "subject", "html", "text"):
-        before = str(getattr(a, part, "") or "").splitlines()
-        after = str(getattr(b, part, "") or "").splitlines()
+    for part in PARTS:
+        before = _part(a, part).splitlines()
+        after = _part(b, part).splitlines()
         lines += difflib.unified_diff(
             before, after, lineterm="",
             fromfile=f"{part} ({a} in v{old.number})" if a and old else f"{part} (none)",

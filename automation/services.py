@@ -389,7 +389,7 @@ def templates_newer_than_pinned(*, version: WorkflowVersion | None) -> dict[str,
     newer: dict[str, tuple[Any, Any]] = {}
     for template in EmailTemplate.objects.filter(key__in=d.template_keys(version.definition)):
         digest = template_content_hash(kind=template.kind, subject=template.subject, html=template.html,
-                                       text=template.text)
+                                       text=template.text, topic_id=template.topic_id)
         old = pinned.get(template.key)
         if old is None or old.content_hash != digest:
             current = EmailTemplateRevision.objects.filter(template=template, content_hash=digest).first()

@@ -62,7 +62,7 @@ class EmailTemplate(models.Model):
 
 
 class EmailTemplateRevision(models.Model):
-    """The exact content of a template at one point (subject, HTML, text, kind): immutable. Saving a
+    """The exact content of a template at one point (subject, HTML, text, kind, topic): immutable. Saving a
     template (admin, file import) makes one, deduplicated by content hash; workflow versions pin
     revisions (automation.TemplatePin), so production sends what was promoted, whatever the
     template's editable (draft) fields say now. Previews and test sends use those draft fields."""
@@ -73,6 +73,10 @@ class EmailTemplateRevision(models.Model):
     subject = models.CharField(max_length=300)
     html = models.TextField()
     text = models.TextField(blank=True)
+    # The topic its marketing sends go under is part of what was approved (issue 20): a template's
+    # new topic reaches production only with a promoted version, like its content.
+    topic = models.ForeignKey("consent.Topic", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+                              db_index=False)
     content_hash = models.CharField(max_length=64, editable=False)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+", help_text="Who wrote this content (second-person approval)")
@@ -91,8 +95,9 @@ class EmailTemplateRevision(models.Model):
         return f"{self.template.key} r{self.number}"
 
 
-def template_content_hash(*, kind: str, subject: str, html: str, text: str) -> str:
-    payload = json.dumps([kind, subject, html, text], ensure_ascii=False)
+def template_content_hash(*, kind: str, subject: str, html: str, text: str, topic_id: int | None = None) -> str:
+    # No topic: the hash revisions had before topics, so they still match their templates.
+    payload = json.dumps([kind, subject, html, text, *([topic_id] if topic_id else [])], ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
 
 

@@ -1,6 +1,6 @@
 """Template revisions: every saved content of a template is an immutable EmailTemplateRevision.
 
-A template's own fields (subject, html, text, kind) are its working copy: what the admin edits,
+A template's own fields (subject, html, text, kind, topic) are its working copy: what the admin edits,
 previews and test sends show. What a workflow sends is the revision its version pins, so an edit
 reaches production only when a version pinning the new revision is promoted (automation).
 """
@@ -18,7 +18,7 @@ from core.audit import audit_record
 
 def _content_hash(template: EmailTemplate) -> str:
     return template_content_hash(kind=template.kind, subject=template.subject, html=template.html,
-                                 text=template.text)
+                                 text=template.text, topic_id=template.topic_id)
 
 
 def _user(actor: Any) -> Any:
@@ -43,7 +43,8 @@ def template_revision_current(*, template: EmailTemplate, actor: Any = None, sou
             with transaction.atomic():
                 revision = EmailTemplateRevision.objects.create(
                     template=template, number=number, kind=template.kind, subject=template.subject,
-                    html=template.html, text=template.text, content_hash=digest, created_by=_user(actor),
+                    html=template.html, text=template.text, topic_id=template.topic_id, content_hash=digest,
+                    created_by=_user(actor),
                     source=source[:50])
         except IntegrityError:  # SQLite has no row locks: a concurrent writer made it first
             return EmailTemplateRevision.objects.get(template=template, content_hash=digest)

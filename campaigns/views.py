@@ -121,7 +121,7 @@ def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
         return render(request, "campaigns/unsubscribe.html", {"invalid": True}, status=404)
     if _token_limited("unsubscribe", message_id):
         return _too_many()
-    message = Message.objects.select_related("contact", "template__topic").filter(pk=message_id).first()
+    message = Message.objects.select_related("contact", "template", "revision").filter(pk=message_id).first()
     if message is None:
         return render(request, "campaigns/unsubscribe.html", {"invalid": True}, status=404)
     # GET only shows the page (the preference center: topics, or unsubscribe from all): link

@@ -12,8 +12,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from consent.models import ConsentSource, OneClickScope, Topic, TopicSubscription
+from consent.selectors import message_topic_id
 from consent.services import topic_set
 from contacts.models import ConsentStatus
+from core.login_throttle import client_ip
 
 
 def _topics(contact: Any) -> list[dict[str, Any]]:
@@ -27,10 +29,11 @@ def preference_center(request: HttpRequest, message: Any, *, masked_email: str) 
     from campaigns.services import contact_unsubscribe
 
     contact = message.contact
-    ip = request.META.get("REMOTE_ADDR") or None
+    ip = client_ip(request)  # behind TRUSTED_PROXY_COUNT proxies, the visitor's (the record's proof)
     if request.method == "POST":
         one_click = request.POST.get("List-Unsubscribe") == "One-Click"
-        topic = message.template.topic if message.template_id and message.template.topic_id else None
+        topic_id = message_topic_id(message)  # the topic it was sent under (its revision's)
+        topic = Topic.objects.filter(pk=topic_id).first() if topic_id else None
         if one_click and topic is not None and topic.one_click_scope == OneClickScope.TOPIC:
             topic_set(contact=contact, topic=topic, subscribed=False, source=ConsentSource.UNSUBSCRIBE,
                       actor="the contact", ip=ip, message_id=message.pk, proof={"one_click": True})

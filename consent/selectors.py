@@ -18,6 +18,11 @@ TOPIC_UNSUBSCRIBED = "topic_unsubscribed"
 
 
 def message_topic_id(message: Message) -> int | None:
+    """The topic the message goes under: its revision's (what the promoted version pins, issue 20),
+    else (no revision: a message from before revisions) the template's."""
+    revision = message.revision if message.revision_id is not None else None
+    if revision is not None:
+        return revision.topic_id
     template = message.template
     return getattr(template, "topic_id", None) if template is not None else None
 
@@ -35,6 +40,23 @@ def topic_refusals(messages: Sequence[Message]) -> dict[int, str]:
     left = set(TopicSubscription.objects.filter(condition, subscribed=False).values_list("contact_id", "topic_id"))
     return {m.pk: TOPIC_UNSUBSCRIBED for m in messages
             if m.kind == "marketing" and not m.internal and (m.contact_id, message_topic_id(m)) in left}
+
+
+def consent_history(*, contact_id: int, limit: int) -> list[ConsentRecord]:
+    """The contact's consent history, newest first (the contact page): one query, bounded."""
+    return list(ConsentRecord.objects.filter(contact_id=contact_id).select_related("topic", "form")
+                .order_by("-at", "-id")[:limit])
+
+
+def proof_summary(record: ConsentRecord) -> str:
+    """The evidence behind a change, in a line: IP, form, the email whose link made it, the proof."""
+    parts = [f"IP {record.ip}"] if record.ip else []
+    if record.form_id:
+        parts.append(f"form {record.form.name if record.form else record.form_id}")
+    if record.message_id:
+        parts.append(f"email #{record.message_id}")
+    parts += [f"{key}: {value}" for key, value in (record.proof or {}).items() if value not in (None, "", [], {})]
+    return "; ".join(str(p) for p in parts)[:300]
 
 
 @dataclass

@@ -85,3 +85,48 @@ def test_unsubscribe_from_all_on_the_page_withdraws_consent(client: Client, send
     assert b"You are unsubscribed" in response.content
     contact.refresh_from_db()
     assert contact.consent_status == ConsentStatus.WITHDRAWN
+
+
+def test_a_templates_new_topic_reaches_production_only_when_a_version_pinning_it_is_promoted(
+        sender, sink, topics, role_users):  # noqa: ANN001
+    """The topic decides who may receive an email, so it is pinned with the content (issue 15's
+    rule): editing the template's topic changes nothing production sends until a promotion, and
+    the versioning screen's content diff shows it."""
+    from automation import services
+    from automation.tests.conftest import advance, deploy, emit
+    from automation.tests.test_content_versions import OLD, pricing_file
+    from campaigns.models import EmailTemplate
+    from campaigns.revisions import template_save
+
+    product, _ = topics
+    workflow = deploy(pricing_file(OLD))  # production pins r1: no topic
+    left = make_contact("left-product@example.com", first_name="Ada")
+    TopicSubscription.objects.create(contact=left, topic=product, subscribed=False)
+    template = EmailTemplate.objects.get(key="pricing-followup")
+    template.topic = product
+    revision = template_save(template=template, actor=role_users["marketer"], source="admin")
+    assert (revision.number, revision.topic) == (2, product)
+
+    def send() -> Message:
+        emit(left, "pricing_viewed")
+        advance()
+        delivery_run_batch(sender=sender)
+        return Message.objects.filter(contact=left).latest("id")
+
+    # production still sends under r1 (no topic): the contact who left "product" gets it
+    first = send()
+    assert first.revision is not None
+    assert (first.status, first.revision.number) == (MessageStatus.SENT, 1)
+
+    draft = services.version_draft_with_latest_templates(workflow=workflow, actor=role_users["marketer"])
+    services.workflow_stage(version=draft, actor=role_users["marketer"])
+    approver = Client()
+    approver.force_login(role_users["approver"])
+    page = approver.get(f"/admin/automation/workflow/{workflow.pk}/versions/").content.decode()
+    assert "changed (topic)" in page  # the content diff names the topic change
+    assert "+product (Product news)" in page
+    services.workflow_promote(workflow=workflow, actor=role_users["approver"])
+    second = send()
+    assert second.revision is not None
+    assert (second.status, second.reason, second.revision.number) == \
+        (MessageStatus.SUPPRESSED, "topic_unsubscribed", 2)
