@@ -1,5 +1,5 @@
 """Everything the contact page shows about one contact (selector): score and why, a timeline of
-events and emails, segments, enrollments with their step, CRM sync state and consent. Each list
+events and emails, segments, enrollments with their step, CRM sync state, consent and its history. Each list
 is bounded; each is one query."""
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ def contact_overview(*, contact: Contact) -> dict[str, Any]:
     from automation.crm.models import CrmSyncItem
     from automation.models import Enrollment
     from campaigns.models import Message
+    from consent.selectors import consent_history, proof_summary
     from scoring.selectors import lead_score_breakdown
 
     scored = Contact.objects.with_scores().get(pk=contact.pk)
@@ -49,6 +50,8 @@ def contact_overview(*, contact: Contact) -> dict[str, Any]:
         "enrollments": list(Enrollment.objects.filter(contact=contact).select_related("workflow", "version")
                             .order_by("-entered_at")[:ROWS]),
         "crm_items": list(CrmSyncItem.objects.filter(contact=contact).select_related("connection")[:ROWS]),
+        # Newest first: status, source, when, who, proof (issue 20)
+        "consent_history": [(r, proof_summary(r)) for r in consent_history(contact_id=contact.pk, limit=ROWS)],
     }
 
 

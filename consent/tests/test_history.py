@@ -108,3 +108,36 @@ def test_a_message_says_which_consent_was_in_force_when_it_was_sent(client: Clie
     page = client.get(reverse("admin:campaigns_message_change", args=[message.pk])).content.decode()
     assert 'id="consent-in-force"' in page
     assert "Marketing consent was granted" in page
+
+
+def test_the_contact_page_shows_the_consent_history_newest_first(role_users):  # noqa: ANN001
+    import datetime as dt
+    import re
+
+    from django.utils import timezone
+
+    from consent.services import consent_record
+
+    contact = make_contact("dana@example.com", consent_status=ConsentStatus.WITHDRAWN)
+    topic = Topic.objects.create(key="product", name="Product news")
+    day = timezone.now().replace(microsecond=0) - dt.timedelta(days=3)
+    consent_record(contact=contact, status="granted", previous_status="unknown", source=ConsentSource.IMPORT,
+                   detail="fair badge scan", actor="import #7", proof={"file": "fair.csv"}, at=day)
+    consent_record(contact=contact, topic=topic, status="unsubscribed", source=ConsentSource.PREFERENCES,
+                   actor="the contact", ip="203.0.113.9", at=day + dt.timedelta(days=1))
+    consent_record(contact=contact, status="withdrawn", previous_status="granted", source=ConsentSource.UNSUBSCRIBE,
+                   actor="the contact", ip="203.0.113.9", message_id=42, at=day + dt.timedelta(days=2))
+    client = Client()
+    client.force_login(role_users["marketer"])
+    html = client.get(reverse("admin:contacts_contact_change", args=[contact.pk])).content.decode()
+    section = html.split('id="overview-consent-history"', 1)[1].split("</table>", 1)[0]
+    rows = [[" ".join(cell.split()) for cell in re.findall(r"<td>(.*?)</td>", row, re.S)]
+            for row in section.split('<tr class="consent-record">')[1:]]
+    assert rows == [
+        [f"{timezone.localtime(day + dt.timedelta(days=2)):%Y-%m-%d %H:%M}",
+         'withdrawn <span class="quiet">was granted</span>', "Unsubscribe", "the contact", "IP 203.0.113.9; email #42"],
+        [f"{timezone.localtime(day + dt.timedelta(days=1)):%Y-%m-%d %H:%M}",
+         "unsubscribed (topic Product news)", "Preference center", "the contact", "IP 203.0.113.9"],
+        [f"{timezone.localtime(day):%Y-%m-%d %H:%M}",
+         'granted <span class="quiet">was unknown</span>', "Import: fair badge scan", "import #7", "file: fair.csv"],
+    ]
