@@ -2,9 +2,9 @@
 
 - enrollments_advance(ids): batches of ADVANCE_BATCH enrollments, one transaction each. Those at
   the same version and step move together, set-based, where the step allows it (a wait that is
-  over, a fixed wait starting, send_email, branch, the end); the rest run one by one (enrollment_advance) until a wait, the
-  end, an exit or a failure. Effects are rows in that transaction (Message, CRM sync row,
-  WebhookDelivery), so a killed worker leaves nothing half done.
+  over, a fixed wait starting, send_email, branch, the end); the rest run one by one
+  (enrollment_advance) until a wait, the end, an exit or a failure. Effects are rows in that
+  transaction (Message, CRM sync row, WebhookDelivery), so a killed worker leaves nothing half done.
 - A step runs once per visit: its StepRun key `enrollment:step:seq` is unique; a repeated job
   finds the row succeeded and moves on. Retries of a failed attempt reuse the row and its key.
 - enrollments_wake(): the scheduler's tick. Claims due waiting enrollments (and active ones whose
@@ -175,8 +175,9 @@ def enrollments_advance(*, enrollment_ids: Sequence[int], now: dt.datetime | Non
 def _advance_batch(ids: list[int], now: dt.datetime) -> None:
     """One transaction for a batch: lock the live enrollments (SKIP LOCKED: another worker's are
     its own), move those at the same step set-based as far as set-based steps go (a due wait's
-    end, a fixed wait's start, send_email, branch, the end), write them in one statement, and run whatever is left (other step
-    types, paused workflows) through `enrollment_advance`, one savepoint each."""
+    end, a fixed wait's start, send_email, branch, the end), write them in one statement, and run
+    whatever is left (other step types, paused workflows) through `enrollment_advance`, one
+    savepoint each."""
     with transaction.atomic():
         qs = Enrollment.objects.select_related("version", "workflow").filter(pk__in=ids, status__in=LIVE_STATUSES)
         if connection.features.has_select_for_update_skip_locked:
@@ -382,20 +383,28 @@ def _set_branch(group: list[Enrollment], step: dict[str, Any], default_next: str
     rest = [e for k, e in by_key.items() if k in existing]
     if not fresh:
         return [], rest
+    # In a savepoint, any error sending the group the one-by-one way (as `_set_send_email` does):
+    # an error here would otherwise undo the whole batch, and every wake would rebuild it.
     try:
-        matched = conditions_hold(step["if"], list(fresh.values()), now)
-    except (KeyError, TypeError, ValueError):
-        matched = None  # a malformed condition: the one-by-one path fails the step with its reason
-    if matched is None:
+        with transaction.atomic():
+            matched = conditions_hold(step["if"], list(fresh.values()), now)
+            if matched is None:
+                return [], rest + list(fresh.values())
+            target = {k: str(step["then" if matched[e.pk] else "else"]) for k, e in fresh.items()}
+            StepRun.objects.bulk_create([
+                StepRun(enrollment=e, version_id=e.version_id, step_id=e.step_id, step_type="branch",
+                        idempotency_key=k, started_at=now, finished_at=now, status=StepRunStatus.SUCCEEDED,
+                        correlation_id=e.correlation_id, result={"matched": matched[e.pk], "next": target[k],
+                                                                 "exit": False})
+                for k, e in fresh.items()], ignore_conflicts=True, batch_size=ADVANCE_BATCH)
+            ours = set(StepRun.objects.filter(idempotency_key__in=list(fresh), started_at=now,
+                                              status=StepRunStatus.SUCCEEDED).values_list("idempotency_key", flat=True))
+    except Exception:  # noqa: BLE001  a malformed condition or a database error: the one-by-one path
+        # fails (or retries) each step with its reason
+        log.warning("set-based branch of %s enrollments failed; running them one by one", len(fresh),
+                    exc_info=True, extra=rows_extra("enrollment_ids", ((e.pk, e.correlation_id)
+                                                                        for e in fresh.values())))
         return [], rest + list(fresh.values())
-    target = {k: str(step["then" if matched[e.pk] else "else"]) for k, e in fresh.items()}
-    StepRun.objects.bulk_create([
-        StepRun(enrollment=e, version_id=e.version_id, step_id=e.step_id, step_type="branch", idempotency_key=k,
-                started_at=now, finished_at=now, status=StepRunStatus.SUCCEEDED, correlation_id=e.correlation_id,
-                result={"matched": matched[e.pk], "next": target[k], "exit": False})
-        for k, e in fresh.items()], ignore_conflicts=True, batch_size=ADVANCE_BATCH)
-    ours = set(StepRun.objects.filter(idempotency_key__in=list(fresh), started_at=now, status=StepRunStatus.SUCCEEDED)
-               .values_list("idempotency_key", flat=True))
     moved: list[tuple[Enrollment, str | None]] = [(fresh[k], target[k]) for k in ours]
     return moved, rest + [e for k, e in fresh.items() if k not in ours]
 

@@ -139,3 +139,32 @@ def test_signups_in_a_burst_batch_run_first_in_process_and_the_burst_goes_to_job
         engine.enrollments_advance(enrollment_ids=job.args[0])
     assert Message.objects.count() == 32
     assert set(Enrollment.objects.values_list("status", flat=True)) == {"completed"}
+
+
+def test_a_branch_the_set_based_path_cannot_evaluate_goes_one_by_one_and_the_rest_of_the_batch_advances(
+        monkeypatch) -> None:
+    # given two workflows' enrollments in one advance batch, each at a branch; the set-based
+    # evaluation of the first one's condition hits a database error (anything unexpected: a
+    # FieldError, an AttributeError, a dropped connection)
+    def branch(key: str, event: str) -> list[int]:
+        workflow = deploy(wf_file(key, trigger={"type": "manual"}, steps=[
+            {"id": "b", "type": "branch", "if": {"event": event}, "then": "end", "else": "end"}]))
+        contacts = [make_contact(f"{key}{i}@example.com") for i in range(3)]
+        return workflow_enroll(workflow=workflow, contact_ids=[c.pk for c in contacts], actor="test")
+
+    failing, healthy = branch("failing", "boom"), branch("healthy", "fine")
+    real = engine.conditions_hold
+
+    def conditions_hold(cond: dict[str, Any], enrollments: list[Enrollment], now: dt.datetime) -> Any:
+        if cond.get("event") == "boom":
+            connection.cursor().execute("SELECT no_such_column FROM automation_enrollment")
+        return real(cond, enrollments, now)
+
+    monkeypatch.setattr(engine, "conditions_hold", conditions_hold)
+    # when they advance together
+    assert engine.enrollments_advance(enrollment_ids=failing + healthy, now=timezone.now()) == 6
+    # then the healthy workflow's branched set-based, and the failing group went the one-by-one way
+    # (which evaluates the condition by itself), instead of the error undoing the whole batch
+    assert set(Enrollment.objects.filter(pk__in=failing + healthy).values_list("status", flat=True)) == {"completed"}
+    runs = StepRun.objects.filter(enrollment_id__in=failing + healthy, step_id="b")
+    assert [(r.status, r.result["matched"]) for r in runs] == [("succeeded", False)] * 6
