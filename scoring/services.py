@@ -451,9 +451,11 @@ def _behaviour_diff_postgresql(rules: Sequence[ScoringRule]) -> LedgerDiff:
         f"  reason, created_at) SELECT diff.contact_id, diff.rule_id, diff.rule_name, diff.event_id, diff.points,"
         f"  diff.half_life_days, '', diff.created_at FROM diff"
         # In contact order, the ledger's (contact, rule, event) index fills front to back instead of
-        # at random places (30 s instead of 48 s for 4.5M entries here). No ON CONFLICT: its
-        # speculative insertion made a rule's first rebuild a third slower.
-        f"  WHERE diff.old_id IS NULL ORDER BY diff.contact_id RETURNING 1)"
+        # at random places (30 s instead of 48 s for 4.5M entries here). ON CONFLICT although its
+        # speculative insertion is slower: live scoring (`score_events`) inserts the same entries,
+        # and one scored while this statement runs would otherwise undo the whole group's rebuild.
+        f"  WHERE diff.old_id IS NULL ORDER BY diff.contact_id"
+        f"  ON CONFLICT (contact_id, rule_id, event_id) DO NOTHING RETURNING 1)"
         f" SELECT (SELECT count(*) FROM added), (SELECT count(*) FROM changed), (SELECT count(*) FROM removed)"
     )
     with connection.cursor() as cursor:
@@ -579,7 +581,10 @@ def scores_recompute_all(
         return task
 
     # One group of rules per connection: each group reads the ledger once (see _behaviour_diff_postgresql).
-    groups = [rule_list[i::workers] for i in range(workers) if rule_list[i::workers]]
+    # SQLite rebuilds rule by rule anyway, and a transaction per rule holds its only write lock
+    # (live scoring's too) for one rule at a time, not for the whole recompute.
+    groups = ([rule_list[i::workers] for i in range(workers) if rule_list[i::workers]]
+              if connection.vendor == "postgresql" else [[rule] for rule in rule_list])
     diff = sum(_side_by_side([rebuild(group) for group in groups], workers), LedgerDiff())
     if ledger is not None:
         ledger.update(added=diff.added, changed=diff.changed, removed=diff.removed)

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from collections import defaultdict
 
 import pytest
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.test import override_settings
 
 from contacts.models import Contact, ContactScore, LifecycleStage
 from core.logs import correlation_scope, current_correlation_id
 from core.testing.scores import score_set
 from scoring import services
-from scoring.models import ScoreEntry
+from scoring.models import ScoreEntry, ScoringRule
 from scoring.tests.factories import NOW, bands, behaviour_rule, contact, event, fit_rule
 
 
@@ -109,3 +110,81 @@ def test_id_ranges_cover_every_contact_once(parts: int) -> None:
     assert all(low <= high for low, high in ranges)
     assert all(ranges[i][1] + 1 == ranges[i + 1][0] for i in range(len(ranges) - 1))  # no gap, no overlap
     assert len(ranges) <= parts
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_entry_scored_live_while_the_recompute_inserts_does_not_undo_the_rebuild() -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("needs concurrent writers (SQLite has one; its INSERT has ON CONFLICT DO NOTHING)")
+    rule = behaviour_rule("Visits", points=5)
+    who = contact()
+    scored_live = event(who, at=NOW)
+    for _ in range(3):
+        event(contact(), at=NOW)
+    inserted, release = threading.Event(), threading.Event()
+    outcome: dict[str, object] = {}
+
+    def live_scoring() -> None:  # `score_events` inserts the entry (ignore_conflicts) and commits a bit later
+        try:
+            with transaction.atomic():
+                ScoreEntry.objects.bulk_create([ScoreEntry(
+                    contact=who, rule=rule, rule_name=rule.name, event=scored_live, points=5, reason="",
+                    created_at=scored_live.occurred_at)], ignore_conflicts=True)
+                inserted.set()
+                release.wait(timeout=30)
+        finally:
+            connection.close()
+
+    def recompute() -> None:
+        try:
+            outcome["diff"] = services.scoring_rules_rebuild(rules=[rule], now=NOW)
+        except Exception as exc:  # noqa: BLE001  reported by the assertion below
+            outcome["error"] = exc
+        finally:
+            connection.close()
+
+    live = threading.Thread(target=live_scoring)
+    live.start()
+    assert inserted.wait(timeout=30)
+    rebuild = threading.Thread(target=recompute)
+    rebuild.start()
+    # the recompute does not see the uncommitted entry, wants it too, and waits on it in the
+    # ledger's unique index; then the live transaction commits
+    for _ in range(300):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                           " AND wait_event_type = 'Lock'")
+            if cursor.fetchone()[0]:
+                break
+        time.sleep(0.1)
+    release.set()
+    live.join(timeout=30)
+    rebuild.join(timeout=60)
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["diff"] == services.LedgerDiff(added=3)  # the live entry stays as it is
+    assert ScoreEntry.objects.filter(rule=rule).count() == 4
+
+
+@pytest.mark.django_db
+def test_on_sqlite_each_rule_is_rebuilt_in_its_own_transaction(monkeypatch: pytest.MonkeyPatch) -> None:
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite only: PostgreSQL groups rules per connection")
+    # given two rules, the second one's rebuild failing (SQLite's write lock timing out, say)
+    first = behaviour_rule("Visits", points=5)
+    second = behaviour_rule("Demo", "demo_request", points=40)
+    who = contact()
+    event(who, at=NOW)
+    event(who, "demo_request", at=NOW)
+    real = services._behaviour_diff_sqlite
+
+    def rebuild(rule: ScoringRule) -> services.LedgerDiff:
+        if rule.pk == second.pk:
+            raise OperationalError("database is locked")
+        return real(rule)
+
+    monkeypatch.setattr(services, "_behaviour_diff_sqlite", rebuild)
+    # when a full recompute runs, then it fails, but the first rule's rebuild was committed on its
+    # own (one transaction per rule: SQLite's only write lock is held for one rule at a time)
+    with pytest.raises(OperationalError):
+        services.scores_recompute_all(now=NOW)
+    assert list(ScoreEntry.objects.filter(rule=first).values_list("contact_id", "points")) == [(who.pk, 5)]
