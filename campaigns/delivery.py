@@ -138,21 +138,24 @@ def messages_claim(*, sender_id: int, limit: int, now: dt.datetime) -> list[Mess
         newest = due.order_by(F("next_attempt_at").desc(nulls_first=True), "-id")
         seen += newest.values_list("id", "correlation_id")[:limit]
     ranked = fair_order(seen)
+    position = {pk: i for i, pk in enumerate(ranked)}
     with transaction.atomic():
         ids: list[int] = []
         for start in range(0, len(ranked), limit):
             if len(ids) >= limit:
                 break
             chunk = ranked[start:start + limit]
-            ids += list(Message.objects.filter(pk__in=chunk, status__in=PENDING_STATUSES)
-                        .select_for_update(skip_locked=True).values_list("id", flat=True))
+            # Still due, not only still pending: another worker may have deferred one (a retry's
+            # backoff) since the read above. The locked rows come in no particular order, so the
+            # cut below keeps the best-ranked.
+            ids += sorted(_due(sender_id, now).filter(pk__in=chunk).select_for_update(skip_locked=True)
+                          .values_list("id", flat=True), key=position.__getitem__)
         ids = ids[:limit]
         if not ids:
             return []
         Message.objects.filter(pk__in=ids, status__in=PENDING_STATUSES).update(
             status=MessageStatus.SENDING, claim_token=token, claimed_at=now, updated_at=now,
         )
-    position = {pk: i for i, pk in enumerate(ranked)}
     claimed = contact_scores_set(list(with_contact_scores(
         Message.objects.filter(claim_token=token, status=MessageStatus.SENDING)
         .select_related("contact", "template", "revision"))))

@@ -3,6 +3,8 @@ burst's, and a delivery job hands the worker over between batches when other que
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from django.test import override_settings
 from django.utils import timezone
@@ -104,3 +106,32 @@ def test_a_delivery_only_worker_does_not_hand_over_to_queues_it_does_not_serve(
     with django_capture_on_commit_callbacks():
         delivery_run(sender_id=sender.pk, slot=0)
     assert len(sink.received) == 12
+
+
+def test_a_claim_skips_a_message_deferred_after_its_read_and_keeps_the_ranked_order(
+        sender, template, sink, monkeypatch) -> None:
+    # given two causes: "a" with 6 emails, "b" with 7 (ranked in turns: a1 b1 a2 b2 ...)
+    contacts = [make_contact(f"c{i}@example.com") for i in range(13)]
+    a = sorted(messages_queue(template=template, items=[
+        QueueItem(c.pk, f"a:{c.pk}", correlation_id="a") for c in contacts[:6]]))
+    b = sorted(messages_queue(template=template, items=[
+        QueueItem(c.pk, f"b:{c.pk}", correlation_id="b") for c in contacts[6:]]))
+    now = timezone.now()
+    real_fair_order = delivery.fair_order
+
+    def deferred_meanwhile(rows: list[tuple[int, str]]) -> list[int]:
+        # between the claim's read and its lock another worker defers the two best-ranked (a
+        # temporary failure's retry in 5 minutes)
+        ranked = real_fair_order(rows)
+        Message.objects.filter(pk__in=ranked[:2]).update(
+            status=MessageStatus.DEFERRED, next_attempt_at=now + dt.timedelta(minutes=5))
+        return ranked
+
+    monkeypatch.setattr(delivery, "fair_order", deferred_meanwhile)
+    # when a batch of 5 is claimed
+    claimed = messages_claim(sender_id=sender.pk, limit=5, now=now)
+    # then the deferred two wait for their retry, and the batch is filled by the next in rank:
+    # a1 b1 a2 of the first chunk, then the best-ranked two of the second [b2 a3 b3 a4 b4], not
+    # the two lowest ids (a3 a4)
+    assert [m.pk for m in claimed] == [a[1], b[1], a[2], b[2], a[3]]
+    assert set(Message.objects.filter(status=MessageStatus.DEFERRED).values_list("pk", flat=True)) == {a[0], b[0]}
