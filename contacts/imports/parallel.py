@@ -34,6 +34,9 @@ from contacts.imports.reader import CsvFormat, ImportFileError
 from contacts.imports.rows import RowError, RowValidator
 
 CHUNK_BYTES = 1024 * 1024  # about 14,000 rows: small enough that workers stay small
+# More than this waiting for a cut: a stray quote or \r-only line ends, not a record. The csv
+# module's field limit (128 KiB a cell) allows longer records, but never sensibly: read in one process.
+MAX_CARRY_BYTES = 2 * CHUNK_BYTES
 MIN_FILE_BYTES = 8 * 1024 * 1024  # below this, starting processes costs more than it saves
 # Encodings in which b"\n", b"\r" and b'"' are never part of another character.
 SPLITTABLE_ENCODINGS = {"utf-8", "utf-8-sig", "cp1252", "latin-1", "iso8859-1", "iso8859-15", "ascii"}
@@ -89,10 +92,15 @@ def body_offset(path: Path, header_lines: int) -> int:
 
 
 def chunks(path: Path, offset: int, first_line: int) -> Iterator[tuple[bytes, int, int]]:
-    """(bytes of whole records, line number before them, file offset after them)."""
+    """(bytes of whole records, line number before them, file offset after them).
+
+    Raises Unsplittable as soon as more than MAX_CARRY_BYTES wait for a cut: a stray quote makes
+    every later line break look quoted, and CR-only line ends have no LF to cut at; carrying on would
+    hold the rest of the file in memory (the one-process reader then reads it with the same result)."""
     with open(path, "rb") as fh:
         fh.seek(offset)
         carry = b""
+        carry_odd = 0  # parity of the quotes in carry, kept as it grows: the carry is never rescanned
         line = first_line
         while True:
             more = fh.read(CHUNK_BYTES)
@@ -102,12 +110,21 @@ def chunks(path: Path, offset: int, first_line: int) -> Iterator[tuple[bytes, in
                 if data:
                     yield data, line, offset
                 return
-            cut = data.rfind(b"\n")
-            while cut >= 0 and data.count(b'"', 0, cut) % 2:
-                cut = data.rfind(b"\n", 0, cut)  # inside a quoted cell: try the line before
+            carry_odd ^= more.count(b'"') & 1  # now of all of data: the carry's next time
+            odd, end = carry_odd, len(more)  # parity of the quotes before `end`, walking back
+            cut = more.rfind(b"\n")
+            while cut >= 0:
+                odd ^= more.count(b'"', cut, end) & 1
+                end = cut
+                if not odd:
+                    break
+                cut = more.rfind(b"\n", 0, cut)  # inside a quoted cell: try the line before
             if cut < 0:
-                carry = data  # one record longer than a chunk: read on
+                if len(data) > MAX_CARRY_BYTES:
+                    raise Unsplittable
+                carry = data  # a record longer than a chunk: read on
                 continue
+            cut += len(carry)
             chunk, carry = data[: cut + 1], data[cut + 1:]
             yield chunk, line, offset - len(carry)
             line += _count_lines(chunk)
