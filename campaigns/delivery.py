@@ -790,22 +790,29 @@ def delivery_run(*, sender_id: int, slot: int | None = None, max_seconds: float 
     return totals
 
 
+# The latency-sensitive queues a delivery job makes way for: events (the pipeline) and default
+# (workflow advances, wakes). Not crm or imports: a sync or import backlog would otherwise cut
+# delivery to one batch per job of theirs, and they can wait for the next kick as well as email can.
+HANDOVER_QUEUES = ("events", "default")
+
+
 def _others_waiting() -> bool:
-    """Inside a worker's job: whether another queue has jobs waiting. Then the job hands over
-    after its batch (the kick below queues a fresh one), so a backlog of emails never holds back
-    an event job or a workflow advance on a worker that serves all queues (`manage.py worker`
-    takes its queues in turns), and a burst's first emails go while the rest still advance."""
+    """Inside a worker's job: whether a latency-sensitive queue (HANDOVER_QUEUES) it serves has
+    jobs waiting. Then the job hands over after its batch (the kick below queues a fresh one), so
+    a backlog of emails never holds back an event job or a workflow advance on a worker that
+    serves all queues (`manage.py worker` takes its queues in turns), and a burst's first emails
+    go while the rest still advance."""
     job = get_current_job()
     if job is None:
         return False
     try:
-        names = [name for name in settings.QUEUE_NAMES if name != "delivery"]
+        names = list(HANDOVER_QUEUES)
         # Only the queues this worker serves: a delivery-only worker has nobody to hand over to.
         worker_name = getattr(job, "worker_name", None)
         worker = BaseWorker.find_by_key(BaseWorker.redis_worker_namespace_prefix + worker_name,
                                         connection=redis_connection()) if worker_name else None
         if worker is not None:
-            names = [name for name in worker.queue_names() if name != "delivery"]
+            names = [name for name in worker.queue_names() if name in HANDOVER_QUEUES]
         return any(get_queue(name).count for name in names if name in settings.QUEUE_NAMES)
     except RedisError:
         return False

@@ -108,6 +108,21 @@ def test_a_delivery_only_worker_does_not_hand_over_to_queues_it_does_not_serve(
     assert len(sink.received) == 12
 
 
+@override_settings(DELIVERY_BATCH_SIZE=5)
+def test_a_delivery_job_does_not_hand_over_for_a_crm_backlog(
+        sender, template, sink, monkeypatch, django_capture_on_commit_callbacks) -> None:
+    # given 12 due emails and only a CRM sync job waiting (not latency-sensitive: a CRM backlog
+    # would otherwise cut delivery to one batch per CRM job)
+    queue_burst_then_signups(template, 12, 0)
+    with django_capture_on_commit_callbacks(execute=True):
+        get_queue("crm").enqueue("automation.crm.tasks.crm_import_sync", 1)
+    monkeypatch.setattr(delivery, "get_current_job", lambda: object(), raising=False)  # as in a worker job
+    # when the delivery job runs, then it delivers everything due, batch after batch
+    with django_capture_on_commit_callbacks():
+        delivery_run(sender_id=sender.pk, slot=0)
+    assert len(sink.received) == 12
+
+
 def test_a_claim_skips_a_message_deferred_after_its_read_and_keeps_the_ranked_order(
         sender, template, sink, monkeypatch) -> None:
     # given two causes: "a" with 6 emails, "b" with 7 (ranked in turns: a1 b1 a2 b2 ...)
