@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import codecs
 import csv
+import ctypes
 import io
 import multiprocessing
 import os
 import re
 import signal
+import threading
+import time
 from array import array
 from collections import deque
 from collections.abc import Iterator
@@ -41,6 +44,7 @@ MIN_FILE_BYTES = 8 * 1024 * 1024  # below this, starting processes costs more th
 # Encodings in which b"\n", b"\r" and b'"' are never part of another character.
 SPLITTABLE_ENCODINGS = {"utf-8", "utf-8-sig", "cp1252", "latin-1", "iso8859-1", "iso8859-15", "ascii"}
 LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class Unsplittable(Exception):
@@ -192,6 +196,32 @@ def _worker_start() -> None:
     # runner's); on shutdown it must just exit, not run them (one hung on a lock they took).
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which shuts the pool
+    _exit_with_parent(_STATE["parent"])
+
+
+def _exit_with_parent(parent: int) -> None:
+    """If the parent is SIGKILLed (OOM killer, a deploy), an idle worker would wait on its task queue
+    for ever (it holds the queue's write end too, so no EOF comes) and keep the parent's inherited
+    PostgreSQL and Redis sockets open: the server would keep the dead import's session, its
+    transaction and locks. Workers never use those connections (the validator does not query), and
+    closing them here could send a Terminate on the parent's live session; instead a worker dies with
+    its parent, and the kernel closes its copies of the sockets, touching nothing of the parent's."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        # Linux: SIGKILL when the thread that forked this worker (the one iterating results()) ends.
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
+            if os.getppid() != parent:  # it died before prctl took effect
+                os._exit(1)
+            return
+    except (AttributeError, OSError):  # no prctl: not Linux
+        pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def results(path: Path, fmt: CsvFormat, header_lines: int, validator: RowValidator, *,
@@ -199,7 +229,7 @@ def results(path: Path, fmt: CsvFormat, header_lines: int, validator: RowValidat
     """(result, file offset reached) per chunk, in file order, computed by a pool of processes.
     At most two chunks per worker are in flight: memory stays flat however big the file.
     A worker that dies (killed, out of memory) fails the import (BrokenProcessPool), not hangs it."""
-    _STATE.update(validator=validator, format=fmt, pg=pg, quoted=_quoted_cells(fmt.delimiter))
+    _STATE.update(validator=validator, format=fmt, pg=pg, quoted=_quoted_cells(fmt.delimiter), parent=os.getpid())
     # fork: the workers inherit the validator and the parent's hash() seed (email hashes compare).
     pool = ProcessPoolExecutor(workers(), mp_context=multiprocessing.get_context("fork"),
                                initializer=_worker_start)

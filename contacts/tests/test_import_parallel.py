@@ -1,10 +1,16 @@
-"""The parallel import reader's own guards (issue 23 review): how it gives up splitting a file."""
+"""The parallel import reader's own guards (issue 23 review): how it gives up splitting a file, and
+that its worker processes do not outlive a killed import."""
 
 from __future__ import annotations
 
 import csv
 import io
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +18,8 @@ import pytest
 from contacts.imports import parallel
 from contacts.imports.engine import ImportOptions, ImportResult, run_import
 from contacts.tests.csvfiles import write_csv
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def rows(count: int) -> str:
@@ -82,3 +90,64 @@ def test_a_big_file_with_a_stray_quote_imports_as_the_one_process_reader_does(tm
         one.rows_read, one.created, one.rejected, one.duplicates) == (2052, 2001, 1, 50)
     assert split_report == one_report
     assert "2003" in [row["line"] for row in csv.DictReader(io.StringIO(split_report))]  # the bad row
+
+
+HARNESS = """
+import multiprocessing, sys, time
+from pathlib import Path
+import django
+django.setup()
+from contacts.imports import parallel
+from contacts.imports.reader import CsvSource, detect_format
+from contacts.imports.rows import RowValidator
+
+parallel.CHUNK_BYTES = 64
+path = Path(sys.argv[1])
+fmt = detect_format(path)
+with CsvSource(path, fmt) as source:
+    validator = RowValidator([(0, "email")], source.header, {}, consent_source="test")
+    header_lines = source.header_lines
+results = parallel.results(path, fmt, header_lines, validator, pg=False)
+next(results)  # the pool is up; its workers then wait for more chunks
+print(" ".join(str(child.pid) for child in multiprocessing.active_children()), flush=True)
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_reader_processes_exit_when_the_importing_process_is_killed(tmp_path: Path) -> None:
+    # Killed by SIGKILL (the OOM killer, a deploy) the importer cannot shut its pool down; its
+    # workers used to wait for work for ever, holding the inherited database and Redis sockets.
+    if parallel.workers() < 2:
+        pytest.skip("the parallel reader needs two cores")
+    path = write_csv(tmp_path, "email\n" + "".join(f"p{i}@x.example\n" for i in range(200)))
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "DEBUG": "true", "ENV_FILE": ""}
+    with open(tmp_path / "stderr", "wb") as stderr:
+        importer = subprocess.Popen([sys.executable, "-c", HARNESS, str(path)], cwd=ROOT, env=env,
+                                    stdout=subprocess.PIPE, stderr=stderr, start_new_session=True)
+    assert importer.stdout is not None
+    pids: list[int] = []
+    try:
+        pids = [int(pid) for pid in importer.stdout.readline().split()]
+        assert pids, (tmp_path / "stderr").read_text()
+        assert all(_alive(pid) for pid in pids)
+        importer.kill()
+        importer.wait()
+        deadline = time.monotonic() + 60  # generous: this asserts that they exit, not how fast
+        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in pids if _alive(pid)], "reader processes outlived the importer"
+    finally:
+        importer.kill()
+        importer.wait()
+        for pid in pids:  # only the processes this test started, on failure
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
