@@ -1,7 +1,9 @@
 """Public signup forms: /f/<slug>/ (a page) and the same form embedded on another site (the
-admin shows the HTML snippet). A submission upserts the contact, joins its lists, records a
-`form_submitted` event through the event pipeline (scoring and workflow triggers see it), and
-either grants consent at once (double_opt_in off) or starts a double opt-in (consent/optin.py).
+admin shows the HTML snippet). A submission for a new address creates the contact, joins its
+lists, records a `form_submitted` event through the event pipeline (scoring and workflow triggers
+see it), and either grants consent at once (double_opt_in off) or starts a double opt-in
+(consent/optin.py). A submission for a known address changes nothing until confirmed by email
+(signup_submit). The visitor sees the same page either way.
 
 Abuse: bodies over MAX_BODY are refused (413); each client IP gets FORM_RATE submissions (a flood
 from one address is refused with 429 while everyone else still signs up); a filled honeypot
@@ -111,8 +113,13 @@ def _plain(value: Any) -> Any:
 
 @transaction.atomic
 def signup_submit(*, signup: SignupForm, cleaned: dict[str, Any], ip: str | None) -> Contact:
-    """Upsert the contact, join the form's lists, record `form_submitted`, then grant consent (no
-    double opt-in) or send the confirmation email (double opt-in)."""
+    """A new address: create the contact, join the form's lists, record `form_submitted`, then
+    grant consent (no double opt-in) or send the confirmation email (double opt-in).
+
+    An address already known: anyone can type it, so the submission changes nothing yet. Its
+    profile fields, list joins, topics and `form_submitted` event are held in an opt-in request and
+    applied only when the address's owner follows the confirmation link (always double opt-in), so
+    a stranger can neither re-subscribe a topic the contact left nor rewrite their CRM data."""
     from contacts.services import contact_upsert
 
     email = cleaned["email"]
@@ -120,15 +127,22 @@ def signup_submit(*, signup: SignupForm, cleaned: dict[str, Any], ip: str | None
     fields: dict[str, Any] = {n: cleaned[n] for n in CONTACT_FIELDS if cleaned.get(n)}
     attributes = {k: _plain(cleaned[k]) for k in signup.fields
                   if k not in CONTACT_FIELDS and cleaned.get(k) not in (None, "")}
+    topic_ids = list(signup.topics.values_list("id", flat=True))
+    if existing is not None:
+        _validate_held(existing, fields, attributes)
+        changes = {"fields": fields, "attributes": attributes,
+                   "list_ids": list(signup.lists.values_list("id", flat=True)),
+                   "events": [_event_props(signup, cleaned)]}
+        optin.optin_start(contact=existing, form=signup, ip=ip, topic_ids=topic_ids, changes=changes)
+        return existing
     if attributes:
-        fields["attributes"] = {**(existing.attributes if existing else {}), **attributes}
+        fields["attributes"] = attributes
     contact, _ = contact_upsert(email=email, consent_via=ConsentSource.FORM, **fields)
     contact.lists.add(*signup.lists.all())
-    _event(contact, signup, cleaned)
+    record_form_submitted(contact, _event_props(signup, cleaned))
     given = sorted(k for k in cleaned if k != HONEYPOT and cleaned[k] not in ("", None))
     proof = {"form": signup.slug, "fields": given}
-    topic_ids = list(signup.topics.values_list("id", flat=True))
-    if signup.double_opt_in and contact.consent_status != "granted":
+    if signup.double_opt_in:
         optin.optin_start(contact=contact, form=signup, ip=ip, topic_ids=topic_ids)
     else:
         consent_set(contact=contact, status="granted", source=ConsentSource.FORM, detail=f"signup form {signup.name}",
@@ -139,21 +153,46 @@ def signup_submit(*, signup: SignupForm, cleaned: dict[str, Any], ip: str | None
     return contact
 
 
-def _event(contact: Contact, signup: SignupForm, cleaned: dict[str, Any]) -> None:
-    """`form_submitted`, processed by the event pipeline like an API event (scoring, triggers)."""
+def _validate_held(contact: Contact, fields: dict[str, Any], attributes: dict[str, Any]) -> None:
+    """The checks contact_upsert makes, on a copy that is never saved: bad input gets its per-field
+    message now, not when the owner confirms."""
+    from contacts.countries import country_code
+
+    probe = Contact.objects.get(pk=contact.pk)
+    for name, value in fields.items():
+        setattr(probe, name, value.strip() if isinstance(value, str) else value)
+    if attributes:
+        probe.attributes = {**probe.attributes, **attributes}
+    try:
+        probe.country = country_code(probe.country)
+    except ValidationError as exc:
+        raise ValidationError({"country": exc.messages}) from exc
+    probe.full_clean(validate_unique=False)
+
+
+def _event_props(signup: SignupForm, cleaned: dict[str, Any]) -> dict[str, Any]:
+    return {"form": signup.slug, "form_name": signup.name,
+            **{k: _plain(v) for k, v in cleaned.items() if k not in ("email", HONEYPOT) and v not in ("", None)}}
+
+
+def record_form_submitted(contact: Contact, props: dict[str, Any]) -> None:
+    """`form_submitted`, processed by the event pipeline like an API event (scoring, triggers):
+    at submission for a new contact, at confirmation for a known one (consent/optin.py)."""
     from contacts.ingest import enqueue_processing
     from contacts.models import Event
 
-    props = {"form": signup.slug, "form_name": signup.name,
-             **{k: _plain(v) for k, v in cleaned.items() if k not in ("email", HONEYPOT) and v not in ("", None)}}
     event = Event.objects.create(contact=contact, event_type="form_submitted", properties=props,
-                                 occurred_at=timezone.now(), source=f"form:{signup.slug}"[:100],
+                                 occurred_at=timezone.now(), source=f"form:{props.get('form', '')}"[:100],
                                  idempotency_key=f"form:{uuid.uuid4()}")
     enqueue_processing(event_ids=[event.pk])
 
 
 def _client_ip(request: HttpRequest) -> str:
-    return str(request.META.get("REMOTE_ADDR") or "unknown")
+    from core.login_throttle import client_ip
+
+    # Behind TRUSTED_PROXY_COUNT proxies: the visitor's address, not the proxy's (one rate-limit
+    # bucket per visitor; the consent record's proof names the visitor).
+    return client_ip(request) or "unknown"
 
 
 def _ip_refused(ip: str) -> bool:
@@ -208,7 +247,7 @@ def signup_view(request: HttpRequest, slug: str) -> HttpResponse:
     if form.cleaned_data.get(HONEYPOT):
         return _success(request, signup)  # a bot: looks accepted, nothing stored
     try:
-        contact = signup_submit(signup=signup, cleaned=form.cleaned_data, ip=ip)
+        signup_submit(signup=signup, cleaned=form.cleaned_data, ip=ip)
     except NoSender:  # double opt-in needs a sender for its confirmation: nothing is stored
         return HttpResponse("Signups are closed for now: this site has no email sender set up.", status=503,
                             content_type="text/plain")
@@ -216,13 +255,15 @@ def signup_view(request: HttpRequest, slug: str) -> HttpResponse:
         for field, messages in getattr(exc, "message_dict", {"email": exc.messages}).items():
             form.add_error(field if field in form.fields else None, messages)
         return render(request, "public/signup_form.html", {"signup": signup, "form": form}, status=400)
-    return _success(request, signup, pending=signup.double_opt_in and contact.consent_status != "granted")
+    return _success(request, signup)
 
 
-def _success(request: HttpRequest, signup: SignupForm, *, pending: bool = False) -> HttpResponse:
+def _success(request: HttpRequest, signup: SignupForm) -> HttpResponse:
+    """The same page whatever happened (new address, known one, honeypot): it must not tell a
+    visitor whether an address is a known or consented contact."""
     if signup.redirect_url and redirect_refusal(signup.redirect_url) is None:
         return HttpResponseRedirect(signup.redirect_url)
-    return render(request, "public/signup_done.html", {"signup": signup, "pending": pending})
+    return render(request, "public/signup_done.html", {"signup": signup, "pending": signup.double_opt_in})
 
 
 @never_cache

@@ -146,6 +146,10 @@ class OptInRequest(models.Model):
     status = models.CharField(max_length=20, choices=OptInStatus.choices, default=OptInStatus.PENDING)
     ip = models.GenericIPAddressField(null=True, blank=True)
     topic_ids = models.JSONField(default=list, blank=True, help_text="Topics to join on confirmation")
+    # What a public form asked to change on an existing contact (profile fields, attributes, lists,
+    # its form_submitted events): a stranger can type anyone's address, so nothing of it is applied
+    # until the address's owner confirms (consent/optin.py).
+    changes = models.JSONField(default=dict, blank=True, help_text="Held until confirmation")
     created_at = models.DateTimeField()
     reminded_at = models.DateTimeField(null=True, blank=True)
     confirmed_at = models.DateTimeField(null=True, blank=True)
@@ -154,6 +158,9 @@ class OptInRequest(models.Model):
         ordering = ["-id"]
         constraints = [
             models.CheckConstraint(condition=models.Q(status__in=OptInStatus.values), name="optin_status_valid"),
+            # One pending request per contact: two submissions at once make one request and one email.
+            models.UniqueConstraint(fields=["contact"], condition=models.Q(status="pending"),
+                                    name="optin_one_pending_per_contact"),
         ]
         indexes = [
             # The reminder/expiry job (consent/tasks.py optin_sweep): pending requests, oldest first.

@@ -13,7 +13,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core import signing
-from django.db import transaction
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
 
@@ -23,6 +24,7 @@ from contacts.models import ConsentStatus, Contact
 
 _SIGNER = signing.TimestampSigner(salt="leadflow.consent.optin")
 TEMPLATE_KEY = "consent-confirmation"
+HELD_EVENTS = 20
 TEMPLATE_HTML = ('<p>Hello {{ contact.first_name|default:"there" }},</p>'
                  "<p>Please confirm that you want to receive our emails:</p>"
                  '<p><a href="{{ data.confirm_url }}">Confirm my subscription</a></p>'
@@ -66,19 +68,45 @@ def _queue_confirmation(request: OptInRequest, *, reminder: bool) -> None:
 
 @transaction.atomic
 def optin_start(*, contact: Contact, form: SignupForm | None, ip: str | None, topic_ids: list[int],
-                source: str = ConsentSource.FORM) -> OptInRequest:
+                source: str = ConsentSource.FORM, changes: dict[str, Any] | None = None) -> OptInRequest:
     """Record the pending signup and queue its confirmation email. A second signup while one is
-    pending reuses it (one email, not one per click)."""
-    pending = OptInRequest.objects.filter(contact=contact, status=OptInStatus.PENDING).first()
-    if pending is not None:
-        return pending
-    request = OptInRequest.objects.create(contact=contact, form=form, source=source, ip=ip, topic_ids=topic_ids,
-                                          created_at=timezone.now())
-    consent_record(contact=contact, status="pending", previous_status=contact.consent_status, source=source,
-                   detail=f"confirmation sent (opt-in #{request.pk})", actor="the contact", ip=ip,
-                   form_id=form.pk if form else None, proof={"optin_request": request.pk})
-    _queue_confirmation(request, reminder=False)
-    return request
+    pending is merged into it (its topics and held changes join; one email, not one per click);
+    the partial unique constraint makes two at once one request too."""
+    pending = _pending_for_update(contact)
+    if pending is None:
+        try:
+            with transaction.atomic():  # a savepoint: a concurrent submission may win the insert
+                request = OptInRequest.objects.create(contact=contact, form=form, source=source, ip=ip,
+                                                      topic_ids=sorted(set(topic_ids)), changes=changes or {},
+                                                      created_at=timezone.now())
+        except IntegrityError:
+            pending = _pending_for_update(contact)
+            if pending is None:
+                raise
+        else:
+            if contact.consent_status != ConsentStatus.GRANTED:  # granted stays in force until confirmed
+                consent_record(contact=contact, status="pending", previous_status=contact.consent_status,
+                               source=source, detail=f"confirmation sent (opt-in #{request.pk})", actor="the contact",
+                               ip=ip, form_id=form.pk if form else None, proof={"optin_request": request.pk})
+            _queue_confirmation(request, reminder=False)
+            return request
+    pending.topic_ids = sorted(set(pending.topic_ids) | set(topic_ids))
+    pending.changes = merge_changes(pending.changes, changes or {})
+    pending.save(update_fields=["topic_ids", "changes"])
+    return pending
+
+
+def _pending_for_update(contact: Contact) -> OptInRequest | None:
+    return OptInRequest.objects.select_for_update().filter(contact=contact, status=OptInStatus.PENDING).first()
+
+
+def merge_changes(held: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """A later submission's fields win, lists and events add up (the last HELD_EVENTS events: a
+    stranger resubmitting an address must not grow the row without bound)."""
+    return {"fields": {**held.get("fields", {}), **new.get("fields", {})},
+            "attributes": {**held.get("attributes", {}), **new.get("attributes", {})},
+            "list_ids": sorted(set(held.get("list_ids", [])) | set(new.get("list_ids", []))),
+            "events": [*held.get("events", []), *new.get("events", [])][-HELD_EVENTS:]}
 
 
 def optin_start_many(*, contacts: list[tuple[int, str, str]], source: str, actor: str = "",
@@ -151,7 +179,32 @@ def optin_confirm(*, token: str, ip: str | None) -> Confirmed:
         for topic in Topic.objects.filter(pk__in=request.topic_ids):
             topic_set(contact=request.contact, topic=topic, subscribed=True, source=ConsentSource.CONFIRMATION,
                       actor="the contact", ip=ip, form_id=form_id, proof=proof)
+        if request.changes:
+            _apply_held_changes(request)
     return Confirmed(contact=request.contact, form=request.form)
+
+
+def _apply_held_changes(request: OptInRequest) -> None:
+    """The confirmed form submission's profile changes, list joins and `form_submitted` events."""
+    from contacts.models import ContactList
+
+    contact, held = request.contact, request.changes
+    fields = dict(held.get("fields", {}))
+    if held.get("attributes"):
+        fields["attributes"] = {**contact.attributes, **held["attributes"]}
+    if fields:
+        from contacts.services import contact_upsert
+
+        try:
+            contact, _ = contact_upsert(email=contact.email, consent_via=ConsentSource.CONFIRMATION, **fields)
+        except ValidationError:
+            pass  # a field rule changed since the submission was checked: consent and lists still apply
+    contact.lists.add(*ContactList.objects.filter(pk__in=held.get("list_ids", [])))
+    if held.get("events"):
+        from consent.forms_public import record_form_submitted
+
+        for props in held["events"]:
+            record_form_submitted(contact, props)
 
 
 @dataclass
