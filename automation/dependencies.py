@@ -60,11 +60,13 @@ class _Context:
     connections: dict[bool, Any]  # is_sandbox -> the connection a crm_sync step would use
     template_kinds: dict[str, str]
     template_topics: dict[str, tuple[int, str]]  # template key -> (topic id, topic name)
+    topic_names: dict[int, str]
 
 
 def _context() -> _Context:
     from automation.crm.models import CrmConnection
     from campaigns.models import EmailTemplate, SenderProfile
+    from consent.models import Topic
     from contacts.models import Segment
 
     segments = list(Segment.objects.only("pk", "name"))
@@ -77,7 +79,8 @@ def _context() -> _Context:
         or SenderProfile.objects.order_by("id").first(),
         connections=connections, template_kinds=dict(EmailTemplate.objects.values_list("key", "kind")),
         template_topics={key: (pk, name) for key, pk, name in EmailTemplate.objects.filter(topic__isnull=False)
-                         .values_list("key", "topic_id", "topic__name")})
+                         .values_list("key", "topic_id", "topic__name")},
+        topic_names=dict(Topic.objects.values_list("pk", "name")))
 
 
 def _segment_ref(value: Any, ctx: _Context) -> tuple[Ref, str]:
@@ -116,7 +119,11 @@ def _uses(version: WorkflowVersion, ctx: _Context, pins: dict[str, Any]) -> Iter
             key = str(step.get("template"))
             revision = pins.get(key)
             yield Ref("template", key, key), sid, f"pins r{revision.number}" if revision else "not pinned"
-            if key in ctx.template_topics:
+            # The pinned revision's topic is the one production sends under (issue 20: a template's
+            # new topic reaches production only with a promotion); unpinned, the template's.
+            if revision is not None and revision.topic_id is not None:
+                yield Ref("topic", str(revision.topic_id), ctx.topic_names.get(revision.topic_id, "")), sid, ""
+            elif revision is None and key in ctx.template_topics:
                 topic_id, topic_name = ctx.template_topics[key]
                 yield Ref("topic", str(topic_id), topic_name), sid, ""
             elif topic := (revision.kind if revision else ctx.template_kinds.get(key, "")):
@@ -237,9 +244,10 @@ def production_dependents(*, kind: str, refs: Iterable[str]) -> list[str]:
 
 def dependents_warning(obj: Any) -> str:
     """The core.dependents callback: a sentence naming the production versions that need `obj`
-    (a template, sender, segment or CRM connection), "" when none do."""
+    (a template, sender, segment, topic or CRM connection), "" when none do."""
     from automation.crm.models import CrmConnection
     from campaigns.models import EmailTemplate, SenderProfile
+    from consent.models import Topic
     from contacts.models import Segment
 
     if isinstance(obj, EmailTemplate):
@@ -248,6 +256,8 @@ def dependents_warning(obj: Any) -> str:
         kind, refs, what = "sender", [str(obj.pk)], f"sender {obj.name!r}"
     elif isinstance(obj, Segment):
         kind, refs, what = "segment", [str(obj.pk), obj.name], f"segment {obj.name!r}"
+    elif isinstance(obj, Topic):
+        kind, refs, what = "topic", [str(obj.pk)], f"topic {obj.name!r}"
     elif isinstance(obj, CrmConnection):
         kind, refs, what = "crm_connection", [str(obj.pk)], f"CRM connection {obj.name!r}"
     else:

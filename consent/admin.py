@@ -13,10 +13,11 @@ from django.utils.html import format_html
 from consent.forms_public import form_field_choices, redirect_refusal
 from consent.models import ConsentRecord, OptInRequest, SignupForm, Topic
 from core.admin_utils import ReadOnlyAdmin
+from core.dependents import DependentsWarningMixin
 
 
 @admin.register(Topic)
-class TopicAdmin(admin.ModelAdmin):
+class TopicAdmin(DependentsWarningMixin, admin.ModelAdmin):  # production versions send under topics (issue 24)
     list_display = ["key", "name", "one_click_scope", "created_at"]
     search_fields = ["key", "name"]
     prepopulated_fields = {"key": ["name"]}

@@ -308,9 +308,9 @@ def test_the_map_lists_each_kind_of_dependency_and_who_shares_it(limits) -> None
     deploy(wf_file("upsell", steps=[{"id": "offer", "type": "send_email", "template": "webinar-thanks"},
                                     {"id": "tell", "type": "notify_sales", "webhook": "https://hooks.example.com/x"}]))
     version = webinar.versions.get(state="production")
-    # the welcome email is filed under a subscription topic; the others name none (their kind stands in)
-    EmailTemplate.objects.filter(key="webinar-welcome").update(
-        topic=Topic.objects.create(key="webinars", name="Webinar news"))
+    # the welcome email goes under a subscription topic (the revision production pins names it); the
+    # others name none (their kind stands in)
+    pin_topic(version, "webinar-welcome", Topic.objects.create(key="webinars", name="Webinar news"))
     deps = {(x.ref.kind, x.ref.label): x for x in version_dependencies(version=version)}
     assert set(deps) == {
         ("template", "webinar-welcome"), ("template", "webinar-thanks"), ("template", "webinar-replay"),
@@ -429,3 +429,38 @@ def test_pausing_what_production_needs_warns_and_names_the_versions(live, role_u
     assert (obj.is_paused if what == "sender" else not obj.is_active), response.context["adminform"].form.errors
     label = {"sender": "sender 'Webinars'", "segment": "segment 'Customers'", "crm": "CRM connection 'HubSpot'"}[what]
     assert escape(f"{WARNING.format(label)} It is now paused") in response.content.decode()
+
+
+def pin_topic(version: WorkflowVersion, key: str, topic: Topic) -> None:
+    """As if the revision the version pins had been saved with this topic (revisions are immutable)."""
+    from automation.engine import pinned_revision
+    from campaigns.models import EmailTemplateRevision
+
+    EmailTemplateRevision.objects.filter(pk=pinned_revision(version.pk, key).pk).update(topic=topic)
+
+
+def test_a_topic_production_sends_under_is_the_pinned_revisions_and_deleting_it_warns(limits, role_users) -> None:
+    from campaigns.revisions import template_save
+
+    SenderProfile.objects.filter(pk=limits["sender"].pk).update(warmup_schedule=[], warmup_started_on=None)
+    news = Topic.objects.create(key="news", name="News")
+    other = Topic.objects.create(key="other", name="Other")
+    webinar = deploy(webinar_file())
+    version = webinar.versions.get()
+    pin_topic(version, "webinar-welcome", news)
+    # A new topic on the working copy is not what production sends under until it is promoted.
+    template = EmailTemplate.objects.get(key="webinar-welcome")
+    template.topic = other
+    template_save(template=template, actor=None, source="test")
+    ops = Client()
+    ops.force_login(role_users["ops"])
+    exported = ops.get(f"/admin/automation/workflow/{webinar.pk}/dependencies/", {"version": version.pk}).json()
+    topics = {dep["ref"] for dep in exported["dependencies"] if dep["kind"] == "topic"}
+    assert str(news.pk) in topics
+    assert str(other.pk) not in topics
+    admin = Client()
+    admin.force_login(role_users["admin"])
+    page = admin.get(f"/admin/consent/topic/{news.pk}/delete/").content.decode()
+    assert escape(WARNING.format("topic 'News'")) in page
+    assert "Production workflow versions depend" not in admin.get(
+        f"/admin/consent/topic/{other.pk}/delete/").content.decode()
