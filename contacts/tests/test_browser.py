@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +9,7 @@ import pytest
 from conftest import admin_login, make_user
 from contacts.models import Contact
 from core import roles
+from core.testing.artifacts import screenshot_path
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -23,4 +22,4 @@ def test_marketer_logs_in_and_sees_contacts(page: Any) -> None:
     page.wait_for_url("**/admin/contacts/contact/")
     assert page.locator("#result_list").inner_text().count("ada@acme.example") == 1
     assert page.locator(".object-tools a.addlink").count() == 1  # marketers may add
-    page.screenshot(path=str(Path(os.environ.get("VAR_DIR", "/tmp")) / "marketer-contacts.png"))
+    page.screenshot(path=screenshot_path("marketer-contacts"))

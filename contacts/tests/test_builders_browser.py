@@ -1,11 +1,9 @@
 """In a real browser (issue 19): a new marketer starts from the login page, clicks through the
 navigation, builds a segment and a scoring rule without typing JSON, and sees the live count.
-Screenshots of each main screen go to VAR_DIR/screenshots as test artifacts."""
+Screenshots of each main screen are kept as test artifacts (core/testing/artifacts.py)."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,15 +12,14 @@ from django.utils import timezone
 from conftest import admin_login, make_user
 from contacts.models import Contact, Event, Segment
 from core import roles
+from core.testing.artifacts import screenshot_path
 from scoring.models import ScoringRule
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-SHOTS = Path(os.environ.get("VAR_DIR", "/tmp")) / "screenshots"
 
 
 def shot(page: Any, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    page.screenshot(path=screenshot_path(name), full_page=True)
 
 
 def test_a_marketer_builds_a_segment_and_a_scoring_rule_by_clicking(page: Any) -> None:

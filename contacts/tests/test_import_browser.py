@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from conftest import admin_login, make_user
 from contacts.models import Contact, CustomField, ImportJob
 from core import roles
 from core.queues import get_connection, get_queue
+from core.testing.artifacts import screenshot_path
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -28,7 +28,6 @@ LEADS_CSV = (
     b"no-at-sign,Cy,Cole,Initech,typo in the email\n"
     b"dee@umbrella.example,Dee,Dunn,Umbrella,wants a demo\n"
 )
-SHOTS = Path(os.environ.get("VAR_DIR", "/tmp"))
 
 
 @pytest.fixture(autouse=True)
@@ -68,7 +67,7 @@ def test_marketer_maps_columns_starts_the_import_and_watches_it_finish(page: Any
     assert [rows.nth(i).get_attribute("data-outcome") for i in range(4)] == ["create", "create", "reject", "create"]
     expect(page.locator("tr[data-line='4'] td.reasons")).to_have_text(
         "Email: not a valid email address: an email address must have an @-sign")
-    page.screenshot(path=str(SHOTS / "import-mapping.png"), full_page=True)
+    page.screenshot(path=screenshot_path("import-mapping"), full_page=True)
 
     # when they start the import
     page.click("#import-start")
@@ -92,7 +91,7 @@ def test_marketer_maps_columns_starts_the_import_and_watches_it_finish(page: Any
     expect(page.locator("#import-message")).to_have_text(
         "3 created, 0 updated, 0 skipped, 1 rejected, 0 duplicates")
     expect(page.locator("#import-log-body")).to_contain_text("completed: 3 created")
-    page.screenshot(path=str(SHOTS / "import-finished.png"), full_page=True)
+    page.screenshot(path=screenshot_path("import-finished"), full_page=True)
 
     # when they download the error report
     with page.expect_download() as download_info:

@@ -1,10 +1,8 @@
 """In a real browser (issue 19): each role starts at the login page and reaches its tasks by
-clicking only; a screenshot of each main screen is kept in VAR_DIR/screenshots."""
+clicking only; a screenshot of each main screen is kept as a test artifact (core/testing/artifacts.py)."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,15 +12,14 @@ from campaigns.models import Message, SenderProfile
 from conftest import admin_login, make_user
 from contacts.models import Contact
 from core import roles
+from core.testing.artifacts import screenshot_path
 from core.testing.scores import score_set
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-SHOTS = Path(os.environ.get("VAR_DIR", "/tmp")) / "screenshots"
 
 
 def shot(page: Any, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    page.screenshot(path=screenshot_path(name), full_page=True)
 
 
 def test_sales_lands_on_the_leads_and_opens_one_of_theirs(page: Any) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +9,7 @@ from django.utils import timezone
 
 from conftest import admin_login, make_user
 from core import roles
+from core.testing.artifacts import screenshot_path
 from scoring.services import score_events
 from scoring.tests.factories import bands, behaviour_rule, contact, event
 
@@ -43,4 +42,4 @@ def test_sales_sees_the_top_lead_and_its_score_breakdown(page: Any) -> None:
     assert rows.nth(1).locator(".rule-name").inner_text() == "Pricing visits"
     assert "2" in rows.nth(1).inner_text()
     assert page.locator("#breakdown-total").inner_text() == "70.0"
-    page.screenshot(path=str(Path(os.environ.get("VAR_DIR", "/tmp")) / "sales-lead-detail.png"))
+    page.screenshot(path=screenshot_path("sales-lead-detail"))
