@@ -364,35 +364,3 @@ def test_stray_quotes_and_quoted_newlines_read_as_the_csv_module_reads_them(tmp_
     assert Contact.objects.get(email="b@x.example").company == "multi\nline"
     assert Contact.objects.get(email="c@x.example").company == 'O"Brien'
     assert [row["line"] for row in report] == ["5"]
-
-
-def test_parallel_readers_finish_in_a_process_with_its_own_sigterm_handler(tmp_path: Path, reader: str) -> None:
-    """RQ workers (and test runners) install a SIGTERM handler; forked readers inherited it and
-    could ignore multiprocessing.Pool's SIGTERM at shutdown, hanging the import for ever (seen twice
-    running `pytest contacts/tests -k import`; this test guards the fix but did not hang reliably
-    on the Pool version)."""
-    import signal
-    import threading
-
-    from contacts.imports.reader import CsvSource, detect_format
-    from contacts.imports.rows import RowValidator
-
-    if reader != "parallel":
-        pytest.skip("about the parallel reader")
-    path = write_csv(tmp_path, "email\n" + "".join(f"p{i}@x.example\n" for i in range(30)))
-    fmt = detect_format(path)
-    with CsvSource(path, fmt) as source:
-        validator = RowValidator([(0, "email")], source.header, {}, consent_source="test")
-        header_lines = source.header_lines
-    previous = signal.signal(signal.SIGTERM, lambda *_: None)
-    staged: list[int] = []
-    try:
-        # the readers run from a thread only so that a hang fails this test instead of the suite
-        thread = threading.Thread(target=lambda: staged.extend(
-            chunk.staged for chunk, _ in parallel.results(path, fmt, header_lines, validator, pg=False)))
-        thread.start()
-        thread.join(timeout=120)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    assert not thread.is_alive(), "the readers hung"
-    assert sum(staged) == 30

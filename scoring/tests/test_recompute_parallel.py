@@ -112,10 +112,9 @@ def test_id_ranges_cover_every_contact_once(parts: int) -> None:
     assert len(ranges) <= parts
 
 
+@pytest.mark.postgres_only  # needs concurrent writers (SQLite has one; its INSERT has ON CONFLICT DO NOTHING)
 @pytest.mark.django_db(transaction=True)
 def test_an_entry_scored_live_while_the_recompute_inserts_does_not_undo_the_rebuild() -> None:
-    if connection.vendor != "postgresql":
-        pytest.skip("needs concurrent writers (SQLite has one; its INSERT has ON CONFLICT DO NOTHING)")
     rule = behaviour_rule("Visits", points=5)
     who = contact()
     scored_live = event(who, at=NOW)
@@ -165,10 +164,9 @@ def test_an_entry_scored_live_while_the_recompute_inserts_does_not_undo_the_rebu
     assert ScoreEntry.objects.filter(rule=rule).count() == 4
 
 
+@pytest.mark.sqlite_only  # PostgreSQL groups rules per connection
 @pytest.mark.django_db
 def test_on_sqlite_each_rule_is_rebuilt_in_its_own_transaction(monkeypatch: pytest.MonkeyPatch) -> None:
-    if connection.vendor != "sqlite":
-        pytest.skip("SQLite only: PostgreSQL groups rules per connection")
     # given two rules, the second one's rebuild failing (SQLite's write lock timing out, say)
     first = behaviour_rule("Visits", points=5)
     second = behaviour_rule("Demo", "demo_request", points=40)
