@@ -5,37 +5,17 @@ record it; afterwards the production version sends exactly what it sent before. 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
+
+from core.testing.migrations import applied_models, back_and_forth, migrate  # noqa: F401  (fixture)
 
 BEFORE = [("campaigns", "0004_correlation_id"), ("automation", "0004_steprun_time_indexes")]
 AFTER = [("campaigns", "0005_template_revisions"), ("automation", "0005_template_pins")]
 
 
-def migrate(targets: list[tuple[str, str]]) -> None:
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(targets)
-
-
-def applied_models():  # noqa: ANN201  the historical apps of what is applied now
-    return MigrationExecutor(connection)._create_project_state(with_applied_migrations=True).apps  # type: ignore[attr-defined]
-
-
-@pytest.fixture
-def back_and_forth() -> Iterator[None]:
-    try:
-        yield
-    finally:  # whatever happened, the next tests get the current schema
-        migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
-
-
 @pytest.mark.django_db(transaction=True)
-def test_existing_templates_versions_and_queued_messages_keep_their_content(back_and_forth: None) -> None:
+def test_existing_templates_versions_and_queued_messages_keep_their_content(back_and_forth: None) -> None:  # noqa: F811  (the imported fixture)
     migrate(BEFORE)
     old = applied_models()
     template = old.get_model("campaigns", "EmailTemplate").objects.create(

@@ -4,38 +4,19 @@ fields still match their revision and saving again makes no new one. Both databa
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
 from campaigns.models import template_content_hash
+from core.testing.migrations import applied_models, back_and_forth, migrate  # noqa: F401  (fixture)
 
 BEFORE = [("campaigns", "0010_template_topic")]
 AFTER = [("campaigns", "0011_revision_topic")]
 
 
-def migrate(targets: list[tuple[str, str]]) -> None:
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(targets)
-
-
-def applied_models():  # noqa: ANN201  the historical apps of what is applied now
-    return MigrationExecutor(connection)._create_project_state(with_applied_migrations=True).apps  # type: ignore[attr-defined]
-
-
-@pytest.fixture
-def back_and_forth() -> Iterator[None]:
-    try:
-        yield
-    finally:  # whatever happened, the next tests get the current schema
-        migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
-
-
 @pytest.mark.django_db(transaction=True)
-def test_existing_revisions_take_their_templates_topic(back_and_forth: None) -> None:
+def test_existing_revisions_take_their_templates_topic(back_and_forth: None) -> None:  # noqa: F811  (the imported fixture)
     migrate(BEFORE)
     old = applied_models()
     topic = old.get_model("consent", "Topic").objects.create(key="product", name="Product news")
