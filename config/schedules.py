@@ -10,6 +10,7 @@ from rq import cron
 from automation.crm.tasks import crm_sweeper
 from automation.rollback import workflows_auto_rollback_job
 from automation.tasks import enrollments_wake
+from broadcasts.tasks import broadcasts_tick_job
 from campaigns.tasks import bounce_mailboxes_poll_job, delivery_sweeper
 from consent.optin import optin_sweep_job
 from contacts.segments.tasks import segments_refresh_all_job
@@ -52,6 +53,11 @@ cron.register(workflows_auto_rollback_job, "default", interval=60, result_ttl=30
 # DELIVERY_STALE_SECONDS, and senders with due work (deferred retries, quiet hours over, a kick
 # lost with Redis) get a delivery job. Idempotent: claims are conditional UPDATEs.
 cron.register(delivery_sweeper, "delivery", interval=60, result_ttl=300)
+
+# Broadcasts (broadcasts/services.py broadcasts_tick): scheduled ones start when due, A/B tests are
+# decided when their wait is over, and a sending broadcast whose queue job was lost (Redis flushed,
+# worker killed) is kicked again. Row locks and unique outbox keys make a late or overlapping tick harmless.
+cron.register(broadcasts_tick_job, "default", interval=30, result_ttl=300)
 
 # Bounce mailboxes (senders not on SES; campaigns/bounce_mailbox.py): DSNs and feedback reports become
 # suppressions and bounced messages. Every 5 minutes is soon enough for the next send; a mail is

@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "campaigns",
     "automation",
     "automation.crm",
+    "broadcasts",  # one-off campaigns to segments and lists, through the outbox (issue 21)
 ]
 
 MIDDLEWARE = [
@@ -337,6 +338,9 @@ SNS_TOPIC_ARNS = env_sns_topics("SNS_TOPIC_ARNS", [])
 WORKFLOW_STAGING_RECIPIENT = env_str("WORKFLOW_STAGING_RECIPIENT", "") or ""
 # True: the author of a version cannot promote it to production (a second person must).
 WORKFLOW_PROMOTE_SECOND_PERSON = env_bool("WORKFLOW_PROMOTE_SECOND_PERSON", False)
+# Broadcasts (broadcasts/): one to more contacts than this needs an Approver's approval; up to it,
+# any marketer may approve after the test send.
+BROADCAST_APPROVAL_THRESHOLD = env_int("BROADCAST_APPROVAL_THRESHOLD", 1000, minimum=0)
 # The capacity check at promotion (automation/capacity.py) reads this many days of trigger events.
 CAPACITY_WINDOW_DAYS = env_int("CAPACITY_WINDOW_DAYS", 7, minimum=1)
 # Automatic rollback (automation/rollback.py, opt-in per workflow): for this many hours after a

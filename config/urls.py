@@ -26,6 +26,7 @@ urlpatterns = [
     path("admin/operations/sender/<int:pk>/resume", sender_resume, name="operations-sender-resume"),
     path("api/v1/", include("contacts.api.urls")),
     path("api/v1/", include("campaigns.api_urls")),
+    path("api/v1/", include("broadcasts.api_urls")),  # POST campaigns/<key>/send (issue 21)
     path("api/v1/crm/", include("automation.crm.urls")),
     path("e/", include("campaigns.urls")),
     path("f/", include("consent.urls")),  # signup forms and double opt-in confirmation (issue 20)

@@ -377,6 +377,7 @@ class ApiScope(models.TextChoices):
     CONTACTS_READ = "contacts:read", "contacts:read - read a contact's score and data (GET /contacts/<email>)"
     CONTACTS_WRITE = "contacts:write", "contacts:write - create and update contacts (POST /contacts)"
     BOUNCES_WRITE = "bounces:write", "bounces:write - report bounces and complaints, which suppress (POST /bounces)"
+    CAMPAIGNS_SEND = "campaigns:send", "campaigns:send - send an approved broadcast (POST /campaigns/<key>/send)"
 
 
 def api_key_default_scopes() -> list[str]:

@@ -66,12 +66,19 @@ _AUTOMATION_MARKETER: list[str] = ["automation.view_workflow", "automation.add_w
 _AUTOMATION_APPROVER: list[str] = ["automation.promote_workflow"]
 _AUTOMATION_OPS: list[str] = [*(f"automation.view_{m}" for m in ("workflow", "workflowversion", "enrollment", "steprun", "webhookdelivery")), "automation.change_webhookdelivery"]  # noqa: E501
 
+# Broadcasts (issue 21): marketers build, test, approve (up to BROADCAST_APPROVAL_THRESHOLD contacts)
+# and send them; above the threshold only an Approver approves; Ops watches them.
+_BROADCASTS_MARKETER: list[str] = [*_crud("broadcasts.broadcast")]
+_BROADCASTS_APPROVER: list[str] = ["broadcasts.approve_broadcast"]
+_BROADCASTS_OPS: list[str] = ["broadcasts.view_broadcast"]
+
 ROLE_PERMISSIONS: dict[str, list[str]] = {
     # Builds and edits: contacts, segments, scoring rules, templates, workflow drafts.
-    MARKETER: [*_MARKETER_PERMS, *_CAMPAIGNS_MARKETER, *_CRM_MARKETER, *_AUTOMATION_MARKETER],
+    MARKETER: [*_MARKETER_PERMS, *_CAMPAIGNS_MARKETER, *_CRM_MARKETER, *_AUTOMATION_MARKETER,
+               *_BROADCASTS_MARKETER],
     # A marketer who may also promote workflow versions to production (added with workflows).
     APPROVER: [*_MARKETER_PERMS, *_CAMPAIGNS_MARKETER, *_CRM_MARKETER, *_AUTOMATION_MARKETER,
-               *_AUTOMATION_APPROVER],
+               *_AUTOMATION_APPROVER, *_BROADCASTS_MARKETER, *_BROADCASTS_APPROVER],
     # Read-only: ranked leads and why they score.
     SALES: ["contacts.view_contact", "contacts.view_tag", "contacts.view_contactlist", "contacts.view_event",
             "contacts.view_segment", "scoring.view_scoreentry", "scoring.view_leads",
@@ -83,7 +90,7 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
           *_crud("contacts.apikey"), QUEUES_PERMISSION, *_CAMPAIGNS_OPS, *_CRM_OPS,
           # The operations page and the global kill switches.
           "core.view_operations", "core.view_switch", "core.change_switch", "core.view_incident",
-          *_AUTOMATION_OPS,
+          *_AUTOMATION_OPS, *_BROADCASTS_OPS,
           # Login lockouts (django-axes): see who is locked out and clear a lockout by deleting it.
           "axes.view_accessattempt", "axes.delete_accessattempt", "axes.view_accessfailurelog",
           "axes.view_accesslog"],

@@ -145,6 +145,18 @@ def openapi_schema() -> dict[str, Any]:
                                        "reason": {"type": "string"}}}}}}}}},
                 "responses": {"202": {"description": "recorded, suppressed, unknown and per-item errors"},
                               **_body_errors(), **_common_errors()}}},
+            "/campaigns/{key}/send": {"post": {
+                "summary": "Send an approved broadcast as scheduled (now, at its time, or in each contact's time zone)",
+                "security": _needs(ApiScope.CAMPAIGNS_SEND),
+                "description": "See docs/broadcasts.md. No body. The same as the admin's Send and "
+                               "`manage.py broadcast_send <key>`.",
+                "parameters": [{"name": "key", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"202": {"description": "key, status (sending or scheduled), schedule, send_at, "
+                                                     "recipients"},
+                              "404": _error("No broadcast with this key."),
+                              "409": _error("Not approved, already sent, or changed since its approval."),
+                              "422": _error("A schedule in the past, or an empty audience."),
+                              **_common_errors()}}},
             "/openapi.json": {"get": {"summary": "This document", "security": [],
                                       "responses": {"200": {"description": "OpenAPI 3.1"}}}},
         },

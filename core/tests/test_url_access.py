@@ -102,6 +102,8 @@ ADMIN_MODELS: dict[str, ModelAccess] = {
     "automation.enrollment": read(M, A, O),
     "automation.steprun": read(M, A, O),
     "automation.webhookdelivery": read(M, A, O),
+    # Broadcasts (issue 21): marketers build and send them (an Approver approves big ones); Ops watches.
+    "broadcasts.broadcast": ModelAccess(roles(M, A, O), roles(M, A), roles(M, A)),
     "auth.user": crud(),
     "auth.group": crud(),
     # Login throttling (django-axes): Ops sees and clears lockouts; the logs are history.
@@ -124,6 +126,7 @@ ROUTES: dict[str, frozenset[str] | str] = {
     "consent:form": PUBLIC, "consent:confirm": PUBLIC,
     "api:events": API_KEY, "api:contacts": API_KEY, "api:contact": API_KEY, "campaigns_api:bounces": API_KEY,
     "api:openapi": PUBLIC,  # the published schema; no data
+    "broadcasts_api:send": API_KEY,  # campaigns:send scope
     "crm:inbound-status": PUBLIC,  # CRM webhooks: checked by the connection's signature, not a session
     "operations": OPS_ONLY, "operations-switch": OPS_ONLY, "operations-sender-resume": OPS_ONLY,
     "scoring:lead_list": roles(M, A, S), "scoring:lead_export": roles(M, A, S), "scoring:lead_detail": roles(M, A, S),
@@ -146,6 +149,7 @@ ROUTES: dict[str, frozenset[str] | str] = {
     "admin:automation_workflow_act": roles(M, A),
     "admin:automation_workflow_export": roles(M, A, O),
     "admin:automation_workflow_edit": roles(M, A, O),  # Ops sees the editor read-only; POSTs need change
+    "admin:broadcasts_broadcast_act": roles(M, A),  # test, approve, send, pause, resume, cancel (POST)
     # Dependency maps (issue 24): read-only, for whoever sees workflows; promoting (and acknowledging a
     # capacity warning) goes through admin:automation_workflow_act and the Approver's permission.
     "admin:automation_workflow_version_dependencies": roles(M, A, O),
@@ -163,6 +167,7 @@ ROUTES.update({f"admin:django_rq_{name}": OPS_ONLY for name in RQ_VIEWS})
 ROUTES.update({f"admin:django_rq_dashboard_{suffix}": OPS_ONLY for suffix in ("change", "history", "delete")})
 # State-changing views are also POSTed (a GET may be refused by method before access is checked).
 POSTED = {"operations-switch", "operations-sender-resume", "api:events", "api:contacts", "campaigns_api:bounces",
+          "broadcasts_api:send", "admin:broadcasts_broadcast_act",
           "admin:automation_workflow_act", "admin:contacts_segment_preview",
           *(f"{prefix}{name}" for prefix in ("django_rq:", "admin:django_rq_")
             for name in ("delete_failed_jobs", "clear", "requeue_all", "delete_job", "requeue_job", "enqueue_job",
