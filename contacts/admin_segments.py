@@ -1,5 +1,6 @@
-"""Admin for segments (imported by contacts/admin.py): the definition edited as JSON, validated
-with every problem named by its path, a live count and sample while typing, "Refresh now"."""
+"""Admin for segments (imported by contacts/admin.py): the definition built by clicking (the
+server-rendered builder, contacts/builder.py) or typed as JSON, validated with every problem named
+by its path, a live count and sample as it changes, "Refresh now"."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.shortcuts import render
 from django.urls import URLPattern, path, reverse
 from django.views.decorators.http import require_POST
 
-from contacts.builder_options import builder_options
+from contacts.builder import SEGMENT_TARGETS, BuilderWidget, LazyOptions, builder_view
 from contacts.models import Segment
 from contacts.segments.compiler import validate_filter
 from contacts.segments.services import segment_enqueue_refresh, segment_preview, segment_save
@@ -57,6 +59,13 @@ class SegmentForm(forms.ModelForm):
         model = Segment
         fields = ["name", "description", "definition", "is_active"]
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if "definition" in self.fields:  # not for a viewer, who sees it read-only
+            self.fields["definition"].widget = BuilderWidget(
+                target=SEGMENT_TARGETS["definition"], endpoint=reverse("admin:contacts_segment_builder"),
+                options=LazyOptions(exclude_segment=self.instance.pk), segment_id=self.instance.pk)
+
     def clean_definition(self) -> Any:
         tree = self.cleaned_data["definition"]
         errors = validate_filter(tree, segment_id=self.instance.pk)
@@ -87,13 +96,14 @@ class SegmentAdmin(DependentsWarningMixin, admin.ModelAdmin):
     list_filter = ["is_active", RefreshFailedFilter]
     search_fields = ["name", "description"]
     readonly_fields = ["member_count", "refreshed_at", "refresh_failed_at", "refresh_error", "created_at", "updated_at"]
-    # The definition is built by point and click (templates/admin/contacts/segment/change_form.html,
-    # static/contacts/filter_builder.js); its JSON stays editable, folded away as the advanced view.
+    # The definition is built by point and click (contacts/builder.py, htmx); its JSON stays
+    # editable, folded away under the builder as the advanced view.
     fieldsets = [
         (None, {"fields": ["name", "description", "is_active"]}),
+        ("Who is in this segment", {"fields": ["definition"],
+                                    "description": "Build it by clicking; the JSON it writes is folded under "
+                                                   "the builder (docs/segments.md)."}),
         ("Membership", {"fields": ["member_count", "refreshed_at", "created_at", "updated_at"]}),
-        ("Advanced: the definition as JSON", {"fields": ["definition"], "classes": ["collapse"],
-                                              "description": "The builder below writes this; see docs/segments.md."}),
     ]
     # Shown first, and only while the last full refresh stands failed: the operations page links here
     # (recorded by the segment jobs, cleared by the next refresh that succeeds).
@@ -112,15 +122,16 @@ class SegmentAdmin(DependentsWarningMixin, admin.ModelAdmin):
 
     def get_urls(self) -> list[URLPattern]:
         preview = path("preview/", self.admin_site.admin_view(self.preview_view), name="contacts_segment_preview")
-        return [preview, *super().get_urls()]
+        builder = path("builder/", self.admin_site.admin_view(self.builder_view), name="contacts_segment_builder")
+        return [preview, builder, *super().get_urls()]
 
     def changeform_view(self, request: HttpRequest, object_id: str | None = None, form_url: str = "",
                         extra_context: dict[str, Any] | None = None) -> HttpResponse:
         extra = dict(extra_context or {})
         if self._can_edit(request):
             extra["preview_url"] = reverse("admin:contacts_segment_preview")
-            extra["builder_options"] = builder_options(
-                exclude_segment=int(object_id) if object_id and object_id.isdigit() else None)
+            segment_id = object_id if object_id and object_id.isascii() and object_id.isdigit() else ""
+            extra["preview_vals"] = json.dumps({"segment_id": segment_id})
         return super().changeform_view(request, object_id, form_url, extra)
 
     def save_model(self, request: HttpRequest, obj: Segment, form: forms.Form, change: bool) -> None:
@@ -138,10 +149,17 @@ class SegmentAdmin(DependentsWarningMixin, admin.ModelAdmin):
         self.message_user(request, f"Refresh queued for {len(ids)} segment(s).", messages.SUCCESS)
 
     def preview_view(self, request: HttpRequest) -> HttpResponse:
-        """POST definition (raw JSON text) and optional segment_id: {count, sample, errors}."""
+        """POST definition (raw JSON text) and optional segment_id: {count, sample, errors}, as
+        JSON, or as the live preview's HTML for the admin page's htmx request."""
         if not self._can_edit(request):
             raise PermissionDenied
         return _preview(request)
+
+    def builder_view(self, request: HttpRequest) -> HttpResponse:
+        """One edit of the definition's builder (contacts/builder.py); who may edit segments."""
+        if not self._can_edit(request):
+            raise PermissionDenied
+        return builder_view(request, targets=SEGMENT_TARGETS, endpoint=reverse("admin:contacts_segment_builder"))
 
     def _can_edit(self, request: HttpRequest) -> bool:
         return self.has_add_permission(request) or self.has_change_permission(request)
@@ -152,7 +170,11 @@ def _preview(request: HttpRequest) -> HttpResponse:
     raw_id = request.POST.get("segment_id", "")
     # isascii: "²".isdigit() is true but int() refuses it (a 500); length: no 10,000-digit ids.
     segment_id = int(raw_id) if raw_id.isascii() and raw_id.isdigit() and len(raw_id) < 19 else None
-    response = JsonResponse(segment_preview(definition_text=request.POST.get("definition", ""),
-                                            segment_id=segment_id))
+    answer = segment_preview(definition_text=request.POST.get("definition", ""), segment_id=segment_id)
+    response: HttpResponse
+    if request.headers.get("HX-Request") == "true":
+        response = render(request, "admin/contacts/segment/preview.html", answer)
+    else:
+        response = JsonResponse(answer)
     response["Cache-Control"] = "no-store"
     return response

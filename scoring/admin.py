@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.urls import URLPattern, path, reverse
 
+from contacts.builder import RULE_TARGETS, builder_view
 from core.admin_utils import ReadOnlyAdmin
 from scoring.forms import ScoringRuleForm
 from scoring.models import GradeBand, RecomputeJob, ScoreEntry, ScoringRule
@@ -21,9 +24,9 @@ class ScoringRuleAdmin(admin.ModelAdmin):
                     "half_life_days", "is_active", "updated_at"]
     list_filter = ["kind", "is_active"]
     search_fields = ["name", "event_type"]
-    # The page shows only the section of the chosen kind (static/scoring/rule_form.js); the event
-    # type is picked from the types seen, and property filters and fit conditions are built by point
-    # and click, their JSON kept as the advanced view (templates/admin/scoring/scoringrule/).
+    # The page shows only the section of the chosen kind (static/scoring/rule_form.css); the event
+    # type is picked from the types known and seen, and property filters and fit conditions are built
+    # by point and click (scoring/forms.py, contacts/builder.py), their JSON kept as the advanced view.
     fieldsets = [
         (None, {"fields": ["name", "kind", "is_active", "points"]}),
         ("Behaviour (events)", {"fields": ["event_type", "property_filters", "repeatable",
@@ -35,12 +38,15 @@ class ScoringRuleAdmin(admin.ModelAdmin):
     ]
     change_form_template = "admin/scoring/scoringrule/change_form.html"
 
-    def changeform_view(self, request: HttpRequest, object_id: str | None = None, form_url: str = "",
-                        extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        from contacts.builder_options import builder_options
+    def get_urls(self) -> list[URLPattern]:
+        builder = path("builder/", self.admin_site.admin_view(self.builder_view), name="scoring_scoringrule_builder")
+        return [builder, *super().get_urls()]
 
-        extra = {**(extra_context or {}), "builder_options": builder_options()}
-        return super().changeform_view(request, object_id, form_url, extra)
+    def builder_view(self, request: HttpRequest) -> HttpResponse:
+        """One edit of a rule form's builders (contacts/builder.py); who may add or change rules."""
+        if not (self.has_add_permission(request) or self.has_change_permission(request)):
+            raise PermissionDenied
+        return builder_view(request, targets=RULE_TARGETS, endpoint=reverse("admin:scoring_scoringrule_builder"))
 
     def save_model(self, request: HttpRequest, obj: ScoringRule, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)

@@ -6,7 +6,9 @@ from typing import Any
 
 from django import forms
 from django.contrib.auth import get_user_model
+from django.urls import reverse
 
+from contacts.builder import RULE_TARGETS, BuilderWidget, EventTypeWidget, LazyOptions
 from contacts.models import LifecycleStage, Segment
 from scoring.models import GradeBand, RuleKind, ScoringRule
 from scoring.selectors import LeadFilters
@@ -19,6 +21,21 @@ class ScoringRuleForm(forms.ModelForm):
             "name", "kind", "is_active", "points", "event_type", "property_filters", "repeatable",
             "cap_points", "cap_window_days", "half_life_days", "conditions",
         ]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """The event type, property filters and fit conditions are built by clicking (contacts/builder.py):
+        known event types and their seen properties are offered; the JSON stays as the advanced view."""
+        super().__init__(*args, **kwargs)
+        endpoint, options = reverse("admin:scoring_scoringrule_builder"), LazyOptions()
+        if "event_type" in self.fields:
+            self.fields["event_type"].widget = EventTypeWidget(endpoint=endpoint, options=options)
+        if "property_filters" in self.fields:
+            self.fields["property_filters"].widget = BuilderWidget(
+                target=RULE_TARGETS["property_filters"], endpoint=endpoint, options=options,
+                event_type=str(self["event_type"].value() or "") if "event_type" in self.fields else "")
+        if "conditions" in self.fields:
+            self.fields["conditions"].widget = BuilderWidget(target=RULE_TARGETS["conditions"], endpoint=endpoint,
+                                                             options=options)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}

@@ -143,6 +143,9 @@ ROUTES: dict[str, frozenset[str] | str] = {
     "admin:contacts_importjob_status": roles(M, A, O),
     "admin:contacts_importjob_error_report": roles(M, A, O),
     "admin:contacts_segment_preview": roles(M, A),
+    # The builders' partials (contacts/builder.py, issue 19): whoever may add or change what they build.
+    "admin:contacts_segment_builder": roles(M, A),
+    "admin:scoring_scoringrule_builder": roles(M, A),
     "admin:campaigns_emailtemplate_preview": roles(M, A, O),
     "admin:automation_workflow_import": roles(M, A),
     "admin:automation_workflow_versions": roles(M, A, O),
@@ -169,6 +172,7 @@ ROUTES.update({f"admin:django_rq_dashboard_{suffix}": OPS_ONLY for suffix in ("c
 POSTED = {"operations-switch", "operations-sender-resume", "api:events", "api:contacts", "campaigns_api:bounces",
           "broadcasts_api:send", "admin:broadcasts_broadcast_act",
           "admin:automation_workflow_act", "admin:contacts_segment_preview",
+          "admin:contacts_segment_builder", "admin:scoring_scoringrule_builder",
           *(f"{prefix}{name}" for prefix in ("django_rq:", "admin:django_rq_")
             for name in ("delete_failed_jobs", "clear", "requeue_all", "delete_job", "requeue_job", "enqueue_job",
                          "stop_job", "actions"))}
