@@ -13,3 +13,8 @@ class AutomationConfig(AppConfig):
         from core.dependents import dependents_register
 
         dependents_register(dependents_warning)
+        # A send_email step's `utm` option tags its email's links (campaigns/utm.py).
+        from automation.utm import workflow_step_utm
+        from campaigns.utm import utm_resolver_register
+
+        utm_resolver_register(workflow_step_utm)

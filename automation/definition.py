@@ -17,6 +17,8 @@ from typing import Any
 import yaml
 from django.conf import settings
 
+from campaigns.utm import UtmInvalid, utm_clean
+
 END = "end"  # a `next`/`then`/`else` target that finishes the enrollment
 TRIGGER_TYPES = ("event", "segment_entered", "score_reached", "manual")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -26,7 +28,7 @@ WORKFLOW_KEYS = ("key", "name", "timezone", "test_segment", "trigger", "reentry"
 TEMPLATE_KEYS = ("key", "name", "kind", "subject", "html", "text")
 _COMMON = ("id", "type", "next")
 STEP_KEYS: dict[str, tuple[str, ...]] = {
-    "send_email": ("template",),
+    "send_email": ("template", "utm"),  # utm: UTM parameters for its links (campaigns/utm.py)
     "wait": ("duration", "until", "window", "timezone"),
     "branch": ("if", "then", "else"),
     "update_contact": ("set", "add_tags", "remove_tags", "add_lists", "remove_lists"),
@@ -375,6 +377,11 @@ def _check_send_email(step: dict[str, Any], known: Collection[str]) -> Iterator[
         yield "send_email needs a template"
     elif template not in known:
         yield f"unknown template {template!r}"
+    if "utm" in step:
+        try:
+            utm_clean(step["utm"], where="utm")
+        except UtmInvalid as exc:
+            yield str(exc)
 
 
 def _check_wait(step: dict[str, Any], known: Collection[str]) -> Iterator[str]:

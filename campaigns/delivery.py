@@ -53,6 +53,7 @@ from campaigns.models import (
     SuppressionReason,
     email_hash,
 )
+from campaigns.utm import utm_apply, utm_for_message
 from consent.selectors import topic_refusals
 from contacts.emails import InvalidEmail, email_canonical, suppression_key
 from contacts.models import ConsentStatus, contact_scores_set, with_contact_scores
@@ -333,7 +334,9 @@ def message_render(message: Message, sender: SenderProfile) -> None:
     fields, attributes = rendering.contact_data(message.contact)
     context = rendering.render_context(contact=fields, attributes=attributes, extra=message.context or {})
     parts = rendering.render_parts(subject=content.subject, html=content.html, text=content.text, context=context)
-    body_html, links = rendering.rewrite_links(parts.html, lambda i: tracking.click_url(message.pk, i))
+    utm = utm_for_message(message)  # before the layout: its unsubscribe link is never tagged
+    body_html, links = rendering.rewrite_links(parts.html, lambda i: tracking.click_url(message.pk, i),
+                                               tag=(lambda url: utm_apply(url, utm)) if utm else None)
     label = "TEST" if message.source == TEST_SOURCE else "STAGING"
     banner = f"{label.title()} email for {message.contact.email}" if message.redirect_to else ""
     html_out, text_out = rendering.wrap_layout(

@@ -412,3 +412,41 @@ class BounceMailboxItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.mailbox} {self.key[:40]} ({self.status})"
+
+
+class EngagementKind(models.IntegerChoices):
+    # Small integers: the table holds a row per open and click of every email ever sent.
+    OPEN = 1, "Open"
+    CLICK = 2, "Click"
+    UNSUBSCRIBE = 3, "Unsubscribe"  # consent withdrawn or a topic left through this email's link
+    SOFT_BOUNCE = 4, "Soft bounce"  # a provider's transient report (hard bounces: Message.bounced_at)
+
+
+class MessageEngagement(models.Model):
+    """What a recipient (or a provider) did with a message, one row per hit: append-only, never
+    updated, so totals, uniques (distinct messages) and per-link counts are GROUP BYs
+    (campaigns/reports.py). Message.opened_at/clicked_at keep the first open and click; a hit the
+    public endpoints do not record (HEAD, over the token's rate limit, a test copy) has no row."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="+", db_index=False)
+    kind = models.PositiveSmallIntegerField(choices=EngagementKind.choices)
+    link_index = models.PositiveSmallIntegerField(null=True, blank=True,
+                                                  help_text="Clicks: the index into the message's links")
+    occurred_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(kind__in=EngagementKind.values), name="engagement_kind_valid"),
+            # A click names its link; nothing else does.
+            models.CheckConstraint(condition=models.Q(kind=EngagementKind.CLICK, link_index__isnull=False)
+                                   | (~models.Q(kind=EngagementKind.CLICK) & models.Q(link_index__isnull=True)),
+                                   name="engagement_link_only_clicks"),
+        ]
+        indexes = [
+            # Reports (campaigns/reports.py report_for): a set of messages' rows, by time; also the
+            # cascade when a contact's messages are erased.
+            models.Index(fields=["message", "occurred_at"], name="engagement_message_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.message_id} {self.get_kind_display()}"

@@ -141,8 +141,9 @@ def wrap_layout(*, body_html: str, body_text: str, subject: str, unsubscribe_url
 _HREF_RE = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE | re.DOTALL)
 
 
-def rewrite_links(html_in: str, make_url: Any) -> tuple[str, list[str]]:
-    """Replace each http(s) link with make_url(index); returns the new HTML and the original URLs.
+def rewrite_links(html_in: str, make_url: Any, tag: Any = None) -> tuple[str, list[str]]:
+    """Replace each http(s) link with make_url(index); returns the new HTML and the URLs clicks
+    lead to: the original ones, passed through `tag` when given (UTM parameters, campaigns/utm.py).
 
     Only absolute http(s) links are tracked; mailto:, tel: and anchors are left alone."""
     links: list[str] = []
@@ -151,6 +152,8 @@ def rewrite_links(html_in: str, make_url: Any) -> tuple[str, list[str]]:
         url = html_lib.unescape(match[3]).strip()
         if not re.match(r"^https?://", url, re.IGNORECASE):
             return match[0]
+        if tag is not None:
+            url = tag(url)
         if url not in links:
             links.append(url)
         return f"{match[1]}{match[2]}{html_lib.escape(make_url(links.index(url)))}{match[2]}"

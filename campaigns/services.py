@@ -17,7 +17,9 @@ from django.utils import timezone
 
 from campaigns.delivery import TEST_SOURCE, delivery_kick, message_render
 from campaigns.models import (
+    EngagementKind,
     Message,
+    MessageEngagement,
     MessageKind,
     MessageStatus,
     SenderProfile,
@@ -25,6 +27,7 @@ from campaigns.models import (
     SuppressionReason,
     email_hash,
 )
+from campaigns.utm import utm_clean
 from contacts.emails import normalize_email, suppression_key
 from contacts.ingest import enqueue_processing
 from contacts.models import ConsentStatus, Contact, Event
@@ -58,18 +61,22 @@ class QueueItem:
 
 def messages_queue(*, template: Any, items: Sequence[QueueItem], sender: SenderProfile | None = None,
                    kind: str | None = None, source: str = "", is_test: bool = False,
-                   revision: Any = None) -> list[int]:
+                   revision: Any = None, utm: dict[str, str] | None = None) -> list[int]:
     """Queue one message per item, skipping idempotency keys already queued (the same cause twice
     makes one message). Call inside the transaction that records the cause: the rows commit with
     it and the delivery kick leaves after COMMIT. Returns the ids of the messages now queued for
     these keys (new or earlier). They render `revision` (a workflow version's pin, a test send's
-    draft) and record it; without one, the template's fields when they are first sent."""
+    draft) and record it; without one, the template's fields when they are first sent.
+    `utm`: UTM parameters for their tracked links (a campaign's; campaigns/utm.py), kept in each
+    message's context; utm.UtmInvalid names what is wrong."""
+    utm_set = utm_clean(utm, where="utm")
     sender = sender or sender_default()
     kind = kind or (revision or template).kind
     current = current_correlation_id()
     rows = [
         Message(contact_id=item.contact_id, template=template, revision=revision, sender=sender, kind=kind,
-                idempotency_key=item.idempotency_key, context=item.context, source=source,
+                idempotency_key=item.idempotency_key, context={**item.context, "utm": utm_set} if utm_set
+                else item.context, source=source,
                 redirect_to=item.redirect_to, is_test=is_test or bool(item.redirect_to),
                 correlation_id=item.correlation_id or current)
         for item in items
@@ -214,6 +221,8 @@ def contact_unsubscribe(*, contact: Contact, source: str, message: Message | Non
                               message_id=message.pk if message else None,
                               proof={"message_id": message.pk} if message else None)
         suppression_add(email=contact.email, reason=SuppressionReason.UNSUBSCRIBED, source=source)
+        if changed and message is not None:
+            message_unsubscribe_count(message)
         props = {"message_id": message.pk} if message else {}
         _tracking_event(contact.pk, "email_unsubscribed", props, key=f"unsubscribe:{contact.pk}")
     return bool(changed)
@@ -234,18 +243,35 @@ def _tracking_event(contact_id: int, event_type: str, properties: dict[str, Any]
     enqueue_processing(event_ids=ids, correlation_id=cid)
 
 
+def engagement_record(*, message_id: int, kind: int, link_index: int | None = None,
+                      at: dt.datetime | None = None) -> None:
+    """Append one open, click, unsubscribe or soft bounce of a message (campaigns/reports.py counts them)."""
+    MessageEngagement.objects.create(message_id=message_id, kind=kind, link_index=link_index,
+                                     occurred_at=at or timezone.now())
+
+
+def message_unsubscribe_count(message: Any) -> None:
+    """The contact withdrew consent or left a topic through this email's link: its report counts it
+    (campaigns/reports.py). A complaint is counted from complained_at; a test copy not at all."""
+    if not message.is_test:
+        engagement_record(message_id=message.pk, kind=EngagementKind.UNSUBSCRIBE)
+
+
 def _message_props(message: Message) -> dict[str, Any]:
     return {"message_id": message.pk, "template": message.template.key if message.template else "",
             "source": message.source}
 
 
 def tracking_open(*, message_id: int) -> bool:
-    """Record an open (the first one becomes an `email_opened` event). Unknown ids are ignored."""
+    """Record an open: every one as an engagement row, the first also as `opened_at` and an
+    `email_opened` event. Unknown ids and test copies are ignored."""
     message = Message.objects.select_related("template").filter(pk=message_id).first()
     if message is None or message.is_test:
         return False
     with transaction.atomic():
-        first = Message.objects.filter(pk=message.pk, opened_at__isnull=True).update(opened_at=timezone.now())
+        now = timezone.now()
+        engagement_record(message_id=message.pk, kind=EngagementKind.OPEN, at=now)
+        first = Message.objects.filter(pk=message.pk, opened_at__isnull=True).update(opened_at=now)
         if first:
             _tracking_event(message.contact_id, "email_opened", _message_props(message), key=f"open:{message.pk}")
     return bool(first)
@@ -261,6 +287,7 @@ def tracking_click(*, message_id: int, index: int) -> str | None:
         return url
     with transaction.atomic():
         now = timezone.now()
+        engagement_record(message_id=message.pk, kind=EngagementKind.CLICK, link_index=index, at=now)
         Message.objects.filter(pk=message.pk, clicked_at__isnull=True).update(clicked_at=now)
         # A click implies the email was opened (images are often blocked).
         if Message.objects.filter(pk=message.pk, opened_at__isnull=True).update(opened_at=now):
@@ -327,6 +354,9 @@ def bounces_record(*, reports: Sequence[BounceReport], source: str) -> BounceRes
                                 detail=f"complaint via {source}", actor=source,
                                 message_id=message.pk if message else None,
                                 proof={"report": report.detail[:300], "relay_message_id": report.relay_message_id})
+            if report.kind == "soft" and message is not None and not test_copy:
+                # Reports count soft-bounced messages; a hard bounce is the message's bounced_at.
+                engagement_record(message_id=message.pk, kind=EngagementKind.SOFT_BOUNCE)
             if test_copy:
                 result.recorded += 1  # recorded on the message and the suppression list, not on a contact
                 continue

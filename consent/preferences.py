@@ -26,7 +26,7 @@ def _topics(contact: Any) -> list[dict[str, Any]]:
 
 
 def preference_center(request: HttpRequest, message: Any, *, masked_email: str) -> HttpResponse:
-    from campaigns.services import contact_unsubscribe
+    from campaigns.services import contact_unsubscribe, message_unsubscribe_count
 
     contact = message.contact
     ip = client_ip(request)  # behind TRUSTED_PROXY_COUNT proxies, the visitor's (the record's proof)
@@ -35,14 +35,20 @@ def preference_center(request: HttpRequest, message: Any, *, masked_email: str) 
         topic_id = message_topic_id(message)  # the topic it was sent under (its revision's)
         topic = Topic.objects.filter(pk=topic_id).first() if topic_id else None
         if one_click and topic is not None and topic.one_click_scope == OneClickScope.TOPIC:
-            topic_set(contact=contact, topic=topic, subscribed=False, source=ConsentSource.UNSUBSCRIBE,
-                      actor="the contact", ip=ip, message_id=message.pk, proof={"one_click": True})
+            if topic_set(contact=contact, topic=topic, subscribed=False, source=ConsentSource.UNSUBSCRIBE,
+                         actor="the contact", ip=ip, message_id=message.pk, proof={"one_click": True}):
+                message_unsubscribe_count(message)
             return render(request, "public/preferences.html", {"left_topic": topic})
         if not one_click and request.POST.get("action") == "topics":
             wanted = set(request.POST.getlist("topic"))
+            left = False
             for each in Topic.objects.all():
-                topic_set(contact=contact, topic=each, subscribed=each.key in wanted,
-                          source=ConsentSource.PREFERENCES, actor="the contact", ip=ip, message_id=message.pk)
+                changed = topic_set(contact=contact, topic=each, subscribed=each.key in wanted,
+                                    source=ConsentSource.PREFERENCES, actor="the contact", ip=ip,
+                                    message_id=message.pk)
+                left = left or (changed and each.key not in wanted)
+            if left:  # one unsubscribe for the email, however many topics were left
+                message_unsubscribe_count(message)
             return render(request, "public/preferences.html", {
                 "saved": True, "email": masked_email, "topics": _topics(contact)})
         contact_unsubscribe(contact=contact, message=message, ip=ip,
