@@ -42,6 +42,7 @@ from automation.models import (
     WebhookDelivery,
 )
 from contacts.models import Contact, Event, SegmentMembership, contact_scores_set, with_contact_scores
+from core import tracing
 from core.logs import correlation_scope, rows_extra
 from core.queues import get_queue
 from core.webhooks import signed_headers
@@ -189,13 +190,15 @@ def _advance_batch(ids: list[int], now: dt.datetime) -> None:
                 continue  # not due: a duplicate job
             (slow if e.workflow.paused else runnable).append(e)
         seq_before = {e.pk: e.seq for e in runnable}
-        changed, leftovers = _run_set_based(runnable, now)
-        _write_moves(changed, seq_before, now)
-        if changed:
-            log.info("enrollments advanced", extra=rows_extra("enrollment_ids",
-                                                              ((e.pk, e.correlation_id) for e in changed)))
-        for e in slow + leftovers:
-            enrollment_advance(enrollment_id=e.pk, now=now)
+        with tracing.batch("workflow.advance", (e.correlation_id for e in runnable + slow),
+                           enrollments=len(runnable) + len(slow)):
+            changed, leftovers = _run_set_based(runnable, now)
+            _write_moves(changed, seq_before, now)
+            if changed:
+                log.info("enrollments advanced", extra=rows_extra("enrollment_ids",
+                                                                  ((e.pk, e.correlation_id) for e in changed)))
+            for e in slow + leftovers:
+                enrollment_advance(enrollment_id=e.pk, now=now)
 
 
 def _write_moves(changed: list[Enrollment], seq_before: dict[int, int], now: dt.datetime) -> None:
@@ -238,7 +241,8 @@ def _run_set_based(enrollments: list[Enrollment], now: dt.datetime) -> tuple[lis
                 continue
             step = steps[index[step_id]]
             runner = SET_RUNNERS.get(str(step.get("type")))
-            moved, rest = runner(group, step, d.default_next(steps, index[step_id]), now) if runner else ([], group)
+            with tracing.span("workflow.step", step_type=str(step.get("type")), enrollments=len(group), set_based=True):
+                moved, rest = runner(group, step, d.default_next(steps, index[step_id]), now) if runner else ([], group)
             leftovers += rest
             for e, target in moved:
                 if target is None:  # the runner parked it (a new wait): its state is set, it goes no further now
@@ -552,7 +556,9 @@ def _execute(ctx: Ctx, run: StepRun, default_next: str) -> tuple[str, Any]:
         with transaction.atomic():  # a savepoint: a failing step leaves none of its effects
             if handler is None:
                 raise StepError(f"unknown step type {ctx.step.get('type')!r}")
-            result = handler(ctx)
+            with tracing.cause_span("workflow.step", ctx.enrollment.correlation_id, step_type=str(ctx.step.get("type")),
+                                    enrollment_id=ctx.enrollment.pk, attempt=run.attempt):
+                result = handler(ctx)
     except (StepError, ValidationError) as exc:
         _finish(run, StepRunStatus.FAILED, ctx.now, error=_message(exc))
         return "failed", None
@@ -925,7 +931,9 @@ def webhook_deliver(*, delivery_id: int, now: dt.datetime | None = None) -> str:
         return row.status
     row.attempts += 1
     try:
-        retry_after = _send(row)
+        # The HTTP call inside is the requests instrumentation's span, with the status code.
+        with tracing.span("webhook.deliver", delivery_id=row.pk, attempt=row.attempts, channel=str(row.channel)):
+            retry_after = _send(row)
     except Exception as exc:  # noqa: BLE001  transport errors are retryable
         retry_after, row.last_error = None, f"{type(exc).__name__}: {exc}"[:2000]
         retryable = True

@@ -57,6 +57,7 @@ from campaigns.utm import utm_apply, utm_for_message
 from consent.selectors import topic_refusals
 from contacts.emails import InvalidEmail, email_canonical, suppression_key
 from contacts.models import ConsentStatus, contact_scores_set, with_contact_scores
+from core import tracing
 from core.logs import rows_extra
 from core.outbound import checked_backend
 from core.queues import get_connection as redis_connection
@@ -476,6 +477,7 @@ class _Sender:
         else:
             self.conn.send_messages([_email_for(message, self.sender, self.conn)])
         reply = getattr(smtp, "leadflow_data_reply", None)
+        tracing.set_attributes(**{"smtp.reply_code": reply[0] if reply else None})
         return relay_message_id(reply[1]) if reply and reply[0] == 250 else ""
 
 
@@ -570,7 +572,9 @@ def _send_all(sender: SenderProfile, messages: list[Message], result: BatchResul
                         break  # the budget will not free up before the batch's deadline: hand the rest back
                 tokens -= 1
                 pending.pop(0)
-                _send_one(sender, smtp, message, result, marks)
+                with tracing.cause_span("message.send", message.correlation_id, message_id=message.pk,
+                                        attempt=message.attempts + 1, sender_id=sender.pk):
+                    _send_one(sender, smtp, message, result, marks)
             marks.drain()
     finally:
         marks.drain()
@@ -590,7 +594,8 @@ def _render_all(sender: SenderProfile, messages: list[Message], result: BatchRes
     for message in messages:
         try:
             fresh = not message.html
-            message_render(message, sender)
+            with tracing.cause_span("message.render", message.correlation_id, message_id=message.pk):
+                message_render(message, sender)
         except rendering.TemplateInvalid as exc:
             _record(message, message.claim_token, status=MessageStatus.FAILED, reason="render_error",
                     last_error=str(exc), attempts=message.attempts + 1)
@@ -720,10 +725,13 @@ def _send_one(sender: SenderProfile, smtp: _Sender, message: Message, result: Ba
             smtp.close()  # the next message reopens; if the server is down it fails the same way
             status, reason, error = MessageStatus.DEFERRED, "connection", str(lost)
         marks.drain()
+        tracing.set_attributes(outcome=str(status), reason=reason,
+                               **{"smtp.reply_code": getattr(exc, "smtp_code", None)})
         _record_failure(message, message.claim_token, status=status, reason=reason, error=error, attempts=attempts)
         result.add(MessageStatus.DEFERRED if status == MessageStatus.DEFERRED else status)
         return
     marks.mark(message, attempts, relay_id)
+    tracing.set_attributes(outcome="sent")
     result.add(MessageStatus.SENT)
     result.sent.append((message.pk, message.correlation_id))
 
@@ -753,12 +761,16 @@ def delivery_run_batch(*, sender: SenderProfile, now: dt.datetime | None = None,
                        batch_size: int | None = None, deadline: float | None = None) -> BatchResult:
     now = now or timezone.now()
     result = BatchResult()
-    messages = messages_claim(sender_id=sender.pk, limit=batch_size or settings.DELIVERY_BATCH_SIZE, now=now)
+    with tracing.span("delivery.claim", sender_id=sender.pk):
+        messages = messages_claim(sender_id=sender.pk, limit=batch_size or settings.DELIVERY_BATCH_SIZE, now=now)
     result.claimed = len(messages)
     if not messages:
         return result
-    sendable = _apply_rules(sender, messages, result, now)
-    _send_all(sender, sendable, result, deadline or time.monotonic() + settings.DELIVERY_BATCH_SECONDS)
+    # Each message's render and send are spans of its own cause's trace (tracing.cause_span).
+    with tracing.batch("delivery.batch", (m.correlation_id for m in messages), fan_in=False,
+                       sender_id=sender.pk, messages=len(messages)):
+        sendable = _apply_rules(sender, messages, result, now)
+        _send_all(sender, sendable, result, deadline or time.monotonic() + settings.DELIVERY_BATCH_SECONDS)
     # The sent messages under their correlation ids (one id for a batch from one event burst).
     log.info("delivery batch", extra={"sender_id": sender.pk, "claimed": result.claimed,
                                       **{f"n_{status}": n for status, n in result.outcomes.items()},

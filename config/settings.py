@@ -136,7 +136,8 @@ RQ_QUEUES = {
     name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": env_int("RQ_DEFAULT_TIMEOUT", 600, minimum=1)}
     for name in QUEUE_NAMES
 }
-RQ = {"COMMIT_MODE": "on_db_commit"}  # jobs enqueued inside a transaction leave only after COMMIT
+RQ = {"COMMIT_MODE": "on_db_commit",  # jobs enqueued inside a transaction leave only after COMMIT
+      "QUEUE_CLASS": "core.tracing.TracingQueue"}  # ...carrying the enqueuer's trace context (issue 26)
 RQ_SHOW_ADMIN_LINK = True
 
 # --- Email ----------------------------------------------------------------------------
@@ -271,6 +272,28 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
+
+# --- Traces (core/tracing.py, issue 26) ---------------------------------------------------
+# OpenTelemetry's standard variables; off unless an exporter is named or an OTLP endpoint is set.
+# The SDK reads the rest itself (OTEL_SERVICE_NAME, OTEL_EXPORTER_OTLP_*, OTEL_BSP_*); the ones
+# below are checked here so a typo stops the process instead of silently tracing nothing.
+TRACING_EXPORTER = (env_str("OTEL_TRACES_EXPORTER", "") or "").lower()
+if TRACING_EXPORTER not in {"", "otlp", "console", "none"}:
+    raise ImproperlyConfigured(f"OTEL_TRACES_EXPORTER={TRACING_EXPORTER!r}: use otlp, console or none")
+if not TRACING_EXPORTER:
+    _otlp_endpoint = env_str("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env_str("OTEL_EXPORTER_OTLP_ENDPOINT")
+    TRACING_EXPORTER = "otlp" if _otlp_endpoint else "none"
+for _name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+    if env_str(_name):
+        env_url(_name, "", schemes=("http", "https"))
+TRACING_ENABLED = TRACING_EXPORTER != "none"
+_sampler = (env_str("OTEL_TRACES_SAMPLER", "") or "").lower()
+if _sampler not in {"", "always_on", "always_off", "traceidratio", "parentbased_always_on",
+                    "parentbased_always_off", "parentbased_traceidratio"}:
+    raise ImproperlyConfigured(f"OTEL_TRACES_SAMPLER={_sampler!r}: use always_on, always_off, traceidratio or "
+                               "parentbased_always_on, parentbased_always_off, parentbased_traceidratio")
+if _sampler.endswith("traceidratio"):
+    env_fraction("OTEL_TRACES_SAMPLER_ARG", 1.0)
 
 # --- Admin export (django-import-export) ---------------------------------------------
 IMPORT_EXPORT_ESCAPE_FORMULAE_ON_EXPORT = True  # =cmd() in a cell must not run in Excel

@@ -23,6 +23,7 @@ from contacts.fields import load_specs, validate_attributes
 from contacts.models import ApiKey, Contact, Event
 from contacts.pipeline import events_kick
 from contacts.services import EDITABLE_FIELDS, contact_upsert
+from core import tracing
 from core.logs import MAX_IDS_PER_GROUP, current_correlation_id
 from core.queues import get_queue
 
@@ -114,6 +115,7 @@ def enqueue_processing(*, event_ids: Sequence[int], correlation_id: str = "") ->
     single-event requests costs a job per batch, not per request. `correlation_id` (the events'
     own) becomes the job's id in the logs when this call enqueues it."""
     if event_ids:
+        tracing.remember_cause(correlation_id)  # the worker's spans for these events join this trace
         transaction.on_commit(lambda: events_kick(correlation_id=correlation_id))
 
 

@@ -18,6 +18,7 @@ from rq.job import JobStatus
 
 from contacts.models import Event
 from contacts.segments.sql import id_set
+from core import tracing
 from core.logs import contact_causes, rows_extra
 from core.queues import get_connection, get_queue
 
@@ -107,19 +108,22 @@ def _process_batch(event_ids: list[int] | None) -> int:
     # Rows written for a contact below (CRM rows queued by a score change, segment events) take
     # the correlation id of its latest event in the batch: events are in time order.
     causes = {e.contact_id: e.correlation_id for e in events if e.correlation_id}
-    with contact_causes(causes):
-        changed = set(score_events(events=events))
-        # The API creates contacts for unknown emails: their fit rules are first evaluated here
-        # (one query per fit rule per batch; contacts already scored get no new entries).
-        changed |= score_fit(contact_ids=contact_ids)
-        segment_events = segments_update_contacts(contact_ids=contact_ids | changed)
-        if segment_events:  # created processed: scored here, in this transaction
-            score_events(events=segment_events)  # one level: segment changes caused by these scores wait
+    with contact_causes(causes), tracing.batch("events.batch", (e.correlation_id for e in events), events=len(events)):
+        with tracing.span("events.scoring"):
+            changed = set(score_events(events=events))
+            # The API creates contacts for unknown emails: their fit rules are first evaluated here
+            # (one query per fit rule per batch; contacts already scored get no new entries).
+            changed |= score_fit(contact_ids=contact_ids)
+        with tracing.span("events.segments"):
+            segment_events = segments_update_contacts(contact_ids=contact_ids | changed)
+            if segment_events:  # created processed: scored here, in this transaction
+                score_events(events=segment_events)  # one level: segment changes caused by these scores wait
         # A new MQL without an owner gets one from the routing rules, before workflows tell its owner.
         from contacts.owners import leads_route_new_mqls
         leads_route_new_mqls(events=events)
         from automation.services import workflows_on_events  # goals, then triggers; first steps run after COMMIT
-        workflows_on_events(events=[*events, *segment_events])
+        with tracing.span("events.triggers"):
+            workflows_on_events(events=[*events, *segment_events])
     own = [e.pk for e in events]
     now = timezone.now()
     if Event.objects.filter(pk__in=id_set(own), processed_at__isnull=True).update(processed_at=now) != len(own):

@@ -1,8 +1,10 @@
 """Structured logs: one JSON object per line, with the correlation id of the request or job that
 wrote it, so one event can be followed through web, workers and the rows they touch.
 
-The id comes from the `X-Request-ID` header (or a new one) for requests, and from the RQ job for
-jobs (the job's `correlation_id` meta when its enqueuer set one, else the job id).
+The id comes from the `X-Request-ID` header (or a new one: the trace id when tracing is on,
+core/tracing.py) for requests, and from the RQ job for jobs (the job's `correlation_id` meta when
+its enqueuer set one, else the job id). With tracing on every line also carries `trace_id` and
+`span_id`, so a line leads to its trace and a trace to its lines.
 
 The id also travels with the rows (docs/architecture.md, "Following one event"): an Event stores
 the id of the request or job that created it, the Enrollment it triggers copies the event's, the
@@ -35,6 +37,8 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 
+from core import tracing
+
 correlation_id: contextvars.ContextVar[str] = contextvars.ContextVar("correlation_id", default="")
 # contact id -> the correlation id of the change being processed for it (set by the event pipeline)
 _contact_causes: contextvars.ContextVar[Mapping[int, str] | None] = contextvars.ContextVar(
@@ -52,6 +56,8 @@ class CorrelationFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not getattr(record, "correlation_id", ""):
             record.correlation_id = current_correlation_id()
+        if tracing.enabled():
+            record.__dict__.update(tracing.log_ids())
         return True
 
 
@@ -156,7 +162,9 @@ class CorrelationIdMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         given = request.headers.get("X-Request-ID", "")
-        value = given if _SAFE_ID.match(given) else uuid.uuid4().hex
+        # Tracing on: the request's id is its trace id; a proxy's id is kept and noted on the span.
+        value = given if _SAFE_ID.match(given) else (tracing.current_trace_id() or uuid.uuid4().hex)
+        tracing.set_attributes(**{"leadflow.correlation_id": value})
         token = correlation_id.set(value)
         try:
             response = self.get_response(request)

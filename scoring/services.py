@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from contacts.models import Contact, ContactScore, Event, LifecycleStage
 from contacts.segments.sql import id_set, id_set_sql
+from core import tracing
 from core.audit import audit_record
 from core.logs import correlation_for_contact
 from core.queues import get_queue
@@ -628,6 +629,7 @@ class _PhaseClock:
     def lap(self, name: str) -> None:
         now = time.perf_counter()
         self.laps[name] = round(now - self.last, 2)
+        tracing.record_phase(f"recompute.{name}", now - self.last)
         self.last = now
 
 

@@ -33,6 +33,7 @@ from automation.crm.mapping import Payload, build_payload, contact_rows, payload
 from automation.crm.models import CrmConnection, CrmSyncItem, CrmSyncLog, LogOutcome, SyncStatus
 from automation.crm.vault import SecretUnavailable
 from contacts.models import Contact, Event
+from core import tracing
 from core.audit import audit_record
 from core.logs import correlation_for_contact, current_correlation_id, rows_extra
 from core.queues import get_connection, get_queue
@@ -407,6 +408,8 @@ def crm_sync_batch(*, connection_id: int, env: SyncEnv | None = None) -> BatchRe
     result.sent = len(to_send) if result.requests else 0
     _record(conn, token, rows, outcomes, sends, env, result)
     _log_batch(conn, rows, outcomes)
+    tracing.causes_done("crm.sync", ((r.correlation_id, outcomes.get(r.pk, ("", ""))[0]) for r in rows),
+                        connection_id=conn.pk)
     return result
 
 
@@ -645,7 +648,10 @@ def crm_sync_run(*, connection_id: int, env: SyncEnv | None = None, budget: floa
     deadline = time.monotonic() + budget
     sent = 0
     while time.monotonic() < deadline:
-        batch = crm_sync_batch(connection_id=connection_id, env=env)
+        with tracing.span("crm.batch", **{"leadflow.connection_id": connection_id}):
+            batch = crm_sync_batch(connection_id=connection_id, env=env)
+            tracing.set_attributes(items=batch.claimed, sent=batch.sent, synced=batch.synced, failed=batch.failed,
+                                   retrying=batch.retrying, rate_limited=batch.rate_limited, requests=batch.requests)
         sent += batch.sent
         if not batch.claimed:
             break

@@ -20,6 +20,7 @@ from contacts.apikeys import api_key_authenticate
 from contacts.emails import normalize_email
 from contacts.ingest import MAX_BODY_BYTES, MAX_EVENTS, contacts_upsert, events_ingest
 from contacts.models import ApiKey, ApiScope, Contact, SegmentMembership
+from core import tracing
 
 ApiView = Callable[..., HttpResponse]
 
@@ -155,7 +156,9 @@ def _items(data: Any, name: str, *, single_allowed: bool = False) -> list[Any]:
 
 @api_view(methods=("POST",), scope=ApiScope.EVENTS_WRITE)
 def events(request: HttpRequest, api_key: ApiKey) -> HttpResponse:
-    result = events_ingest(api_key=api_key, items=_items(read_json(request), "events"))
+    with tracing.span("api.events", **{"leadflow.api_key_id": api_key.pk}):
+        result = events_ingest(api_key=api_key, items=_items(read_json(request), "events"))
+        tracing.set_attributes(accepted=result.accepted, duplicates=result.duplicates, errors=len(result.errors))
     return JsonResponse({
         "accepted": result.accepted, "duplicates": result.duplicates,
         "errors": [error.as_dict() for error in result.errors],

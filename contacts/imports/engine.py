@@ -25,6 +25,7 @@ from contacts.imports.reader import CsvSource, ImportFileError, detect_format
 from contacts.imports.rows import RowValidator
 from contacts.imports.staging import Stager
 from contacts.models import Contact, ContactList, CustomField, ImportJob, Tag
+from core import tracing
 from core.utils import spreadsheet_safe
 
 CHUNK_ROWS = 20_000
@@ -149,11 +150,14 @@ def run_import(
             if not staged:
                 _stage_rows(source, validator, stager, report, result, progress)
             result.phase_seconds["read_and_stage"] = round(time.perf_counter() - started, 3)
+            tracing.record_phase("import.read_and_stage", time.perf_counter() - started, rows=result.rows_read,
+                                 rejected=result.rejected)
         fields = _merged_fields(plan)
         started = time.perf_counter()
         with transaction.atomic():
             _merge(stager, options, result, report, fields)
             result.phase_seconds["merge"] = round(time.perf_counter() - started, 3)
+            tracing.record_phase("import.merge", time.perf_counter() - started)
             report.close()  # complete on disk before finalize stores it
             if progress:
                 progress(99, result.rows_read)

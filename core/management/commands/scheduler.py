@@ -3,6 +3,7 @@ from typing import Any
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from core import tracing
 from core.queues import ensure_redis
 
 
@@ -11,4 +12,5 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         ensure_redis()
+        tracing.setup("scheduler")
         call_command("rqcron", "config.schedules")

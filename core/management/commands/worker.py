@@ -10,7 +10,7 @@ from rq.registry import StartedJobRegistry
 from rq.utils import import_attribute
 from rq.worker import BaseWorker, SimpleWorker
 
-from core import ops
+from core import ops, tracing
 from core.queues import ensure_redis
 
 # Latency-sensitive queues first: an idle worker looks at its queues in this order. Under load they
@@ -71,17 +71,17 @@ class FairQueues(_WorkerBase):
 
 
 def counting_worker_class(worker_class: str | type[BaseWorker]) -> type[BaseWorker]:
-    """`worker_class` (a class or its dotted path, e.g. "rq.Worker") with JobCounters and
-    FairQueues mixed in."""
+    """`worker_class` (a class or its dotted path, e.g. "rq.Worker") with JobCounters,
+    FairQueues and TracedJobs mixed in."""
     cls: Any = import_attribute(worker_class) if isinstance(worker_class, str) else worker_class
     if not (isinstance(cls, type) and issubclass(cls, BaseWorker)):
         raise CommandError(f"--worker-class {worker_class}: not an RQ worker class")
-    if issubclass(cls, JobCounters) and issubclass(cls, FairQueues):
+    if issubclass(cls, JobCounters) and issubclass(cls, FairQueues) and issubclass(cls, tracing.TracedJobs):
         return cls
-    return type(f"Counting{cls.__name__}", (FairQueues, JobCounters, cls), {"__module__": __name__})
+    return type(f"Counting{cls.__name__}", (tracing.TracedJobs, FairQueues, JobCounters, cls), {"__module__": __name__})
 
 
-class InProcessWorker(FairQueues, JobCounters, SimpleWorker):
+class InProcessWorker(tracing.TracedJobs, FairQueues, JobCounters, SimpleWorker):
     """RQ's SimpleWorker (jobs run in the worker process, timeouts still enforced) that keeps
     Django's database connection between jobs and checks it the way Django does between requests
     (CONN_MAX_AGE, CONN_HEALTH_CHECKS): a broken or expired connection is replaced."""
@@ -112,6 +112,7 @@ class Command(BaseCommand):
             known = ", ".join(settings.QUEUE_NAMES)
             raise CommandError(f"unknown queue(s): {', '.join(sorted(unknown))}; known: {known}")
         ensure_redis()
+        tracing.setup("worker")
         worker_class = options["worker_class"]
         if worker_class is None:
             worker_class = IN_PROCESS_WORKER if set(queues) <= IN_PROCESS_QUEUES else "rq.Worker"
