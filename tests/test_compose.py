@@ -80,3 +80,26 @@ def test_app_services_use_postgres_and_redis(name: str) -> None:
     assert env["DEBUG"] == "false"
     assert env["SECRET_KEY"].startswith("${SECRET_KEY:?"), "compose must refuse to start without SECRET_KEY"
     assert (ROOT / SERVICES[name]["build"] / "Dockerfile").is_file()
+
+
+def test_tracing_is_an_optional_profile_wired_by_the_otlp_endpoint() -> None:
+    # given the tracing services: only with `--profile tracing`, so a plain `up` starts neither
+    tracing = {name for name, service in SERVICES.items() if "tracing" in service.get("profiles", [])}
+    assert tracing == {"otel-collector", "jaeger"}
+    assert all("profiles" not in SERVICES[name] for name in ("web", "worker", "scheduler"))
+    # then the app services trace only when OTEL_EXPORTER_OTLP_ENDPOINT is set (empty by default: off)
+    for name in ("web", "worker", "scheduler"):
+        assert SERVICES[name]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "${OTEL_EXPORTER_OTLP_ENDPOINT:-}"
+    # and the collector's mounted configuration exists, listens where the comment says
+    # (http://otel-collector:4318) and forwards every trace to the jaeger service
+    collector = SERVICES["otel-collector"]
+    mount = next(v for v in collector["volumes"] if v.endswith(":/etc/otelcol/config.yaml:ro"))
+    config = yaml.safe_load((ROOT / mount.split(":")[0]).read_text())
+    assert config["receivers"]["otlp"]["protocols"]["http"]["endpoint"].endswith(":4318")
+    pipeline = config["service"]["pipelines"]["traces"]
+    assert pipeline["receivers"] == ["otlp"]
+    assert [config["exporters"][e]["endpoint"] for e in pipeline["exporters"]] == ["jaeger:4317"]
+    assert set(pipeline["processors"]) <= set(config["processors"])
+    assert collector["depends_on"] == ["jaeger"]
+    assert SERVICES["jaeger"]["environment"]["COLLECTOR_OTLP_ENABLED"] == "true"
+    assert any(str(p).endswith(":16686") for p in SERVICES["jaeger"]["ports"])
