@@ -4,6 +4,7 @@ Views check access, call one service and report with message_user."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from django import forms
@@ -17,7 +18,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.safestring import mark_safe
 
-from automation import dependencies, editor, selectors, services
+from automation import dependencies, editor, email_reports, selectors, services
 from automation.capacity import capacity_check
 from automation.definition import STEP_KEYS, DefinitionError
 from automation.definition import template_keys as definition_template_keys
@@ -109,6 +110,12 @@ class WorkflowAdmin(admin.ModelAdmin):
             view("<int:pk>/edit/", self.edit_view, "edit"),
             view("<int:pk>/dependencies/", self.version_dependencies_view, "version_dependencies"),
             view("dependencies/", self.system_dependencies_view, "dependencies"),
+            # Email reports (issue 21 item 4): automation/email_reports.py checks campaigns.view_message.
+            view("<int:pk>/emails/", partial(email_reports.emails_view, self), "emails"),
+            view("<int:pk>/emails/<int:version_id>/<str:step>/", partial(email_reports.email_report_view, self),
+                 "email_report"),
+            view("<int:pk>/emails/<int:version_id>/<str:step>/csv/",
+                 partial(email_reports.email_report_csv_view, self), "email_report_csv"),
             *super().get_urls(),
         ]
 

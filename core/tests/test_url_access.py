@@ -157,6 +157,10 @@ ROUTES: dict[str, frozenset[str] | str] = {
     # capacity warning) goes through admin:automation_workflow_act and the Approver's permission.
     "admin:automation_workflow_version_dependencies": roles(M, A, O),
     "admin:automation_workflow_dependencies": roles(M, A, O),
+    # Workflow email reports (issue 21 item 4): whoever may view the outbox (campaigns.view_message).
+    "admin:automation_workflow_emails": roles(M, A, O),
+    "admin:automation_workflow_email_report": roles(M, A, O),
+    "admin:automation_workflow_email_report_csv": roles(M, A, O),
 }
 # The queue dashboard, under /admin/rq/ and under django-rq's own /admin/django_rq/dashboard/.
 RQ_VIEWS = ("home", "home_json", "metrics", "jobs", "queue_details", "finished_jobs", "failed_jobs",
