@@ -76,6 +76,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "core.logs.CorrelationIdMiddleware",  # first: every log line of the request carries its id
+    "config.db_router.ReplicaScopeMiddleware",  # notes the request's writes: its reads then stay on the primary
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -120,6 +121,23 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# A PostgreSQL streaming standby for read-only work (config/db_router.py, docs/scaling.md); empty: none.
+if env_str("DATABASE_REPLICA_URL"):
+    if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        raise ImproperlyConfigured("DATABASE_REPLICA_URL is set but DATABASE_URL is SQLite: a replica needs "
+                                   "PostgreSQL on both sides")
+    DATABASES["replica"] = env_database("DATABASE_REPLICA_URL", "")
+    if DATABASES["replica"]["ENGINE"].endswith("sqlite3"):
+        raise ImproperlyConfigured("DATABASE_REPLICA_URL must be a postgres:// URL (a streaming standby)")
+    DATABASES["replica"].update({
+        "CONN_MAX_AGE": DATABASES["default"]["CONN_MAX_AGE"], "CONN_HEALTH_CHECKS": True,
+        # A replica that does not answer costs a request at most this long before the primary serves it.
+        "OPTIONS": {**DATABASES["replica"].get("OPTIONS", {}), "connect_timeout": 2},
+        "TEST": {"MIRROR": "default"},  # the test runner never creates or migrates a database on it
+    })
+# Seconds the replica may be behind the primary and still serve reads; past it they go to the primary.
+DATABASE_REPLICA_MAX_LAG = env_int("DATABASE_REPLICA_MAX_LAG", 5, minimum=0)
+DATABASE_ROUTERS = ["config.db_router.ReplicaRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis and queues -----------------------------------------------------------------

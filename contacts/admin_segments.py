@@ -16,6 +16,7 @@ from django.shortcuts import render
 from django.urls import URLPattern, path, reverse
 from django.views.decorators.http import require_POST
 
+from config.db_router import replica_reads
 from contacts.builder import SEGMENT_TARGETS, BuilderWidget, LazyOptions, builder_view
 from contacts.models import Segment
 from contacts.segments.compiler import validate_filter
@@ -166,6 +167,7 @@ class SegmentAdmin(DependentsWarningMixin, admin.ModelAdmin):
 
 
 @require_POST
+@replica_reads  # a count and a sample, written nowhere: the replica when there is one (issue 22)
 def _preview(request: HttpRequest) -> HttpResponse:
     raw_id = request.POST.get("segment_id", "")
     # isascii: "²".isdigit() is true but int() refuses it (a 500); length: no 10,000-digit ids.

@@ -5,11 +5,13 @@ read from the database as usual."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from config.db_router import replica_health
 from core import ops
 
 
@@ -20,6 +22,7 @@ class LeadflowCollector(Collector):
                                 value=int(redis.up))
         yield from self._redis_series(redis)
         yield from self._database_series()
+        yield from self._replica_series()
 
     def _redis_series(self, redis: ops.RedisSnapshot) -> Iterator[Metric]:
         """Queues, job throughput, workers: without Redis, no sample (an absent series, not a false 0)."""
@@ -47,6 +50,18 @@ class LeadflowCollector(Collector):
         if redis.up:
             workers.add_metric([], redis.workers)
         yield workers
+
+    def _replica_series(self) -> Iterator[Metric]:
+        """The read replica as this process sees it (config/db_router.py); no series without one."""
+        health = replica_health()
+        if health is None:
+            return
+        yield GaugeMetricFamily("leadflow_db_replica_in_use",
+                                "1 when read-only work goes to the read replica; 0: to the primary "
+                                "(the replica is down, lagging or not a standby)", value=int(health.usable))
+        if health.lag is not None and math.isfinite(health.lag):
+            yield GaugeMetricFamily("leadflow_db_replica_lag_seconds",
+                                    "How far the replica was behind the primary at its last check", value=health.lag)
 
     def _sender_rate_series(self) -> Iterator[Metric]:
         """Per sender and UTC day (today and yesterday; `day` is the ISO date): counts and rates, the

@@ -17,6 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from config.db_router import replica_reads
 from core import ops
 from core.models import AuditEntry, Incident, Switch
 from core.services import switch_set
@@ -57,10 +58,20 @@ def _step_runs_link(jump: ops.WorkflowJump) -> str:
     return f"{reverse('admin:automation_steprun_changelist')}?{query}"
 
 
+@replica_reads
+def _history(now: dt.datetime) -> tuple[ops.DeliveryStats, dict[str, Any], dict[str, int], list[ops.WorkflowJump],
+                                        list[ops.SenderRate]]:
+    """The page's history (counts over the last hour and days): from the replica when there is one, a
+    few seconds behind at most. What is true now (switches, incidents, paused senders, failed lists,
+    heartbeats) stays on the primary, so a page shown after a change shows it (issue 22)."""
+    return (ops.delivery_stats(now), ops.crm_stats(now), ops.failures(now), ops.workflow_failure_jumps(now),
+            ops.sender_rates(now))
+
+
 @staff_permission_required("core.view_operations")
 def operations(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
-    delivery = ops.delivery_stats(now)
+    delivery, crm, failures, jumps, rates = _history(now)
     failed_segments, failed_segments_shown = ops.failed_segments()
     paused = ops.switches()
     redis = ops.redis_snapshot(now)  # without Redis: its error in a banner, the rest of the page as usual
@@ -74,9 +85,9 @@ def operations(request: HttpRequest) -> HttpResponse:
                        for t in redis.throughput],
         "delivery": delivery,
         "chart": _chart(delivery.per_minute, end=now),
-        "crm": ops.crm_stats(now),
-        "failures": ops.failures(now),
-        "workflow_jumps": [(jump, _step_runs_link(jump)) for jump in ops.workflow_failure_jumps(now)],
+        "crm": crm,
+        "failures": failures,
+        "workflow_jumps": [(jump, _step_runs_link(jump)) for jump in jumps],
         "jump_rule": {"min_failures": ops.JUMP_MIN_FAILURES, "min_rate": ops.JUMP_MIN_RATE,
                       "factor": ops.JUMP_FACTOR},
         "failed_segments": failed_segments,
@@ -87,12 +98,12 @@ def operations(request: HttpRequest) -> HttpResponse:
         "switches": [(name, label, paused[name]) for name, label in Switch.Name.choices],
         "can_switch": request.user.has_perm("core.change_switch"),
         "incidents": Incident.objects.filter(resolved_at__isnull=True).order_by("opened_at"),
-        **_reputation_context(request, now),
+        **_reputation_context(request, rates),
     }
     return TemplateResponse(request, "admin/operations.html", context)
 
 
-def _reputation_context(request: HttpRequest, now: dt.datetime) -> dict[str, Any]:
+def _reputation_context(request: HttpRequest, rates: list[ops.SenderRate]) -> dict[str, Any]:
     """Complaint and hard-bounce rates per sender and day, and the paused senders (who paused each)."""
     from campaigns.models import SenderProfile
     from campaigns.reputation import AUTO_PAUSE_ACTION
@@ -103,7 +114,7 @@ def _reputation_context(request: HttpRequest, now: dt.datetime) -> dict[str, Any
                                            target_id__in=[str(s.pk) for s in paused]).order_by("-id")[:100]:
         why.setdefault(entry.target_id, entry)
     return {
-        "sender_rates": ops.sender_rates(now),
+        "sender_rates": rates,
         "rate_lines": {"warn": f"{settings.COMPLAINT_RATE_WARN:.2%}",
                        "incident": f"{settings.COMPLAINT_RATE_INCIDENT:.2%}",
                        "bounce": f"{settings.HARD_BOUNCE_RATE_INCIDENT:.2%}", "min_sent": settings.SENDER_RATE_MIN_SENT,

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import overload
 
-from django.db import connection
+from django.db import connections, router
 from django.db.models import Q
 from django.utils import timezone
 
@@ -143,7 +143,8 @@ def lead_score_breakdown(*, contact: Contact, now: dt.datetime | None = None) ->
         f"SELECT e.rule_name, COUNT(*), SUM(e.points), SUM({effective_points_sql('e')})"  # noqa: S608
         f" FROM {ScoreEntry._meta.db_table} e WHERE e.contact_id = %s GROUP BY e.rule_name"
     )
-    with connection.cursor() as cursor:
+    # The read replica when the caller is marked read-only (config/db_router.py), else the primary.
+    with connections[router.db_for_read(ScoreEntry)].cursor() as cursor:
         cursor.execute(sql, [now_param(now or timezone.now()), contact.pk])
         rows = [RulePoints(name, count, int(points), round(float(eff), 1)) for name, count, points, eff in cursor]
     return sorted(rows, key=lambda r: (-abs(r.effective), r.rule_name))

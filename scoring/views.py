@@ -14,6 +14,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.views.decorators.http import require_safe
 
+from config.db_router import replica_reads
 from contacts.models import Contact
 from core.utils import spreadsheet_safe
 from core.views import staff_permission_required
@@ -29,6 +30,7 @@ view_leads_required = staff_permission_required("scoring.view_leads")
 
 @require_safe
 @view_leads_required
+@replica_reads  # read-only: the replica when there is one (issue 22)
 def lead_list(request: HttpRequest) -> HttpResponse:
     params = request.GET.copy()
     if params.get("owner") == "me":  # "My leads" in the navigation: the same list, owned by whoever asks
@@ -46,6 +48,7 @@ def lead_list(request: HttpRequest) -> HttpResponse:
 
 @require_safe
 @view_leads_required
+@replica_reads  # read-only: the replica when there is one (issue 22)
 def lead_detail(request: HttpRequest, contact_id: int) -> HttpResponse:
     contact = get_object_or_404(Contact.objects.select_related("owner").with_scores(), pk=contact_id)
     breakdown = lead_score_breakdown(contact=contact)
@@ -79,4 +82,5 @@ def _lead_export(request: HttpRequest) -> StreamingHttpResponse:
 
 
 # staff_permission_required is typed for HttpResponse; a streaming response is fine to pass through.
-lead_export = require_safe(view_leads_required(cast(Callable[..., HttpResponse], _lead_export)))
+# replica_reads: the rows are streamed from the replica when there is one (issue 22).
+lead_export = require_safe(view_leads_required(cast(Callable[..., HttpResponse], replica_reads(_lead_export))))

@@ -29,6 +29,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
+from config.db_router import replica_broke
 from contacts.models import Contact, Event, Segment, SegmentMembership
 from contacts.segments.compiler import FilterContext, compile_with, segment_queryset, validate_filter
 from contacts.segments.sql import id_set
@@ -354,9 +355,13 @@ def segment_preview(*, definition_text: str, segment_id: int | None = None, samp
     sample = matching.order_by("-id").values(  # no ContactScore row: 0
         "email", "first_name", "last_name", score=Coalesce("scorecard__score", 0))[:sample_size]
     try:
-        with transaction.atomic():  # a savepoint if the caller has a transaction open
+        # A savepoint if the caller has a transaction open; on the replica when the caller is marked
+        # read-only (config/db_router.py), whose failure is re-raised for replica_reads to retry.
+        with transaction.atomic(using=matching.db):
             count, rows = matching.count(), list(sample)
     except (DatabaseError, OverflowError, UnicodeError) as exc:  # a valid tree the database still refused
+        if replica_broke(exc):
+            raise
         return {"count": None, "sample": [], "errors": [f"the database could not run this filter: {exc}"]}
     return {
         "count": count,
