@@ -277,10 +277,14 @@ def _set(node: Any, *, key: str, value: str, path: str, options: dict[str, Any])
     if kind not in SETTABLE or key not in SETTABLE[kind]:
         raise BuilderError(f"fb_key: {key[:50]!r} cannot be set on the condition at {path[:200]!r}.")
     if key in ("field", "attribute"):
+        before = field_kind(node, options)
         node[key] = value
-        ops = OPS_BY_KIND.get(field_kind(node, options), OPS_BY_KIND["text"])
+        kind = field_kind(node, options)
+        ops = OPS_BY_KIND.get(kind, OPS_BY_KIND["text"])
         if node.get("op") not in ops:
             node["op"] = ops[0]
+        if kind != before and "value" in node:  # a value of the old kind would not fit
+            node["value"] = kind == "bool" or ""
         _fit_value(node)
     elif key == "op":
         node["op"] = value

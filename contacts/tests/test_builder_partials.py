@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from contacts.builder import SEGMENT_TARGETS, BuilderError, draw, edit
 from contacts.builder_options import builder_options
-from contacts.models import Contact, CustomField, Event, Segment
+from contacts.models import Contact, ContactList, CustomField, Event, Segment
 from contacts.segments.compiler import validate_filter
 
 pytestmark = pytest.mark.django_db
@@ -252,3 +252,35 @@ def test_any_json_is_drawn_or_refused_by_name_never_a_crash(tree: Any, action: s
         problem, result = str(exc), None
     assert problem.startswith(("fb_", "The JSON below")) if problem else True
     assert result is None or draw(SEGMENT_TARGETS["definition"], result, options=options)
+
+
+def test_each_kind_of_condition_gets_the_inputs_of_its_type(role_users: dict[str, User]) -> None:
+    for key, field_type in (("employees", "number"), ("trial", "bool"), ("signup_date", "date")):
+        CustomField.objects.create(key=key, label=key.replace("_", " ").title(), field_type=field_type)
+    ContactList.objects.create(name="Newsletter")
+    other = Segment.objects.create(name="Other", definition={"all": []})
+    builder = SegmentBuilder(client_for(role_users["marketer"]))
+    builder.definition = json.dumps({"all": [
+        {"attribute": "employees", "op": "gte", "value": 50}, {"attribute": "trial", "op": "eq", "value": True},
+        {"attribute": "signup_date", "op": "within_days", "value": 14}, {"field": "grade", "op": "eq", "value": "A"},
+        {"list": "Newsletter"}, {"segment": other.pk}]})
+    page = post(builder.client, SEGMENT_BUILDER, fb_target="definition", fb_action="render",
+                definition=builder.definition).content.decode()
+    rows = re.findall(r'<div class="fb-condition fb-\w+">(.*?)</div>', page, re.S)
+    assert '<option value="gt">is more than</option>' in rows[0]  # a number's ops
+    assert "contains" not in rows[0]
+    assert re.search(r'<select[^>]*class="fb-value"[^>]*>.*<option value="true" selected>', rows[1], re.S)  # yes/no
+    assert 'placeholder="days"' in rows[2]
+    assert '<option value="contains">contains</option>' in rows[3]  # grade is text
+    assert '<option value="Newsletter" selected>Newsletter</option>' in rows[4]
+    assert f'<option value="{other.pk}" selected>Other</option>' in rows[5]
+    # Values are typed as their field's kind; a field of another kind starts with a value of its own.
+    assert builder.click("set", "all.0", "120", key="value")["all"][0] == {
+        "attribute": "employees", "op": "gte", "value": 120}
+    assert builder.click("set", "all.0", "1e3", key="value")["all"][0]["value"] == 1000.0
+    assert builder.click("set", "all.0", "trial", key="attribute")["all"][0] == {
+        "attribute": "trial", "op": "eq", "value": True}
+    assert builder.click("set", "all.0", "false", key="value")["all"][0]["value"] is False
+    assert builder.click("set", "all.3", "score", key="field")["all"][3] == {"field": "score", "op": "eq", "value": ""}
+    tree = builder.click("set", "all.3", "lots", key="value")  # not a number: kept for the validator to name
+    assert validate_filter(tree) == ["all[3].value: expected a number"]
