@@ -103,3 +103,33 @@ def test_tracing_is_an_optional_profile_wired_by_the_otlp_endpoint() -> None:
     assert collector["depends_on"] == ["jaeger"]
     assert SERVICES["jaeger"]["environment"]["COLLECTOR_OTLP_ENABLED"] == "true"
     assert any(str(p).endswith(":16686") for p in SERVICES["jaeger"]["ports"])
+
+
+def test_replica_is_an_optional_profile_streaming_from_postgres() -> None:
+    # given the replica service: only with `--profile replica`, so a plain `up` does not start it
+    replicas = {name for name, service in SERVICES.items() if "replica" in service.get("profiles", [])}
+    assert replicas == {"postgres-replica"}
+    replica = SERVICES["postgres-replica"]
+    assert replica["image"] == SERVICES["postgres"]["image"]  # a physical standby needs the same major version
+    # then on first start it copies the primary as a streaming standby, and afterwards serves reads
+    script = replica["command"][2]
+    assert replica["command"][:2] == ["sh", "-c"]
+    basebackup = next(line.split() for line in script.splitlines() if "pg_basebackup" in line)
+    assert basebackup[basebackup.index("-h") + 1] == "postgres"
+    assert "-R" in basebackup  # primary_conninfo and standby.signal
+    assert basebackup[basebackup.index("-X") + 1] == "stream"
+    assert "hot_standby=on" in script
+    assert replica["user"] == "postgres"  # PostgreSQL refuses to run as root
+    assert replica["environment"]["PGDATA"].startswith("/var/lib/postgresql/data/")
+    assert replica["depends_on"]["postgres"]["condition"] == "service_healthy"
+    volume = replica["volumes"][0].split(":")[0]
+    assert volume in COMPOSE["volumes"]
+    assert volume not in {v.split(":")[0] for v in SERVICES["postgres"]["volumes"]}
+    # and the primary lets replication connections in (the image's pg_hba.conf has none from other hosts)
+    mount = next(v for v in SERVICES["postgres"]["volumes"] if "/docker-entrypoint-initdb.d/" in v)
+    hba_line = (ROOT / mount.split(":")[0]).read_text().strip().splitlines()[-1]
+    assert hba_line.startswith('echo "host replication ')
+    assert hba_line.endswith('>> "$PGDATA/pg_hba.conf"')
+    # and the app uses it only when DATABASE_REPLICA_URL is set (empty by default: no replica)
+    for name in ("web", "worker", "scheduler"):
+        assert SERVICES[name]["environment"]["DATABASE_REPLICA_URL"] == "${DATABASE_REPLICA_URL:-}"
