@@ -30,7 +30,10 @@ from broadcasts.services import (
 from broadcasts.tests.conftest import approve, make_broadcast, make_contacts, make_template, work
 from broadcasts.timezones import country_zone
 from campaigns.delivery import delivery_run, delivery_run_batch
-from campaigns.models import Message, MessageStatus, SenderProfile
+from campaigns.models import Message, MessageStatus, SenderProfile, SuppressionReason
+from campaigns.services import suppression_add
+from consent.models import Topic, TopicSubscription
+from contacts.models import ConsentStatus, Contact
 from core.queues import get_connection
 
 pytestmark = pytest.mark.django_db
@@ -51,10 +54,13 @@ def test_each_contact_gets_it_once_whatever_is_retried_or_restarted(staged_sende
     assert broadcast.status == BroadcastStatus.SENDING
     assert broadcast.recipients_total == 30
     queue_chunk(broadcast_id=broadcast.pk, size=10)
-    get_connection().flushdb()
-    broadcasts_tick()
+    get_connection().flushdb()  # the queue job and the delivery kicks are lost
+    broadcasts_tick()  # the tick finds the half-queued broadcast in the database and kicks it again
     work()
-    broadcast_queue(broadcast_id=broadcast.pk)
+    assert received_by_address(sink) == Counter({c.email: 1 for c in contacts})
+    # and once more, as a retried job and a late tick would
+    assert broadcast_queue(broadcast_id=broadcast.pk) == 0
+    assert queue_chunk(broadcast_id=broadcast.pk) == 0
     broadcasts_tick()
     work()
     # then every contact got it exactly once, and the broadcast is fully queued
@@ -204,3 +210,33 @@ def test_the_local_window_already_over_somewhere_goes_the_next_day(staged_sender
     assert local_send_time(broadcast, tokyo, now) == dt.datetime(2026, 6, 2, 9, tzinfo=tokyo)
     inside = dt.datetime(2026, 6, 1, 9, 30, tzinfo=country_zone("GB", "UTC"))
     assert local_send_time(broadcast, country_zone("GB", "UTC"), inside) is None  # in the window: at once
+
+
+def test_the_outbox_rules_apply_to_a_broadcast_as_to_every_email(staged_sender, tester, sink):
+    # given a topic the template goes under, and five contacts: one withdrew consent, one's address
+    # hard-bounced, one left the topic, one already had this week's one marketing email
+    topic = Topic.objects.create(key="news", name="News")
+    template = make_template(topic=topic)
+    contacts = make_contacts(5)
+    Contact.objects.filter(pk=contacts[0].pk).update(consent_status=ConsentStatus.WITHDRAWN)
+    suppression_add(email=contacts[1].email, reason=SuppressionReason.HARD_BOUNCE, source="test")
+    TopicSubscription.objects.create(contact=contacts[2], topic=topic, subscribed=False)
+    SenderProfile.objects.filter(pk=staged_sender.pk).update(frequency_cap=1, frequency_days=7)
+    Message.objects.create(contact=contacts[3], sender=staged_sender, template=template, kind="marketing",
+                           idempotency_key="earlier", status=MessageStatus.SENT, sent_at=timezone.now())
+    broadcast = approve(make_broadcast(staged_sender, contacts, templates=[template]))
+    sink.state.received.clear()
+    # when it is sent
+    broadcast_send(broadcast=broadcast, actor=None)
+    broadcast_queue(broadcast_id=broadcast.pk)
+    delivery_run(sender_id=staged_sender.pk, max_seconds=10)
+    # then each rule stops its contact, with its reason, and only the fifth gets it
+    outcome = {contact_id: (status, reason) for contact_id, status, reason in
+               broadcast_messages(broadcast.pk).values_list("contact_id", "status", "reason")}
+    assert outcome == {contacts[0].pk: (MessageStatus.SUPPRESSED, "unsubscribed"),
+                       contacts[1].pk: (MessageStatus.SUPPRESSED, SuppressionReason.HARD_BOUNCE),
+                       contacts[2].pk: (MessageStatus.SUPPRESSED, "topic_unsubscribed"),
+                       contacts[3].pk: (MessageStatus.SUPPRESSED, "frequency_cap"),
+                       contacts[4].pk: (MessageStatus.SENT, "")}
+    assert received_by_address(sink) == Counter({contacts[4].email: 1})
+    assert broadcast_progress(broadcast).suppressed == 4
