@@ -51,6 +51,15 @@ SETTABLE = {
     "field": {"field", "op", "value"}, "attribute": {"attribute", "op", "value"}, "tag": {"tag"},
     "list": {"list"}, "segment": {"segment"}, "event": {"event", "did", "min_count", "within_days"},
 }
+# What a screen reader announces for each control (they sit in a row with no <label>).
+ARIA_LABELS = {
+    "fb-mode": "Group matches", "fb-add": "Add a condition", "fb-kind": "Condition kind", "fb-field": "Field",
+    "fb-op": "Operator", "fb-value": "Value", "fb-name": "Name", "fb-did": "Did or did not",
+    "fb-event": "Event type", "fb-count": "At least this many times", "fb-days": "In the last days",
+    "fb-property-value": "Property value", "fb-add-property": "Add a property filter",
+    "fb-other-property": "Another property name", "fb-remove": "Remove",
+    "fb-remove-property": "Remove the property filter",
+}
 ACTIONS = ("render", "add", "remove", "mode", "kind", "set", "add_property", "set_property", "remove_property",
            "pick_event")
 MAX_DRAWN_DEPTH = 22  # deeper hand-written nesting is shown as its JSON (the validator allows 20)
@@ -358,6 +367,7 @@ class Draw:
                 value: Any = "", label: str = "", options: list[tuple[Any, str]] | None = None,
                 **attrs: Any) -> dict[str, Any]:
         vals = json.dumps({"fb_action": action, "fb_path": path, "fb_key": key, "fb_prop": prop})
+        attrs.setdefault("aria_label", ARIA_LABELS.get(cls, label or cls))
         choices = [{"value": str(v), "label": text, "selected": str(v) == str(value)} for v, text in options or []]
         return {"tag": tag, "vals": vals, "cls": cls, "value": shown(value), "label": label, "options": choices,
                 "attrs": attrs}

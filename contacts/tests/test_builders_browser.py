@@ -5,6 +5,7 @@ Screenshots of each main screen are kept as test artifacts (core/testing/artifac
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -155,10 +156,21 @@ def test_a_marketer_builds_a_nested_segment_by_clicking_and_watches_the_count(pa
 
     page.click("input[name=_save]")
     page.wait_for_url("**/admin/contacts/segment/")
-    assert Segment.objects.get(name="Hot, not customers").definition == {"all": [
+    segment = Segment.objects.get(name="Hot, not customers")
+    assert segment.definition == {"all": [
         {"any": [
             {"event": "page_view", "did": True, "min_count": 3, "within_days": 30, "properties": {"path": "/pricing"}},
             {"tag": "webinar"},
         ]},
         {"not": {"all": [{"tag": "customer"}]}},
     ]}
+
+    # The JSON stays as the advanced view: typed there, the builder and the count follow it.
+    page.goto(f"/admin/contacts/segment/{segment.pk}/change/")
+    count_is(page, "2 contacts match")
+    page.click("summary:has-text('Advanced: the definition as JSON')")
+    page.fill("#id_definition", json.dumps({"any": [{"tag": "webinar"}]}))
+    count_is(page, "1 contact matches")
+    page.wait_for_function("document.querySelectorAll('#fb-definition .fb-condition').length === 1")
+    assert page.locator("#fb-definition > .fb-group > .fb-head select.fb-mode").input_value() == "any"
+    assert page.locator("#fb-definition .fb-tag select.fb-name").input_value() == "webinar"
