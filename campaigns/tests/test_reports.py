@@ -20,6 +20,7 @@ from campaigns.services import BounceReport, QueueItem, bounces_record, messages
 from campaigns.tests.conftest import make_contact, make_template
 from consent.models import OneClickScope, Topic
 from contacts.models import Contact
+from contacts.services import contact_erase
 
 pytestmark = pytest.mark.django_db
 
@@ -220,3 +221,11 @@ def test_leaving_topics_through_an_email_counts_once_for_that_email(sender: Any,
 
     assert report_for(Message.objects.filter(template__key="news")).unsubscribed == 2
     assert MessageEngagement.objects.filter(kind=EngagementKind.UNSUBSCRIBE).count() == 2
+
+
+def test_erasing_a_contact_erases_its_engagement(crafted: list[Message]):
+    m1 = crafted[0]
+    contact_erase(contact=m1.contact, actor="test")
+
+    assert not MessageEngagement.objects.filter(message_id=m1.pk).exists()
+    assert report_for(Message.objects.filter(template__key="news")).opened_total == 1  # m2's open is left
