@@ -24,6 +24,7 @@ from automation.models import TemplatePin, Workflow, WorkflowVersion
 from campaigns.models import Message
 from campaigns.report_views import BadReportParameter, bucket_param, report_context, report_csv_response
 from campaigns.reports import report_for
+from config.db_router import replica_reads
 
 
 def _check(request: HttpRequest) -> None:
@@ -65,6 +66,7 @@ def _email(pk: int, version_id: int, step: str) -> tuple[Workflow, WorkflowVersi
     raise Http404(f"v{version.number} has no send_email step {step[:100]!r}")
 
 
+@replica_reads  # read-only: the replica when there is one (config/db_router.py, issue 22)
 def email_report_view(admin: Any, request: HttpRequest, pk: int, version_id: int, step: str) -> HttpResponse:
     _check(request)
     workflow, version, email = _email(pk, version_id, step)
@@ -84,6 +86,7 @@ def email_report_view(admin: Any, request: HttpRequest, pk: int, version_id: int
     return TemplateResponse(request, "admin/automation/workflow/email_report.html", context)
 
 
+@replica_reads  # the rows are streamed from the replica when there is one (issue 22)
 def email_report_csv_view(admin: Any, request: HttpRequest, pk: int, version_id: int,
                           step: str) -> HttpResponseBase:
     _check(request)

@@ -23,6 +23,10 @@ from django.test.client import RequestFactory
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from automation.models import Workflow
+from automation.tests.conftest import version
+from automation.tests.test_email_reports import sent_message
+from automation.utm import step_utm_cache_clear
 from config import db_router
 from config.db_router import REPLICA, ReplicaScopeMiddleware, forget_health, replica_ok, replica_reads
 from contacts.models import Contact
@@ -162,6 +166,26 @@ def test_the_operations_history_reads_from_the_replica(replica: PostgresStandby,
     assert "campaigns_message" not in served.on_primary
     assert "core_switch" in served.on_primary  # what is true now stays on the primary
     assert "core_switch" not in served.on_replica
+
+
+def test_workflow_email_reports_read_from_the_replica(replica: PostgresStandby, role_users: dict[str, Any],
+                                                      sender: Any, sink: Any) -> None:
+    # given a workflow email sent (its Message on the primary) and replayed by the standby
+    step_utm_cache_clear()
+    sent_message(sender)
+    production = version(Workflow.objects.get(key="onboard"), "production")
+    replica.wait_for_primary()
+    marketer = Client()
+    marketer.force_login(role_users["marketer"])
+    # when a marketer opens the email's report and its CSV
+    args = [production.workflow_id, production.pk, "hello"]
+    for url in (reverse("admin:automation_workflow_email_report", args=args),
+                reverse("admin:automation_workflow_email_report_csv", args=args)):
+        served = get(marketer, url)
+        # then the outbox is read on the replica only
+        assert served.status == 200, url
+        assert "campaigns_message" in served.on_replica, url
+        assert "campaigns_message" not in served.on_primary, url
 
 
 def test_a_request_that_wrote_reads_its_own_write_from_the_primary(
