@@ -4,6 +4,7 @@ permissions are checked there and again in the services (the approval threshold)
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from django.contrib import admin, messages
@@ -14,7 +15,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 
-from broadcasts import services
+from broadcasts import reports, services
 from broadcasts.models import EDITABLE_STATUSES, Broadcast, BroadcastStatus, BroadcastVariant
 
 ACTIONS = ("test", "approve", "send", "pause", "resume", "cancel")
@@ -177,7 +178,13 @@ class BroadcastAdmin(admin.ModelAdmin):
     # --- Actions ------------------------------------------------------------------------------------
 
     def get_urls(self) -> list[URLPattern]:
-        return [path("<int:pk>/act/", self.admin_site.admin_view(self.act_view), name="broadcasts_broadcast_act"),
+        def view(route: str, func: Any, name: str) -> URLPattern:
+            return path(route, self.admin_site.admin_view(func), name=f"broadcasts_broadcast_{name}")
+
+        return [view("<int:pk>/act/", self.act_view, "act"),
+                # Reports (campaigns/reports.py, issue 21 item 4): totals, chart, links, A/B, CSV.
+                view("<int:pk>/report/", partial(reports.report_view, self), "report"),
+                view("<int:pk>/report/csv/", partial(reports.report_csv_view, self), "report_csv"),
                 *super().get_urls()]
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",

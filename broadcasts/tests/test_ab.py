@@ -22,7 +22,7 @@ from core.models import AuditEntry
 pytestmark = pytest.mark.django_db
 
 
-def test_the_variant_with_more_unique_opens_wins_and_the_rest_get_it(staged_sender, tester, sink):
+def test_the_variant_with_more_unique_opens_wins_and_the_rest_get_it(staged_sender, tester, sink, role_users):
     contacts = make_contacts(80)
     broadcast = approve(make_broadcast(staged_sender, contacts, subjects=["Plain subject", "Curious subject"],
                                        test_share=50, ab_metric="opens", ab_wait_minutes=60))
@@ -70,6 +70,12 @@ def test_the_variant_with_more_unique_opens_wins_and_the_rest_get_it(staged_send
     assert subjects == {"Plain subject": groups[0], "Curious subject": groups[1] + groups[None]}
     broadcast.refresh_from_db()
     assert broadcast.status == BroadcastStatus.QUEUED
+    # the report shows both variants with the leader, the difference and a confidence figure
+    viewer = Client()
+    viewer.force_login(role_users["ops"])
+    report = viewer.get(f"/admin/broadcasts/broadcast/{broadcast.pk}/report/").content.decode()
+    assert 'id="ab-results"' in report
+    assert "B (leader)" in report
     # a second tick decides nothing again
     assert broadcasts_tick(now=start + dt.timedelta(hours=3))["decided"] == 0
 

@@ -59,6 +59,14 @@ def test_a_marketer_creates_tests_approves_sends_and_watches_a_broadcast(staged_
     assert 'name="key"' not in page
     broadcast.refresh_from_db()
     assert broadcast.status == BroadcastStatus.QUEUED
+    # its report counts the four sent (not the test send), and exports as CSV
+    report = client.get(f"/admin/broadcasts/broadcast/{broadcast.pk}/report/")
+    assert report.status_code == 200
+    assert report.context["report"].sent == 4
+    csv = client.get(f"/admin/broadcasts/broadcast/{broadcast.pk}/report/csv/")
+    assert csv["Content-Type"].startswith("text/csv")
+    assert "Sent" in b"".join(csv.streaming_content).decode()  # type: ignore[attr-defined]  # a StreamingHttpResponse
+    assert client.get(f"/admin/broadcasts/broadcast/{broadcast.pk}/report/?bucket=week").status_code == 400
 
 
 def test_a_schedule_in_the_past_is_refused_by_the_send_action(staged_sender, tester, role_users):

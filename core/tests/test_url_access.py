@@ -153,6 +153,8 @@ ROUTES: dict[str, frozenset[str] | str] = {
     "admin:automation_workflow_export": roles(M, A, O),
     "admin:automation_workflow_edit": roles(M, A, O),  # Ops sees the editor read-only; POSTs need change
     "admin:broadcasts_broadcast_act": roles(M, A),  # test, approve, send, pause, resume, cancel (POST)
+    "admin:broadcasts_broadcast_report": roles(M, A, O),  # a broadcast's report: whoever views broadcasts
+    "admin:broadcasts_broadcast_report_csv": roles(M, A, O),
     # Dependency maps (issue 24): read-only, for whoever sees workflows; promoting (and acknowledging a
     # capacity warning) goes through admin:automation_workflow_act and the Approver's permission.
     "admin:automation_workflow_version_dependencies": roles(M, A, O),
