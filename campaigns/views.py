@@ -51,8 +51,12 @@ def _refused(throttle: Throttle) -> bool:
 
 
 def _ip_limited(request: HttpRequest) -> bool:
-    """A request with an invalid token: counted against the client IP."""
-    return _refused(client_throttle(request.META.get("REMOTE_ADDR", "unknown")))
+    """A request with an invalid token: counted against the client IP (behind TRUSTED_PROXY_COUNT
+    proxies the visitor's, from X-Forwarded-For: with REMOTE_ADDR every client would share the
+    proxy's budget)."""
+    from core.login_throttle import client_ip
+
+    return _refused(client_throttle(client_ip(request) or "unknown"))
 
 
 def _token_limited(purpose: str, message_id: int) -> bool:

@@ -113,3 +113,30 @@ def test_a_click_link_replayed_past_its_limit_still_leads_to_its_url_and_records
     pixels = [client.get(path_of(tracking.open_url(ann.pk))) for _ in range(60)]
     assert {(p.status_code, p["Content-Type"]) for p in pixels} == {(200, "image/gif")}
     assert sorted(Event.objects.values_list("event_type", flat=True)) == ["email_clicked", "email_opened"]
+
+
+def test_behind_a_trusted_proxy_two_visitors_have_their_own_bad_token_budgets(
+        ann_and_bob: tuple[Message, Message], settings: Any) -> None:
+    # Given one reverse proxy in front (README: TRUSTED_PROXY_COUNT), which appends the visitor's address
+    settings.TRUSTED_PROXY_COUNT = 1
+    forged = reverse("campaigns:click", args=["1.0:forged"])
+    guesser = Client(REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR="198.51.100.7")
+    # When one visitor floods bad links until refused
+    codes = until_429(lambda: guesser.get(forged))
+    assert codes[-1] == 429
+    views.client_throttle("198.51.100.7").pause(60)
+    # Then another visitor through the same proxy still gets a plain 404 for a bad link
+    other = Client(REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR="203.0.113.9")
+    assert other.get(forged).status_code == 404
+    assert guesser.get(forged).status_code == 429
+
+
+def test_without_trusted_proxies_a_forged_forwarded_for_does_not_escape_the_limit(
+        ann_and_bob: tuple[Message, Message], settings: Any) -> None:
+    settings.TRUSTED_PROXY_COUNT = 0  # the default: X-Forwarded-For is the client's to write
+    forged = reverse("campaigns:click", args=["1.0:forged"])
+    flood_from(Client(REMOTE_ADDR=PROXY), forged)
+    # The same address claiming to forward for someone else is still that address
+    spoofing = Client(REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR="203.0.113.9")
+    assert spoofing.get(forged).status_code == 429
+    assert spoofing.get(path_of(tracking.click_url(ann_and_bob[1].pk, 0))).status_code == 302
