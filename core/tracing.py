@@ -163,10 +163,13 @@ def uninstall() -> None:
 # --- Our spans ---------------------------------------------------------------------------------
 
 
+_OFF: contextlib.nullcontext[None] = contextlib.nullcontext()  # what every hook returns when tracing is off
+
+
 def span(name: str, **attributes: Any) -> contextlib.AbstractContextManager[Any]:
     """A child span of the current one for a logical step (a no-op when tracing is off)."""
     if _tracer is None:
-        return contextlib.nullcontext()
+        return _OFF
     return _tracer.start_as_current_span(name, attributes=_clean(attributes))
 
 
@@ -276,14 +279,17 @@ def _parse_traceparent(value: Any) -> SpanContext | None:
     return span_ctx if span_ctx.is_valid else None
 
 
-@contextlib.contextmanager
-def batch(name: str, correlation_ids: Iterable[str], *, fan_in: bool = True, **attributes: Any) -> Iterator[None]:
+def batch(name: str, correlation_ids: Iterable[str], *, fan_in: bool = True,
+          **attributes: Any) -> contextlib.AbstractContextManager[Any]:
     """Work on many causes' rows at once: a span linked to each cause, and (when it ends, unless
     `fan_in` is off because each row gets a `cause_span` anyway) a short span in each cause's own
     trace, linked back to it, saying when its rows were in this batch."""
-    if _tracer is None:
-        yield
-        return
+    return _OFF if _tracer is None else _batch(name, correlation_ids, fan_in=fan_in, **attributes)
+
+
+@contextlib.contextmanager
+def _batch(name: str, correlation_ids: Iterable[str], *, fan_in: bool, **attributes: Any) -> Iterator[None]:
+    assert _tracer is not None
     cids = list(dict.fromkeys(cid for cid in correlation_ids if cid))
     causes = cause_contexts(cids)
     links = [Link(ctx) for ctx in list(causes.values())[:MAX_LINKS]]
@@ -321,13 +327,15 @@ def causes_done(name: str, outcomes: Iterable[tuple[str, str]], **attributes: An
                            start_time=started, attributes={**_clean(attributes), **counts}).end()
 
 
-@contextlib.contextmanager
-def cause_span(name: str, correlation_id: str, **attributes: Any) -> Iterator[Any]:
+def cause_span(name: str, correlation_id: str, **attributes: Any) -> contextlib.AbstractContextManager[Any]:
     """Work on one row inside a batch: a child of the row's cause (known from `batch()` or
     `cause_contexts()`), linked to the batch; a child of the current span when the cause is unknown."""
-    if _tracer is None:
-        yield None
-        return
+    return _OFF if _tracer is None else _cause_span(name, correlation_id, **attributes)
+
+
+@contextlib.contextmanager
+def _cause_span(name: str, correlation_id: str, **attributes: Any) -> Iterator[Any]:
+    assert _tracer is not None
     cause = _causes.get(correlation_id) if correlation_id else None
     if cause is None:
         with _tracer.start_as_current_span(name, attributes=_clean(attributes)) as current:
