@@ -19,6 +19,7 @@ from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from config.db_router import replica_health
 from core import ops, outbound
 from core.models import Incident
 from core.webhooks import signed_headers
@@ -71,7 +72,28 @@ def evaluate(now: dt.datetime | None = None) -> list[Firing]:
     from automation.rollback import rollback_incidents_open  # open until a fix is promoted
 
     firing += rollback_incidents_open(now)
+    firing += _replica_firings()
     return firing
+
+
+# A replica this far behind is not catching up by itself (replication broken, replay paused): worth a
+# person's look. Shorter lags only send reads to the primary for a while (config/db_router.py).
+REPLICA_ALERT_LAG_SECONDS = 300
+
+
+def _replica_firings() -> list[Firing]:
+    """The read replica (DATABASE_REPLICA_URL) as the checking process sees it: down, promoted, or
+    far behind. Reads still work (they go to the primary), so it is a warning-sized incident."""
+    health = replica_health()
+    if health is None or health.usable:
+        return []
+    lag = health.lag
+    # inf: it has replayed no transaction since it started, so how far behind is unknown (just started).
+    if health.state == "ok" and (lag is None or lag == float("inf") or lag < REPLICA_ALERT_LAG_SECONDS):
+        return []
+    summary = f"read replica {health.label}: read-only pages read the primary ({health.reason})"
+    detail = {"state": health.label, "lag_seconds": None if lag is None else round(lag), "reason": health.reason[:300]}
+    return [Firing("db_replica", summary[:300], detail)]
 
 
 COMPLAINT_KEY, BOUNCE_KEY = "complaint_rate:", "hard_bounce_rate:"

@@ -30,6 +30,8 @@ from automation.utm import step_utm_cache_clear
 from config import db_router
 from config.db_router import REPLICA, ReplicaScopeMiddleware, forget_health, replica_ok, replica_reads
 from contacts.models import Contact
+from core.alerts import alerts_check
+from core.models import Incident
 from core.testing.pgstandby import PostgresStandby
 from scoring.views import lead_list
 
@@ -310,3 +312,25 @@ def test_a_segment_preview_falls_back_when_the_replica_fails_mid_request(
     assert response.status_code == 200
     assert response.json() == {"count": 1, "sample": [{"email": "ada@example.com", "name": "", "score": 0}],
                                "errors": []}
+
+
+def test_a_replica_that_stays_down_opens_an_incident_until_it_is_back(replica: PostgresStandby) -> None:
+    # given the alert check while the replica serves: nothing to report about it
+    replica.wait_for_primary()
+    alerts_check()
+    assert not Incident.objects.filter(key="db_replica").exists()
+    # when the standby dies
+    replica.stop(mode="immediate")
+    forget_health()
+    alerts_check()
+    # then an incident says so (reads meanwhile go to the primary), once
+    incident = Incident.objects.get(key="db_replica", resolved_at__isnull=True)
+    assert incident.summary.startswith("read replica down: read-only pages read the primary")
+    alerts_check()
+    assert Incident.objects.filter(key="db_replica").count() == 1
+    # and it resolves itself once the standby answers again
+    replica.resume()
+    replica.wait_for_primary()
+    forget_health()
+    alerts_check()
+    assert Incident.objects.get(key="db_replica").resolved_at is not None
