@@ -18,7 +18,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from contacts.emails import normalize_email
+from contacts.emails import InvalidEmail, email_canonical, normalize_email
 from contacts.fields import load_specs, validate_attributes
 from contacts.models import ApiKey, Contact, Event
 from contacts.pipeline import events_kick
@@ -133,13 +133,75 @@ def _clean_items(items: Sequence[Any], *, now: dt.datetime, errors: list[ItemErr
 
 
 def clean_item(index: int, item: Any, *, now: dt.datetime) -> CleanEvent:
+    if type(item) is dict and ITEM_FIELDS.issuperset(item):
+        plain = _clean_plain(index, item, now)
+        if plain is not None:
+            return plain
+    return _clean_item_full(index, item, now=now)
+
+
+def _clean_plain(index: int, item: dict[str, Any], now: dt.datetime) -> CleanEvent | None:
+    """The common item (no occurred_at, flat properties of plain values, a canonical-looking email)
+    in a few steps, or None for anything else, which _clean_item_full then checks (and words the
+    error of). Gives exactly what _clean_item_full gives; a property test compares the two. The
+    full checks were ~half of an API request's Python time for a batch of 50 (issue 18, item 4)."""
+    email, event_type = item.get("email"), item.get("type")
+    key, properties = item.get("idempotency_key"), item.get("properties")
+    if item.get("occurred_at") is not None or type(email) is not str or type(event_type) is not str:
+        return None
+    if key is not None and (type(key) is not str or not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY
+                            or not key.isprintable()):  # printable: no NUL, no lone surrogate
+        return None
+    if EVENT_TYPE_RE.fullmatch(event_type) is None or "\x00" in email:
+        return None
+    if properties is None:
+        properties = {}
+    elif type(properties) is not dict or not _flat_and_small(properties):
+        return None
+    try:
+        canonical = email_canonical(email)  # ASCII without NUL when it succeeds: storable
+    except InvalidEmail:
+        return None
+    return CleanEvent(index, canonical, event_type, properties, now, key)
+
+
+_PLAIN_NUMBER_CHARS = 24  # repr of any float or of an int below 2**64, as JSON
+
+
+def _flat_and_small(properties: dict[str, Any]) -> bool:
+    """Whether every key and value is ASCII text without NUL, a bool, None, a float or an int below
+    2**64, and the object's JSON is certainly within MAX_PROPERTIES_BYTES (an upper bound on its
+    size: escaping makes an ASCII character at most 6)."""
+    bound = 2
+    for name, value in properties.items():
+        if type(name) is not str or not name.isascii() or "\x00" in name:
+            return False
+        bound += 6 * len(name) + 4
+        kind = type(value)
+        if kind is str:
+            if not value.isascii() or "\x00" in value:
+                return False
+            bound += 6 * len(value) + 2
+        elif kind is int:
+            if not -(2**64) < value < 2**64:
+                return False
+            bound += _PLAIN_NUMBER_CHARS
+        elif kind is float or kind is bool or value is None:
+            bound += _PLAIN_NUMBER_CHARS
+        else:
+            return False
+    return bound <= MAX_PROPERTIES_BYTES
+
+
+def _clean_item_full(index: int, item: Any, *, now: dt.datetime) -> CleanEvent:
     if not isinstance(item, dict):
         raise ItemInvalid("must be an object")
-    unknown = set(item) - ITEM_FIELDS
-    if unknown:
+    if not ITEM_FIELDS.issuperset(item):
+        unknown = set(item) - ITEM_FIELDS
         raise ItemInvalid(f"unknown field(s): {', '.join(sorted(map(str, unknown)))}")
     properties = _properties(item.get("properties"))
-    check_storable(item)
+    # The properties were just checked: walk only the other fields (the same first problem is found).
+    check_storable({name: value for name, value in item.items() if name != "properties"})
     return CleanEvent(
         index=index,
         email=_email(item.get("email")),
@@ -263,6 +325,8 @@ def unstorable(value: Any, path: str = "") -> str | None:
 def _unstorable_text(text: str) -> str | None:
     if "\x00" in text:
         return "must not contain NUL characters"
+    if text.isascii():  # O(1) in CPython; no surrogate in it
+        return None
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -277,19 +341,39 @@ def _contact_ids(api_key: ApiKey, items: Iterable[CleanEvent], result: IngestRes
     """email -> contact id for every item's contact, creating the unknown ones if the key may."""
     items = list(items)
     emails = {item.email for item in items}
-    found = dict(Contact.objects.filter(email__in=emails).values_list("email", "pk"))
+    found = _contact_ids_of(emails)
     missing = emails - set(found)
     if not missing:
         return found
     refusal = _creation_refusal(api_key)
     if refusal is None:
         Contact.objects.bulk_create([Contact(email=email) for email in sorted(missing)], ignore_conflicts=True)
-        created = dict(Contact.objects.filter(email__in=missing).values_list("email", "pk"))
+        created = _contact_ids_of(missing)
         result.contacts_created = len(created)  # a concurrent request may have created some: close enough
         found.update(created)
     else:
         result.errors.extend(ItemError(item.index, refusal) for item in items if item.email in missing)
     return found
+
+
+def _contact_ids_of(emails: set[str]) -> dict[str, int]:
+    """email -> id of the contacts among `emails`, in one plain statement: the ORM's version (a
+    quoted IN list and the model's ORDER BY) was a fifth of a batch's Python time (issue 18, item 4).
+    The emails go as one JSON parameter, and on PostgreSQL as an array the planner probes the
+    email index with, whatever its row estimate for a table that just grew."""
+    if not emails:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(_CONTACT_IDS_SQL[connection.vendor], [json.dumps(sorted(emails))])
+        return dict(cursor.fetchall())
+
+
+_CONTACT_IDS_SQL = {
+    "postgresql": f"SELECT email, id FROM {Contact._meta.db_table}"  # noqa: S608 (constant; values are parameters)
+                  " WHERE email = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)))",
+    "sqlite": f"SELECT email, id FROM {Contact._meta.db_table}"  # noqa: S608 (constant; values are parameters)
+              " WHERE email IN (SELECT value FROM json_each(%s))",
+}
 
 
 def _creation_refusal(api_key: ApiKey) -> str | None:
@@ -330,8 +414,12 @@ def _insert(source: str, items: list[CleanEvent], contact_ids: dict[str, int],
     """
     if not items:
         return [], 0
-    rows = [[contact_ids[item.email], item.event_type, item.properties,
-             connection.ops.adapt_datetimefield_value(item.occurred_at), item.idempotency_key]
+    adapt = connection.ops.adapt_datetimefield_value
+    # Each distinct time adapted once (most items of a batch share "now"), as the text json.dumps'
+    # default=str would write: the per-item call through the connection proxy was ~5 % of a request.
+    moments = {moment: str(adapt(moment)) for moment in {item.occurred_at for item in items}}
+    rows = [[contact_ids[item.email], item.event_type, item.properties, moments[item.occurred_at],
+             item.idempotency_key]
             for item in sorted(items, key=lambda item: (item.idempotency_key is None, item.idempotency_key or ""))]
     keyed = sum(1 for row in rows if row[4] is not None)
     with connection.cursor() as cursor:
