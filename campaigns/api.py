@@ -21,6 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from campaigns import sns
@@ -130,7 +131,10 @@ def _sns(envelope: dict[str, Any], api_key: ApiKey) -> HttpResponse:
         raise ApiError(400, "invalid_body", "SNS Message is not JSON (expected an SES notification)") from None
     if not isinstance(notification, dict):
         raise ApiError(400, "invalid_body", "SNS Message must be an SES notification object")
-    return _ses(notification, api_key)
+    with transaction.atomic():  # the MessageId is recorded with the work, or neither (campaigns/sns.py)
+        if not sns.sns_notification_claim(envelope):
+            return JsonResponse({"status": "duplicate", "message_id": envelope["MessageId"]}, status=202)
+        return _ses(notification, api_key)
 
 
 def _ses_raw(request: HttpRequest, notification: dict[str, Any], api_key: ApiKey) -> HttpResponse:

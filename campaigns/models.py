@@ -450,3 +450,22 @@ class MessageEngagement(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.message_id} {self.get_kind_display()}"
+
+
+class SnsNotification(models.Model):
+    """An Amazon SNS notification already processed, by its MessageId: SNS delivers at least once
+    and a retry repeats the MessageId, so a second copy changes nothing (a soft bounce would be
+    counted twice). Rows older than SNS_MAX_AGE_SECONDS are pruned: such copies are refused anyway
+    (campaigns/sns.py)."""
+
+    message_id = models.CharField(max_length=100, unique=True)
+    timestamp = models.DateTimeField(help_text="The notification's own Timestamp (when SNS published it)")
+
+    class Meta:
+        indexes = [
+            # Pruning (campaigns/sns.py sns_notification_claim): the rows past the replay window.
+            models.Index(fields=["timestamp"], name="sns_notification_ts_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"SNS {self.message_id}"

@@ -16,6 +16,17 @@ Follows Amazon's public documentation:
 - Confirming: "visit the SubscribeURL" (https://docs.aws.amazon.com/sns/latest/dg/
   http-subscription-confirmation-json.html); it is fetched only from the same SNS host pattern.
 
+- Freshness and duplicates. Amazon's verification pages name no Timestamp check, but SNS stops
+  retrying an HTTP/S delivery within 3,600 s ("The total policy retry time for an HTTP/S endpoint
+  cannot be greater than 3,600 seconds. This is a hard limit", https://docs.aws.amazon.com/sns/latest/
+  dg/sns-message-delivery-retries.html), and Timestamp ("the time (GMT) when the notification was
+  published", sns-message-and-json-formats.html) is signed. So a message older than
+  SNS_MAX_AGE_SECONDS (default 3600) or dated more than CLOCK_SKEW_SECONDS ahead is refused: a
+  captured message cannot be replayed later. Within the window SNS may deliver a message more than
+  once ("your endpoint should have code that can handle retried messages", SendMessageToHttp.retry.html),
+  repeating its MessageId: sns_notification_claim records each MessageId once (unique), so a retry
+  is acknowledged and not processed again.
+
 The certificate's own chain is not walked: it comes over verified TLS from an amazonaws.com SNS
 host, which is what vouches for it (as in the SDK validators). Fetched certificates are kept in
 memory per URL (SNS rotates them rarely; a new URL is fetched once).
@@ -25,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import logging
 import re
 import threading
@@ -38,6 +50,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from core import outbound
 
@@ -64,6 +78,8 @@ TEST_URL_PREFIX_SETTING = "SNS_TEST_URL_PREFIX"
 CERT_CACHE_SIZE = 16
 CERT_MAX_BYTES = 64 * 1024
 HTTP_TIMEOUT = 10.0
+CLOCK_SKEW_SECONDS = 300  # SNS's clock and ours: a Timestamp this far ahead is still accepted
+MESSAGE_ID_MAX = 100  # SNS MessageIds are UUIDs (36 characters); SnsNotification.message_id's length
 
 
 class SnsRejected(Exception):  # noqa: N818  a refusal with the reason, not a crash
@@ -166,12 +182,40 @@ def _check_shape(envelope: dict[str, Any]) -> str:
             continue
         if not isinstance(envelope.get(name), str):
             raise SnsRejected(400, "invalid_body", f"SNS {name}: required in a {kind}, a string")
+    if len(envelope["MessageId"]) > MESSAGE_ID_MAX:
+        raise SnsRejected(400, "invalid_body", f"SNS MessageId: longer than {MESSAGE_ID_MAX} characters")
     return str(kind)
+
+
+def _timestamp(envelope: dict[str, Any]) -> dt.datetime:
+    """The envelope's Timestamp (ISO 8601 in UTC, "2012-04-25T21:49:25.719Z"), aware."""
+    try:
+        stamp = dt.datetime.fromisoformat(envelope["Timestamp"])
+    except ValueError:
+        stamp = None
+    if stamp is None or stamp.tzinfo is None:
+        raise SnsRejected(400, "invalid_body",
+                          f"SNS Timestamp {envelope['Timestamp'][:40]!r} is not an ISO 8601 time with a zone")
+    return stamp
+
+
+def _check_fresh(envelope: dict[str, Any]) -> None:
+    """Refuse a message published longer than SNS_MAX_AGE_SECONDS ago, or dated in the future."""
+    age = (timezone.now() - _timestamp(envelope)).total_seconds()
+    max_age = settings.SNS_MAX_AGE_SECONDS
+    if age > max_age:
+        raise SnsRejected(403, "sns_message_too_old",
+                          f"SNS Timestamp {envelope['Timestamp'][:40]} is {int(age)} s old, more than "
+                          f"SNS_MAX_AGE_SECONDS ({max_age}): a replayed message is refused")
+    if age < -CLOCK_SKEW_SECONDS:
+        raise SnsRejected(403, "sns_message_from_future",
+                          f"SNS Timestamp {envelope['Timestamp'][:40]} is {int(-age)} s in the future "
+                          f"(more than {CLOCK_SKEW_SECONDS} s of clock skew)")
 
 
 def sns_verify(envelope: dict[str, Any]) -> str:
     """Check an SNS envelope: shape, topic allow-list (SNS_TOPIC_ARNS), signing certificate URL,
-    signature. Returns its Type; raises SnsRejected naming the problem."""
+    signature, Timestamp within SNS_MAX_AGE_SECONDS. Returns its Type; raises SnsRejected naming the problem."""
     kind = _check_shape(envelope)
     topic = envelope["TopicArn"]
     allowed = list(getattr(settings, "SNS_TOPIC_ARNS", []) or [])
@@ -194,7 +238,24 @@ def sns_verify(envelope: dict[str, Any]) -> str:
         key.verify(signature, string_to_sign(envelope), padding.PKCS1v15(), _HASHES[version]())
     except InvalidSignature:
         raise SnsRejected(403, "invalid_signature", "the SNS signature does not match the message") from None
+    _check_fresh(envelope)  # after the signature: a Timestamp changed in transit is a bad signature
     return kind
+
+
+def sns_notification_claim(envelope: dict[str, Any]) -> bool:
+    """Record a verified Notification's MessageId; False when it was recorded before (an SNS retry:
+    acknowledge it, process nothing). Call it inside the transaction that processes the message,
+    so a failure rolls the claim back with the work and SNS's retry is processed then."""
+    from campaigns.models import SnsNotification
+
+    SnsNotification.objects.filter(timestamp__lt=timezone.now() - dt.timedelta(
+        seconds=settings.SNS_MAX_AGE_SECONDS + CLOCK_SKEW_SECONDS)).delete()  # refused by _check_fresh anyway
+    try:
+        with transaction.atomic():  # a savepoint: the caller's transaction goes on after a duplicate
+            SnsNotification.objects.create(message_id=envelope["MessageId"], timestamp=_timestamp(envelope))
+    except IntegrityError:
+        return False
+    return True
 
 
 def subscription_confirm(envelope: dict[str, Any]) -> None:

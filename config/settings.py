@@ -372,6 +372,10 @@ OUTBOUND_ALLOWED_NETWORKS = env_networks("OUTBOUND_ALLOWED_NETWORKS", [])
 # Amazon SNS topics whose signed messages POST /api/v1/bounces accepts (the SES bounce, complaint
 # and delivery topics); empty: no SNS message is accepted. Subscriptions are confirmed automatically.
 SNS_TOPIC_ARNS = env_sns_topics("SNS_TOPIC_ARNS", [])
+# A signed notification older than this is refused (a captured one replayed), as is one dated more
+# than SNS_CLOCK_SKEW_SECONDS (campaigns/sns.py) ahead. 3600: SNS stops retrying an HTTP/S delivery
+# within 3,600 s (a hard limit, docs.aws.amazon.com/sns/latest/dg/sns-message-delivery-retries.html).
+SNS_MAX_AGE_SECONDS = env_int("SNS_MAX_AGE_SECONDS", 3600, minimum=60)
 
 # --- Workflows ----------------------------------------------------------------------------
 # Where staging versions' emails go when the sender profile names no staging recipient; empty:

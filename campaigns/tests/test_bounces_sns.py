@@ -6,6 +6,7 @@ message delivery, matching by the id SES answered the send with, and test copies
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import urllib.error
 import urllib.request
@@ -17,7 +18,16 @@ from django.test import Client
 
 from campaigns import sns
 from campaigns.delivery import delivery_run_batch, relay_message_id
-from campaigns.models import Message, MessageStatus, Suppression, SuppressionReason, email_hash
+from campaigns.models import (
+    EngagementKind,
+    Message,
+    MessageEngagement,
+    MessageStatus,
+    SnsNotification,
+    Suppression,
+    SuppressionReason,
+    email_hash,
+)
 from campaigns.services import QueueItem, message_send_test, messages_queue, messages_retry
 from campaigns.tests.conftest import make_contact
 from contacts.apikeys import api_key_create
@@ -373,3 +383,78 @@ def test_a_new_test_copy_to_a_suppressed_tester_address_is_not_sent(sender: Any,
     message.refresh_from_db()
     assert (message.status, message.reason) == (MessageStatus.SUPPRESSED, SuppressionReason.HARD_BOUNCE)
     assert sink.received == []
+
+
+# --- Replays and retried deliveries (campaigns/sns.py: Timestamp window, MessageId once) ----------
+
+
+def _dated(fake_sns: FakeSns, envelope: dict[str, Any], seconds_ago: float) -> dict[str, Any]:
+    """The envelope published `seconds_ago` (negative: in the future), signed again by the fake SNS."""
+    stamp = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds_ago)
+    return fake_sns.sign({**envelope, "Timestamp": stamp.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"})
+
+
+def test_a_genuine_notification_replayed_after_the_window_is_refused_and_changes_nothing(
+        client: Client, fake_sns: FakeSns, key: str, sent: Message, settings: Any) -> None:
+    settings.SNS_MAX_AGE_SECONDS = 3600
+    bounce = fake_sns.notification(ses_bounce("reader@example.com", message_id=sent.relay_message_id))
+    response = post(client, _dated(fake_sns, bounce, 3700), key)
+    assert response.status_code == 403, response.content
+    error = response.json()["error"]
+    assert error["code"] == "sns_message_too_old"
+    assert "SNS_MAX_AGE_SECONDS (3600)" in error["message"]
+    assert not Suppression.objects.exists()
+    assert Message.objects.get().status == MessageStatus.SENT
+
+
+def test_a_notification_dated_in_the_future_is_refused(client: Client, fake_sns: FakeSns, key: str,
+                                                       sent: Message) -> None:
+    bounce = fake_sns.notification(ses_bounce("reader@example.com", message_id=sent.relay_message_id))
+    response = post(client, _dated(fake_sns, bounce, -3600), key)
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "sns_message_from_future"
+    assert not Suppression.objects.exists()
+
+
+def test_a_late_retry_inside_the_window_is_accepted(client: Client, fake_sns: FakeSns, key: str,
+                                                    sent: Message) -> None:
+    bounce = fake_sns.notification(ses_bounce("reader@example.com", message_id=sent.relay_message_id))
+    assert post(client, _dated(fake_sns, bounce, 3000), key).status_code == 202
+    assert Suppression.objects.get().reason == SuppressionReason.HARD_BOUNCE
+
+
+def test_an_unreadable_timestamp_is_a_clear_400(client: Client, fake_sns: FakeSns, key: str) -> None:
+    envelope = fake_sns.sign({**fake_sns.notification(ses_bounce("reader@example.com")), "Timestamp": "yesterday"})
+    response = post(client, envelope, key)
+    assert response.status_code == 400
+    assert "SNS Timestamp 'yesterday'" in response.json()["error"]["message"]
+
+
+def test_a_retried_delivery_of_one_soft_bounce_counts_it_once(client: Client, fake_sns: FakeSns, key: str,
+                                                              sent: Message) -> None:
+    # SNS delivers at least once: the same signed message, same MessageId, may arrive twice
+    soft = fake_sns.notification(ses_bounce("reader@example.com", message_id=sent.relay_message_id,
+                                            kind="Transient"))
+    first, retry = post(client, soft, key), post(client, soft, key)
+    assert (first.status_code, first.json()["recorded"]) == (202, 1)
+    assert (retry.status_code, retry.json()) == (202, {"status": "duplicate", "message_id": soft["MessageId"]})
+    assert MessageEngagement.objects.filter(message=sent, kind=EngagementKind.SOFT_BOUNCE).count() == 1
+    # a different notification about the same message is a new report
+    again = fake_sns.notification(ses_bounce("reader@example.com", message_id=sent.relay_message_id,
+                                             kind="Transient"))
+    assert post(client, again, key).json()["recorded"] == 1
+    assert MessageEngagement.objects.filter(message=sent, kind=EngagementKind.SOFT_BOUNCE).count() == 2
+
+
+def test_a_notification_that_fails_is_not_marked_processed(client: Client, fake_sns: FakeSns, key: str) -> None:
+    broken = fake_sns.notification({"notificationType": "Bounce", "mail": {"messageId": "x"}})  # no "bounce"
+    assert post(client, broken, key).status_code == 400
+    assert not SnsNotification.objects.exists()  # rolled back with the work: SNS's retry is processed
+
+
+def test_message_ids_past_the_window_are_pruned(client: Client, fake_sns: FakeSns, key: str,
+                                                settings: Any) -> None:
+    settings.SNS_MAX_AGE_SECONDS = 3600
+    SnsNotification.objects.create(message_id="old", timestamp=dt.datetime.now(dt.UTC) - dt.timedelta(hours=2))
+    post(client, fake_sns.notification({"notificationType": "Open"}), key)
+    assert not SnsNotification.objects.filter(message_id="old").exists()
