@@ -18,6 +18,7 @@ from broadcasts.services import broadcast_messages
 from campaigns.models import Message
 from campaigns.report_views import BadReportParameter, ab_context, bucket_param, report_context, report_csv_response
 from campaigns.reports import AbComparison, ab_compare, report_for, variant_from_report
+from config.db_router import replica_reads
 
 
 def _check(request: HttpRequest) -> None:
@@ -42,6 +43,7 @@ def broadcast_ab(broadcast: Broadcast) -> AbComparison | None:
                                            metric=metric) for v in variants])
 
 
+@replica_reads  # read-only: the replica when there is one (config/db_router.py, issue 22)
 def report_view(admin: Any, request: HttpRequest, pk: int) -> HttpResponse:
     _check(request)
     broadcast = get_object_or_404(Broadcast, pk=pk)
@@ -60,6 +62,7 @@ def report_view(admin: Any, request: HttpRequest, pk: int) -> HttpResponse:
     return TemplateResponse(request, "admin/broadcasts/broadcast/report.html", context)
 
 
+@replica_reads  # the rows are streamed from the replica when there is one (issue 22)
 def report_csv_view(admin: Any, request: HttpRequest, pk: int) -> HttpResponseBase:
     _check(request)
     broadcast = get_object_or_404(Broadcast, pk=pk)

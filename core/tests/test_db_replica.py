@@ -27,6 +27,7 @@ from automation.models import Workflow
 from automation.tests.conftest import version
 from automation.tests.test_email_reports import sent_message
 from automation.utm import step_utm_cache_clear
+from broadcasts.tests.conftest import make_broadcast, make_contacts
 from config import db_router
 from config.db_router import REPLICA, ReplicaScopeMiddleware, forget_health, replica_ok, replica_reads
 from contacts.models import Contact
@@ -185,6 +186,20 @@ def test_workflow_email_reports_read_from_the_replica(replica: PostgresStandby, 
                 reverse("admin:automation_workflow_email_report_csv", args=args)):
         served = get(marketer, url)
         # then the outbox is read on the replica only
+        assert served.status == 200, url
+        assert "campaigns_message" in served.on_replica, url
+        assert "campaigns_message" not in served.on_primary, url
+
+
+def test_broadcast_reports_read_from_the_replica(replica: PostgresStandby, role_users: dict[str, Any],
+                                                 sender: Any) -> None:
+    broadcast = make_broadcast(sender, make_contacts(2))
+    replica.wait_for_primary()
+    marketer = Client()
+    marketer.force_login(role_users["marketer"])
+    for url in (f"/admin/broadcasts/broadcast/{broadcast.pk}/report/",
+                f"/admin/broadcasts/broadcast/{broadcast.pk}/report/csv/"):
+        served = get(marketer, url)
         assert served.status == 200, url
         assert "campaigns_message" in served.on_replica, url
         assert "campaigns_message" not in served.on_primary, url
