@@ -4,7 +4,7 @@ DATABASE_REPLICA_URL is set; everything else stays on the primary (`default`).
 A read goes to the replica only when all of these hold, otherwise to the primary:
 1. the code running is marked read-only, with the decorator `replica_reads` or the context manager
    `replica_ok()` (the lead view and its export, segment previews, the operations page's history,
-   the contacts' CSV export, workflow email reports and their CSV);
+   the contacts' CSV export, workflow email and broadcast reports and their CSV);
 2. no transaction is open on the primary: a read inside `atomic()` belongs with its writes;
 3. this request or job has not written to the primary: never read your own writes from a replica
    that may not have replayed them yet. Writes are noticed by the router (`db_for_write`) and by
