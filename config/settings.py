@@ -367,6 +367,9 @@ CRM_TOKEN_ENV_ALLOWED = env_names("CRM_TOKEN_ENV_ALLOWED", [])
 # Webhooks, CRM calls, the alert webhook and sender profiles' SMTP servers connect only to public
 # addresses; these CIDRs are allowed besides (an on-premise CRM, a local SMTP relay).
 OUTBOUND_ALLOWED_NETWORKS = env_networks("OUTBOUND_ALLOWED_NETWORKS", [])
+# The largest answer body an outbound HTTP call reads (CRM, webhooks, alerts); past it the call fails
+# with response_too_large, as a timeout would.
+OUTBOUND_MAX_RESPONSE_BYTES = env_int("OUTBOUND_MAX_RESPONSE_BYTES", 10 * 1024 * 1024, minimum=1024)
 
 # --- Bounce notifications (campaigns/sns.py) ----------------------------------------------
 # Amazon SNS topics whose signed messages POST /api/v1/bounces accepts (the SES bounce, complaint

@@ -8,7 +8,9 @@ rebinding) is refused too. Loopback, private, link-local (169.254.169.254: cloud
 CGNAT, multicast, reserved and unspecified addresses are refused unless they fall within
 OUTBOUND_ALLOWED_NETWORKS (an on-premise CRM, a local SMTP relay). Redirects are never followed:
 a signed POST must not be replayed to wherever a 307 points. An error answer is described by its
-status and the standard reason phrase only; its body is never stored or shown.
+status and the standard reason phrase only; its body is never stored or shown. A body is read up to
+OUTBOUND_MAX_RESPONSE_BYTES (after decompression) and the call fails past it (ResponseTooLarge),
+so a hostile or broken endpoint cannot stream gigabytes into a worker's memory.
 """
 
 from __future__ import annotations
@@ -48,6 +50,19 @@ SETTING = "OUTBOUND_ALLOWED_NETWORKS"
 
 class OutboundRefused(requests.exceptions.ConnectionError):
     """The destination is not allowed (an internal address), or the answer was a redirect."""
+
+
+class ResponseTooLarge(requests.RequestException):  # noqa: N818  a failed call, like a timeout
+    """The answer's body was larger than OUTBOUND_MAX_RESPONSE_BYTES; the rest was not read.
+    `status`: the answer's status code (the call itself may have been applied)."""
+
+    code = "response_too_large"
+
+    def __init__(self, response: requests.Response, limit: int) -> None:
+        self.status, self.limit = response.status_code, limit
+        super().__init__(f"{self.code}: {urlsplit(response.url).hostname} answered {status_text(response)} with a "
+                         f"body over OUTBOUND_MAX_RESPONSE_BYTES ({limit} bytes); the rest was not read",
+                         response=response)
 
 
 class _Refused(Exception):  # noqa: N818  raised inside urllib3, which must not retry or wrap it
@@ -240,7 +255,30 @@ class OutboundSession(requests.Session):
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         kwargs["allow_redirects"] = False  # a 3xx is the answer, whatever the caller asked
-        return super().send(request, **kwargs)
+        if kwargs.get("stream"):
+            return super().send(request, **kwargs)  # the caller reads the body itself, bounded
+        kwargs["stream"] = True
+        response = super().send(request, **kwargs)
+        _read_bounded(response, settings.OUTBOUND_MAX_RESPONSE_BYTES)
+        return response
+
+
+def _read_bounded(response: requests.Response, limit: int) -> None:
+    """Read the body into response.content (as requests would), failing past `limit` bytes."""
+    declared = response.headers.get("Content-Length", "")
+    try:
+        if declared.isdigit() and int(declared) > limit:
+            raise ResponseTooLarge(response, limit)
+        chunks, total = [], 0
+        for chunk in response.iter_content(chunk_size=64 * 1024):  # decoded: a gzip bomb counts in full
+            total += len(chunk)
+            if total > limit:
+                raise ResponseTooLarge(response, limit)
+            chunks.append(chunk)
+    except BaseException:
+        response.close()  # drop the connection: the unread rest must not reach the next request
+        raise
+    response._content = b"".join(chunks)  # what .content, .text and .json() read from now on
 
 
 def session() -> OutboundSession:

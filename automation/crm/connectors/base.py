@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import requests
 
-from core.outbound import OutboundRefused, status_text
+from core.outbound import OutboundRefused, ResponseTooLarge, status_text
 
 MAX_REASON = 200  # characters of a vendor's error message kept with the status
 
@@ -85,6 +85,9 @@ def transport_failure(exc: requests.RequestException) -> SendResult:
     destination (an internal address, see core.outbound) fails: retrying will not change it."""
     if isinstance(exc, OutboundRefused):
         return SendResult(Fate.PERMANENT, message=f"refused: {str(exc)[:300]}")
+    if isinstance(exc, ResponseTooLarge):
+        # The CRM may have applied the batch; upserts by email make the retry harmless.
+        return SendResult(Fate.RETRYABLE, exc.status, str(exc)[:MAX_REASON])
     kind = "timed out" if isinstance(exc, requests.Timeout) else "connection failed"
     return SendResult(Fate.RETRYABLE, message=f"{kind}: {type(exc).__name__}: {str(exc)[:300]}")
 
