@@ -189,6 +189,14 @@ def bench_env(tmp: Path, database_url: str) -> dict[str, str]:
     return env
 
 
+def phase_figures(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Where each import's time went (engine.py's phases), medians with min and max, and peak PSS."""
+    figures = {f"{kind}_{phase}_seconds": summary([r[kind]["phase_seconds"][phase] for r in runs])
+               for kind in ("fresh", "reimport") for phase in ("read_and_stage", "merge")}
+    figures["peak_pss_mb"] = summary([max(r["fresh"]["peak_pss_mb"], r["reimport"]["peak_pss_mb"]) for r in runs])
+    return figures
+
+
 def run_postgres(args: argparse.Namespace, tmp: Path, fresh_csv: Path, update_csv: Path) -> dict[str, Any]:
     cluster = PostgresCluster(durable=True).start()
     try:
@@ -230,7 +238,8 @@ def run_postgres(args: argparse.Namespace, tmp: Path, fresh_csv: Path, update_cs
                "reimport_seconds": summary([r["reimport"]["seconds"] for r in runs]),
                "copy_fresh_seconds": summary([r["copy_fresh_seconds"] for r in runs]),
                "copy_reimport_seconds": summary([r["copy_reimport_seconds"] for r in runs]),
-               "peak_rss_mb": summary([max(r["fresh"]["peak_rss_mb"], r["reimport"]["peak_rss_mb"]) for r in runs])}
+               "peak_rss_mb": summary([max(r["fresh"]["peak_rss_mb"], r["reimport"]["peak_rss_mb"]) for r in runs]),
+               **phase_figures(runs)}
     return {"runs": runs, "figures": figures, "baseline_django_import_export_bulk": baseline}
 
 
@@ -267,7 +276,8 @@ def run_sqlite(args: argparse.Namespace, tmp: Path, fresh_csv: Path, update_csv:
                "fresh_seconds": summary([r["fresh"]["seconds"] for r in runs]),
                "reimport_seconds": summary([r["reimport"]["seconds"] for r in runs]),
                "csv_executemany_seconds": summary([r["csv_executemany_fresh_seconds"] for r in runs]),
-               "peak_rss_mb": summary([max(r["fresh"]["peak_rss_mb"], r["reimport"]["peak_rss_mb"]) for r in runs])}
+               "peak_rss_mb": summary([max(r["fresh"]["peak_rss_mb"], r["reimport"]["peak_rss_mb"]) for r in runs]),
+               **phase_figures(runs)}
     return {"runs": runs, "figures": figures, "baseline_django_import_export_bulk": baseline}
 
 

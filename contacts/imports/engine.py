@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from contacts.fields import FieldSpec, load_specs
 from contacts.imports import parallel
+from contacts.imports.block import Block, BlockValidator, block_rows, copy_text, email_hashes
 from contacts.imports.mapping import ATTR_PREFIX, resolve_mapping, suggest_mapping
 from contacts.imports.reader import CsvSource, ImportFileError, detect_format
 from contacts.imports.rows import RowValidator
@@ -130,8 +131,9 @@ def run_import(
             result.mapping = dict(mapping)
             result.created_fields = to_create
             specs = _specs_with_new(specs, to_create)
-            validator = RowValidator(plan, source.header, specs, consent_source=f"import: {options.source_name}")
-            stager.create()
+            validator = BlockValidator(
+                RowValidator(plan, source.header, specs, consent_source=f"import: {options.source_name}"), specs)
+            stager.create(validator.copy_columns)
             started = time.perf_counter()
             staged = False
             if parallel.usable(path, fmt, size):
@@ -146,7 +148,7 @@ def run_import(
                     result.rows_read = result.rejected = 0
                     stager.drop()
                     stager = Stager()
-                    stager.create()
+                    stager.create(validator.copy_columns)
             if not staged:
                 _stage_rows(source, validator, stager, report, result, progress)
             result.phase_seconds["read_and_stage"] = round(time.perf_counter() - started, 3)
@@ -171,33 +173,39 @@ def run_import(
     return result
 
 
-def _stage_rows(source: CsvSource, validator: RowValidator, stager: Stager, report: ErrorReport,
+def _stage_rows(source: CsvSource, validator: BlockValidator, stager: Stager, report: ErrorReport,
                 result: ImportResult, progress: ProgressFn | None) -> None:
-    batch: list[tuple[Any, ...]] = []
+    lines: list[int] = []
+    records: list[list[str]] = []
     next_progress = time.monotonic() + PROGRESS_SECONDS
     for line, cells in source.rows():
-        result.rows_read += 1
-        staged, errors = validator.validate(line, cells)
-        if staged is None:
-            result.rejected += 1
-            for column, value, reason in errors:
-                report.add(line, column, value, reason)
-            continue
-        batch.append(staged)
-        if len(batch) >= CHUNK_ROWS:
-            stager.write(batch)
-            batch = []
+        lines.append(line)
+        records.append(cells)
+        if len(records) >= CHUNK_ROWS:
+            _stage_block(validator.validate(lines, records), validator, stager, report, result)
+            lines, records = [], []
             if progress and time.monotonic() >= next_progress:
                 stager.finish()  # the progress update needs the connection the COPY holds
                 progress(min(90, int(90 * source.bytes_read / max(source.size, 1))), result.rows_read)
                 next_progress = time.monotonic() + PROGRESS_SECONDS
-    stager.write(batch)
+    _stage_block(validator.validate(lines, records), validator, stager, report, result)
     stager.finish()
     if progress:
         progress(90, result.rows_read)
 
 
-def _stage_parallel(path: Path, source: CsvSource, validator: RowValidator, stager: Stager, report: ErrorReport,
+def _stage_block(block: Block, validator: BlockValidator, stager: Stager, report: ErrorReport,
+                 result: ImportResult) -> None:
+    result.rows_read += block.rows_read
+    result.rejected += block.rows_read - block.staged
+    for line, (column, value, reason) in block.errors:
+        report.add(line, column, value, reason)
+    stager.write_prepared(copy_data=copy_text(block, validator.copy_columns) if stager.pg else b"",
+                          rows=[] if stager.pg else block_rows(block), count=block.staged,
+                          email_hashes=email_hashes(block).tobytes())
+
+
+def _stage_parallel(path: Path, source: CsvSource, validator: BlockValidator, stager: Stager, report: ErrorReport,
                     result: ImportResult, progress: ProgressFn | None) -> None:
     """Like _stage_rows, with the parsing and validation done by one process per core."""
     next_progress = time.monotonic() + PROGRESS_SECONDS

@@ -22,7 +22,6 @@ import re
 import signal
 import threading
 import time
-from array import array
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -30,9 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from psycopg._copy_base import TextFormatter  # private, but the C formatter is 3x a Python one
-from psycopg.adapt import Transformer
-
+from contacts.imports.block import Block, BlockValidator, block_rows, copy_text, email_hashes
 from contacts.imports.reader import CsvFormat, ImportFileError
 from contacts.imports.rows import RowError, RowValidator
 
@@ -144,14 +141,8 @@ def _quoted_cells(delimiter: str) -> re.Pattern[str]:
 _STATE: dict[str, Any] = {}
 
 
-def _copy_text_rows(rows: list[tuple[Any, ...]]) -> bytes:
-    """COPY text format, by psycopg's own (C) formatter: what `copy.write_row` would send."""
-    formatter = TextFormatter(Transformer())
-    return b"".join([bytes(formatter.write_row(row)) for row in rows]) + bytes(formatter.end())
-
-
 def _work(chunk: bytes, line_before: int) -> ChunkResult:
-    validator: RowValidator = _STATE["validator"]
+    validator: BlockValidator = _STATE["validator"]
     fmt: CsvFormat = _STATE["format"]
     encoding = "utf-8" if codecs.lookup(fmt.encoding).name == "utf-8-sig" else fmt.encoding
     try:
@@ -163,31 +154,42 @@ def _work(chunk: bytes, line_before: int) -> ChunkResult:
         ) from None
     if '"' in text and '"' in _STATE["quoted"].sub("", text):
         raise Unsplittable
-    out = ChunkResult()
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=fmt.delimiter)
-    staged_rows: list[tuple[Any, ...]] = []
+    lines, records = _records(text, fmt.delimiter, line_before)
+    block = validator.validate(lines, records)
+    return _chunk_result(block, validator.copy_columns)
+
+
+def _records(text: str, delimiter: str, line_before: int) -> tuple[list[int] | range, list[list[str]]]:
+    """The chunk's records and the line each starts on (blank ones included: the validator skips them)."""
+    if '"' not in text:
+        # Without quotes a record is exactly one physical line: no per-record bookkeeping.
+        try:
+            records = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+            return range(line_before + 1, line_before + 1 + len(records)), records
+        except csv.Error:
+            pass  # read again record by record below, to name the line
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    lines: list[int] = []
+    records = []
     while True:
         start = line_before + reader.line_num + 1
         try:
             cells = next(reader)
         except StopIteration:
-            break
+            return lines, records
         except csv.Error as exc:
             raise ImportFileError(f"Line {start}: the file is not valid CSV ({exc}).") from None
-        if not cells or not "".join(cells).strip():  # blank line, or only empty cells (as CsvSource.rows)
-            continue
-        out.rows_read += 1
-        staged, errors = validator.validate(start, cells)
-        if staged is None:
-            out.errors.extend((start, error) for error in errors)
-        else:
-            staged_rows.append(staged)
-    out.staged = len(staged_rows)
-    out.email_hashes = array("q", [hash(row[1]) for row in staged_rows]).tobytes()
+        lines.append(start)
+        records.append(cells)
+
+
+def _chunk_result(block: Block, copy_columns: list[str]) -> ChunkResult:
+    out = ChunkResult(rows_read=block.rows_read, staged=block.staged, errors=block.errors,
+                      email_hashes=email_hashes(block).tobytes())
     if _STATE["pg"]:
-        out.copy_data = _copy_text_rows(staged_rows)
+        out.copy_data = copy_text(block, copy_columns)
     else:
-        out.rows = staged_rows
+        out.rows = block_rows(block)
     return out
 
 
@@ -224,11 +226,14 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def results(path: Path, fmt: CsvFormat, header_lines: int, validator: RowValidator, *,
+def results(path: Path, fmt: CsvFormat, header_lines: int, validator: RowValidator | BlockValidator, *,
             pg: bool) -> Iterator[tuple[ChunkResult, int]]:
     """(result, file offset reached) per chunk, in file order, computed by a pool of processes.
     At most two chunks per worker are in flight: memory stays flat however big the file.
-    A worker that dies (killed, out of memory) fails the import (BrokenProcessPool), not hangs it."""
+    A worker that dies (killed, out of memory) fails the import (BrokenProcessPool), not hangs it.
+    Staged rows come as `validator.copy_columns` (a RowValidator is read with BlockValidator's defaults)."""
+    if isinstance(validator, RowValidator):
+        validator = BlockValidator(validator)
     _STATE.update(validator=validator, format=fmt, pg=pg, quoted=_quoted_cells(fmt.delimiter), parent=os.getpid())
     # fork: the workers inherit the validator and the parent's hash() seed (email hashes compare).
     pool = ProcessPoolExecutor(workers(), mp_context=multiprocessing.get_context("fork"),

@@ -45,8 +45,11 @@ class Stager:
         # without a GROUP BY over the staged rows; a match (a duplicate, or rarely a collision) asks
         # the database. Compared once reading is over, when the parallel readers' memory is freed.
         self._email_hashes = array("q")
+        self.columns: Sequence[str] = STAGE_COLUMNS  # what each staged row holds, in order
 
-    def create(self) -> None:
+    def create(self, columns: Sequence[str] = STAGE_COLUMNS) -> None:
+        """The staging table (every staging column); rows written hold `columns` (the rest stay NULL)."""
+        self.columns = tuple(columns)
         types = PG_TYPES if self.pg else SQLITE_TYPES
         columns = ", ".join(f"{c} {types.get(c, 'text' if self.pg else 'TEXT')}" for c in STAGE_COLUMNS)
         if self.pg:
@@ -77,9 +80,10 @@ class Stager:
             cursor.execute(f"DROP TABLE IF EXISTS {STAGE}")
 
     def write(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Rows holding `self.columns` (line and email first)."""
         if not rows:
             return
-        names = ", ".join(STAGE_COLUMNS)
+        names = ", ".join(self.columns)
         self._email_hashes.extend([hash(row[1]) for row in rows])
         if self.pg:
             self._start_copy()
@@ -87,13 +91,31 @@ class Stager:
             for row in rows:
                 write_row(row)
         else:
-            at = STAGE_COLUMNS.index("consent_at")
+            self._insert_sqlite(names, rows)
+        self.staged += len(rows)
+
+    def _insert_sqlite(self, names: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        prepared: Sequence[tuple[Any, ...]] = rows
+        if "consent_at" in self.columns:
+            at = self.columns.index("consent_at")
             adapt = self.ops.adapt_datetimefield_value
             prepared = [row if row[at] is None else (*row[:at], adapt(row[at]), *row[at + 1:]) for row in rows]
-            marks = ", ".join(["%s"] * len(STAGE_COLUMNS))
-            with connection.cursor() as cursor:
-                cursor.executemany(f"INSERT INTO {STAGE} ({names}) VALUES ({marks})", prepared)
-        self.staged += len(rows)
+        marks = ", ".join(["%s"] * len(self.columns))
+        sql = f"INSERT INTO {STAGE} ({names}) VALUES ({marks})"
+        with connection.cursor() as cursor:
+            if connection.in_atomic_block:
+                cursor.executemany(sql, prepared)
+                return
+            # One transaction per batch: in autocommit mode sqlite3 commits every row's INSERT. A plain
+            # (deferred) BEGIN, not atomic()'s BEGIN IMMEDIATE: writing only the TEMP table, it takes
+            # no lock on the main database, which the event API and the workers keep writing.
+            cursor.execute("BEGIN")
+            try:
+                cursor.executemany(sql, prepared)
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            cursor.execute("COMMIT")
 
     def write_prepared(self, *, copy_data: bytes, rows: Sequence[tuple[Any, ...]], count: int,
                        email_hashes: bytes) -> None:
@@ -114,7 +136,7 @@ class Stager:
             # far while the next ones are parsed (a COPY per batch waited for each to finish).
             self._stream = ExitStack()
             cursor = self._stream.enter_context(connection.cursor())
-            names = ", ".join(STAGE_COLUMNS)
+            names = ", ".join(self.columns)
             self._copy = self._stream.enter_context(cursor.cursor.copy(f"COPY {STAGE} ({names}) FROM STDIN"))
 
     def finish(self) -> None:
