@@ -8,13 +8,16 @@ that import contacts.models, and the pipeline is their only caller here.
 from __future__ import annotations
 
 import logging
+import uuid
+from collections import Counter
 from collections.abc import Collection
 from datetime import timedelta
 
 from django.db import connection, transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
-from rq.job import JobStatus
+from rq import Retry
+from rq.job import Job, JobStatus
 
 from contacts.models import Event
 from contacts.segments.sql import id_set
@@ -27,16 +30,31 @@ log = logging.getLogger(__name__)
 SWEEP_AFTER = timedelta(minutes=2)  # an event still unprocessed this long after arrival lost its job
 SWEEP_BATCH = 500
 CLAIM_LIMIT = 4000  # events one job may take on (its own ids first)
+SMALL_CAUSE = 50  # events of one cause (correlation id: a request, an API call) in a look; more is a burst
+SMALL_LIMIT = 1000  # events of small causes per transaction of the coalesced job
+BURST_CHUNK = 250  # events of bursts per coalesced job: ~0.3 s, then the other queues get a turn
 SWEEP_MAX_BATCHES = 20  # per run (every minute): 10,000 events; the next run takes the rest
 PENDING = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
-# Set while an `events_process_pending` job waits in the queue: new events then cost no job of their
+# Names the `events_process_pending` job waiting in the queue: new events then cost no job of their
 # own (a signup form posting one event per request would otherwise make one job per request, and a
 # stream of them kept the worker busy with ~30 ms jobs). The job clears it before it claims, so an
-# event committed after that sets it again. Only a hint: a lost flag or job leaves the events
-# unprocessed in the database, where the TTL, the next event or the sweeper (SWEEP_AFTER) finds them.
+# event committed after that sets it again. Only a hint: a flag naming a job that no longer waits
+# (an emptied queue, an enqueue that failed) is replaced by the next event's kick; a lost flag or
+# job leaves the events unprocessed in the database, where the sweeper (SWEEP_AFTER) finds them.
 PENDING_FLAG = "leadflow:events:pending"
 PENDING_FLAG_TTL = 120  # seconds; longer than a job normally waits in the queue
 PENDING_JOB = "contacts.tasks_events.events_process_pending"
+# A failed job (the database restarting) is tried again soon: events stored before it failed would
+# otherwise wait for the next event's kick or the sweeper (SWEEP_AFTER).
+PENDING_RETRY = Retry(max=3, interval=[1, 5, 30])
+# One round trip (what SET NX cost): take the flag for job ARGV[1] unless it names a job still
+# queued (RQ keeps a job's status in its hash, ARGV[3] + id).
+_KICK_LUA = """
+local current = redis.call('GET', KEYS[1])
+if current and redis.call('HGET', ARGV[3] .. current, 'status') == 'queued' then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
 
 
 class BatchOverlap(Exception):
@@ -63,11 +81,14 @@ def events_kick(*, correlation_id: str = "") -> bool:
     """Make sure one `events_process_pending` job will look at the unprocessed events: enqueue one
     unless one is already waiting (PENDING_FLAG). Call after COMMIT. Returns whether it enqueued.
     `correlation_id` (the kicking request's) becomes the job's id in the logs."""
+    job_id = f"events-pending-{uuid.uuid4().hex}"
     try:
-        if not get_connection().set(PENDING_FLAG, "1", nx=True, ex=PENDING_FLAG_TTL):
+        conn = get_connection()
+        if not conn.register_script(_KICK_LUA)(keys=[PENDING_FLAG],
+                                               args=[job_id, PENDING_FLAG_TTL, Job.redis_job_namespace_prefix]):
             return False
         meta = {"correlation_id": correlation_id} if correlation_id else None
-        get_queue("events").enqueue(PENDING_JOB, meta=meta)
+        get_queue("events").enqueue(PENDING_JOB, meta=meta, job_id=job_id, retry=PENDING_RETRY)
     except RedisError:
         # The events are committed; the sweeper re-queues them after SWEEP_AFTER.
         log.warning("events: Redis unavailable, processing waits for the sweeper", exc_info=True)
@@ -76,32 +97,57 @@ def events_kick(*, correlation_id: str = "") -> bool:
 
 
 def events_process_pending() -> int:
-    """The coalesced job: process the oldest unprocessed events, up to CLAIM_LIMIT, in one batch;
-    if it was full, kick a fresh job for the rest (one batch per job, so other queues get their
-    turn between batches). Returns how many events it processed."""
+    """The coalesced job: look at the oldest unprocessed events (up to CLAIM_LIMIT) and process
+    those of small causes (a request's few events: signups) in one transaction, then at most
+    BURST_CHUNK of a burst's (an API call of hundreds) in another; if events remain, kick a fresh
+    job for them (so other queues get their turn between batches). A signup that arrives while a
+    burst is stored is thus never in the same transaction as more than BURST_CHUNK of the burst's
+    events, and never waits for the whole burst: its first email is queued by the next job, and
+    the worker's other queues (delivery) run between the burst's chunks. On SQLite, where a
+    transaction holds the only writer lock, the chunks also let requests write between them.
+    Returns how many events it processed."""
     try:
         # Cleared before claiming: an event committed from here on kicks a new job (which may find
         # its event already taken by this one), an event committed before is seen by the claim.
         get_connection().delete(PENDING_FLAG)
     except RedisError:
         log.warning("events: could not clear the pending flag; it expires", exc_info=True)
-    overlapped = False
-    try:
-        with transaction.atomic():
-            processed = _process_batch(None)
-    except BatchOverlap:
-        log.warning("pending events batch overlapped a concurrent run; rolled back, queued again")
-        overlapped, processed = True, 0
-    if overlapped or processed >= CLAIM_LIMIT:
+    small, big, full = _pending_by_cause()
+    processed, overlapped = 0, False
+    for ids in (small[:SMALL_LIMIT], big[:BURST_CHUNK]):
+        if not ids:
+            continue
+        try:
+            with transaction.atomic():
+                processed += _process_batch(ids, with_others=False)
+        except BatchOverlap:
+            log.warning("pending events batch overlapped a concurrent run; rolled back, queued again")
+            overlapped = True
+    if overlapped or full or len(small) > SMALL_LIMIT or len(big) > BURST_CHUNK:
         events_kick()
     return processed
 
 
-def _process_batch(event_ids: list[int] | None) -> int:
+def _pending_by_cause() -> tuple[list[int], list[int], bool]:
+    """The oldest unprocessed events (up to CLAIM_LIMIT; a read, no locks) as (ids of small
+    causes, ids of the rest, whether the look was full), each oldest first. A cause is the
+    correlation id (the request or call that stored the event); more than SMALL_CAUSE events of
+    one is a burst. A contact with an event of a burst has all its events here processed with the
+    burst's, in time order, so no contact's events are processed out of order."""
+    rows = list(Event.objects.filter(processed_at__isnull=True).order_by("received_at", "id")
+                .values_list("id", "contact_id", "correlation_id")[:CLAIM_LIMIT])  # event_unprocessed_idx
+    sizes = Counter(cause for _, _, cause in rows if cause)
+    in_burst = {contact for _, contact, cause in rows if cause and sizes[cause] > SMALL_CAUSE}
+    small = [pk for pk, contact, _ in rows if contact not in in_burst]
+    big = [pk for pk, contact, _ in rows if contact in in_burst]
+    return small, big, len(rows) >= CLAIM_LIMIT
+
+
+def _process_batch(event_ids: list[int] | None, *, with_others: bool = True) -> int:
     from contacts.segments.services import segments_update_contacts
     from scoring.services import score_events, score_fit
 
-    events = _lock_unprocessed(event_ids)
+    events = _lock_unprocessed(event_ids, with_others=with_others)
     if not events:
         return 0
     contact_ids = {e.contact_id for e in events}
@@ -133,12 +179,12 @@ def _process_batch(event_ids: list[int] | None) -> int:
     return len(own)
 
 
-def _lock_unprocessed(event_ids: list[int] | None) -> list[Event]:
-    """Unprocessed events among the ids (None: no ids of its own, the coalesced job), plus other
-    pending events up to CLAIM_LIMIT, in time order. Taking what else is pending turns a backlog of
-    small jobs into a few big batches (the per-batch rule and segment queries dominate small ones);
-    the jobs for those events then find nothing left to do. On PostgreSQL rows another worker is
-    processing are skipped (SKIP LOCKED)."""
+def _lock_unprocessed(event_ids: list[int] | None, *, with_others: bool = True) -> list[Event]:
+    """Unprocessed events among the ids (None: no ids of its own), plus (`with_others`) other pending
+    events up to CLAIM_LIMIT, in time order. Taking what else is pending turns a backlog of small
+    jobs into a few big batches (the per-batch rule and segment queries dominate small ones); the
+    jobs for those events then find nothing left to do. The coalesced job chose its ids itself
+    (`with_others=False`). On PostgreSQL rows another worker is processing are skipped (SKIP LOCKED)."""
     skip_locked = connection.features.has_select_for_update_skip_locked
     unprocessed = Event.objects.filter(processed_at__isnull=True)
     events: list[Event] = []
@@ -148,7 +194,7 @@ def _lock_unprocessed(event_ids: list[int] | None) -> list[Event]:
             own = own.select_for_update(skip_locked=True)
         events = list(own)
         unprocessed = unprocessed.exclude(pk__in=id_set(event_ids))
-    if (events or event_ids is None) and len(events) < CLAIM_LIMIT:
+    if with_others and (events or event_ids is None) and len(events) < CLAIM_LIMIT:
         # Oldest first, served by the partial index on received_at where processed_at is null.
         others = unprocessed.order_by("received_at", "id")
         if skip_locked:

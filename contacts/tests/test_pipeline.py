@@ -202,18 +202,40 @@ def test_redis_flushed_with_the_job_and_flag_loses_no_event(api_key: ApiKey, eng
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_flag_whose_job_was_lost_delays_events_until_the_sweeper_never_loses_them(
+def test_a_flag_whose_job_was_lost_does_not_hold_back_the_next_event(
     api_key: ApiKey, engines: Engines,
 ) -> None:
     ids = events_ingest(api_key=api_key, items=items(1)).event_ids
-    get_queue("events").empty()  # the job is lost, the flag stays (until its TTL)
+    get_queue("events").empty()  # the job is lost (an operator emptied the queue), the flag stays
     ids += events_ingest(api_key=api_key, items=items(2, start=1)).event_ids
-    assert get_queue("events").count == 0  # the flag says a job is waiting: none enqueued
-    age(ids)
-    assert pipeline.events_sweep() == 3
+    # the flag names a job that no longer waits: the next event's kick enqueues one (it used to
+    # wait for the flag's TTL or the sweeper, 2 minutes)
+    assert get_queue("events").count == 1
     drain()
     assert sorted(scored_once(engines)) == sorted(ids)  # each once
     assert not Event.objects.filter(processed_at__isnull=True).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_events_job_is_retried_not_left_for_the_sweeper(
+    api_key: ApiKey, engines: Engines, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rq.registry import ScheduledJobRegistry
+
+    def down(**kwargs: Any) -> list[Event]:
+        raise RuntimeError("database restarting")
+
+    # given stored events whose job fails (the segment engine's database is restarting)
+    ids = events_ingest(api_key=api_key, items=items(2)).event_ids
+    monkeypatch.setattr(sys.modules["contacts.segments.services"], "segments_update_contacts", down)
+    drain()
+    # then they are still to do, and the job will run again soon (RQ's scheduler, in every
+    # `manage.py worker`), without waiting for another event's kick or the sweeper
+    assert Event.objects.filter(pk__in=ids, processed_at__isnull=True).count() == 2
+    [job_id] = ScheduledJobRegistry(queue=get_queue("events")).get_job_ids()
+    job = get_queue("events").fetch_job(job_id)
+    assert job is not None
+    assert job.retries_left == 2
 
 
 @pytest.mark.django_db(transaction=True)
