@@ -150,3 +150,25 @@ def test_a_claim_skips_a_message_deferred_after_its_read_and_keeps_the_ranked_or
     # the two lowest ids (a3 a4)
     assert [m.pk for m in claimed] == [a[1], b[1], a[2], b[2], a[3]]
     assert set(Message.objects.filter(status=MessageStatus.DEFERRED).values_list("pk", flat=True)) == {a[0], b[0]}
+
+
+@override_settings(DELIVERY_BATCH_SIZE=8)
+def test_while_an_event_job_waits_a_delivery_job_hands_over_mid_batch_signups_first(
+        sender, template, sink, monkeypatch, django_capture_on_commit_callbacks) -> None:
+    # given a burst's 12 emails and a signup's queued behind them, and an event job waiting on the
+    # same worker (a signup's event that should not wait for a full batch of the burst's emails)
+    monkeypatch.setattr(delivery, "HANDOVER_BATCH", 3)
+    burst_ids, signup_ids = queue_burst_then_signups(template, 12, 1)
+    get_queue("delivery").empty()
+    with django_capture_on_commit_callbacks(execute=True):
+        get_queue("events").enqueue("contacts.tasks_events.events_process_pending")
+    monkeypatch.setattr(delivery, "get_current_job", lambda: object(), raising=False)  # as in a worker job
+    # when the delivery job runs
+    with django_capture_on_commit_callbacks():
+        delivery_run(sender_id=sender.pk, slot=0)
+    # then it claimed a batch of 8, sent 3 of it (HANDOVER_BATCH), the signup's first, and handed
+    # over; the 5 it did not send are back in the queue, rendered (a later batch only sends them)
+    assert [r.rcpt_tos[0] for r in sink.received] == ["signup0@example.com", "burst0@example.com",
+                                                      "burst1@example.com"]
+    assert Message.objects.filter(status=MessageStatus.QUEUED).count() == 10
+    assert Message.objects.filter(status=MessageStatus.QUEUED).exclude(html="").count() == 5
