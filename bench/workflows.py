@@ -33,6 +33,7 @@ import itertools
 import json
 import math
 import os
+import re
 import sqlite3
 import statistics
 import sys
@@ -65,6 +66,7 @@ STALL_SECONDS = 30  # ... or until the sink received nothing new for this long
 BURST_CALL = 500  # events per call of the burst
 BURST_STEADY = 600  # steady requests in the burst scenario (12 s at 50/s); the first 500 are measured
 WAKE_GIVE_UP = 300  # seconds after T: report how far it got instead of waiting for ever
+JOB_DONE = re.compile(r"Successfully completed ([\w.]+)\(.*\) job in (\d+:\d+:[\d.]+)s")
 
 WORKFLOWS = """
 templates:
@@ -323,6 +325,9 @@ def figures(sent: list[Sent], got: dict[str, list[float]], queued: dict[str, flo
     if queued is not None and accepted:
         stages["p99_request_to_queued_seconds"] = seconds(percentile(
             [queued[s.email] - s.at if s.email in queued else math.inf for s in accepted], 0.99))
+        stages["p99_queued_to_sink_seconds"] = seconds(percentile(
+            [min(got[s.email]) - queued[s.email] if got.get(s.email) and s.email in queued else math.inf
+             for s in accepted], 0.99))
     return {"requests": len(sent), "accepted": len(accepted),
             "refused_429": sum(1 for s in sent if s.status == 429),
             "other_errors": sum(1 for s in sent if s.status not in (202, 429)),
@@ -331,6 +336,44 @@ def figures(sent: list[Sent], got: dict[str, list[float]], queued: dict[str, flo
             "p50_seconds": seconds(percentile(latencies, 0.5)) if latencies else None,
             "p99_seconds": seconds(percentile(latencies, 0.99)) if latencies else None,
             "max_seconds": seconds(max(latencies)) if latencies else None, **stages}
+
+
+def worker_jobs(stack: Stack, run: str) -> list[tuple[float, float, str]]:
+    """(start, end, function) of every job the run's worker(s) finished, from RQ's "Successfully
+    completed <function>(...) job in H:MM:SS.ffffff" lines (the JSON log's ts is the end)."""
+    jobs = []
+    for log_file in sorted(stack.tmp.glob(f"worker-{run}-*.log")):
+        for line in log_file.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            match = JOB_DONE.match(entry.get("message", ""))
+            if match:
+                end = dt.datetime.fromisoformat(entry["ts"].replace("Z", "+00:00")).timestamp()
+                h, m, sec = match.group(2).split(":")
+                jobs.append((end - (int(h) * 3600 + int(m) * 60 + float(sec)), end, match.group(1).rsplit(".", 1)[-1]))
+    return sorted(jobs)
+
+
+def slowest(stack: Stack, run: str, sent: list[Sent], got: dict[str, list[float]], queued: dict[str, float],
+            n: int = 5) -> list[dict[str, Any]]:
+    """The n slowest signups (the P99's tail): each stage, and the jobs the worker ran between
+    the request and the email (what the signup waited behind)."""
+    jobs = worker_jobs(stack, run)
+    t0 = sent[0].at if sent else 0.0
+    tail = sorted((s for s in sent if s.status == 202), key=lambda s: -(min(got[s.email]) - s.at
+                                                                         if got.get(s.email) else math.inf))[:n]
+    out = []
+    for s in tail:
+        sink = min(got[s.email]) if got.get(s.email) else math.inf
+        q = queued.get(s.email, math.inf)
+        out.append({"signup": s.email.split("@")[0], "sent_after_seconds": round(s.at - t0, 2),
+                    "answered": seconds(s.answered - s.at), "to_queued": seconds(q - s.at),
+                    "queued_to_sink": seconds(sink - q), "total": seconds(sink - s.at),
+                    "jobs": [f"{name} {end - start:.2f}s" for start, end, name in jobs
+                             if end > s.at and start < sink]})
+    return out
 
 
 def seconds(value: float) -> float | str:
@@ -360,6 +403,7 @@ def burst_run(stack: Stack, args: argparse.Namespace, workers: int, run: str) ->
         wait_for_emails(stack, f"{run}-", sum(1 for s in sent + burst_sent if s.status == 202))
     got, queued = arrivals(stack, f"{run}-"), queued_at(stack, f"{run}-")
     steady = figures(sent[:500], got, queued)
+    steady["slowest"] = slowest(stack, run, sent[:500], got, queued)
     bursty = figures(burst_sent, got, queued)
     burst_done = max((min(got[s.email]) for s in burst_sent if got.get(s.email)), default=None)
     bursty["last_email_after_seconds"] = round(burst_done - burst_sent[0].at, 2) if burst_done and burst_sent else None
@@ -410,6 +454,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         out[key] = [r[key] for r in runs]
     for key in ("p50_seconds", "p99_seconds", "max_seconds"):
         out[key] = spread([r[key] for r in runs])
+    for key in ("p99_request_answered_seconds", "p99_request_to_queued_seconds", "p99_queued_to_sink_seconds"):
+        if all(key in r for r in runs):  # the P99's stages, each over the runs
+            out[key] = spread([r[key] for r in runs])
     out["lost"] = [r["accepted"] - r["delivered"] for r in runs]
     return out
 
