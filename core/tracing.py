@@ -37,6 +37,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit
 
 from django_rq.queues import DjangoRQ
 from opentelemetry import context as otel_context
@@ -129,7 +130,8 @@ def install(provider: TracerProvider) -> None:
     _tracer = provider.get_tracer("leadflow")
     # Probes and scrapes would be most of the traces and say nothing.
     excluded = os.environ.get("OTEL_PYTHON_DJANGO_EXCLUDED_URLS", "healthz,readyz,metrics")
-    for instrumentor, options in ((DjangoInstrumentor(), {"excluded_urls": excluded, "request_hook": _no_query}),
+    django_options = {"excluded_urls": excluded, "request_hook": _redact_request}
+    for instrumentor, options in ((DjangoInstrumentor(), django_options),
                                   (PsycopgInstrumentor(), {"skip_dep_check": True}),
                                   (RedisInstrumentor(), {}), (RequestsInstrumentor(), {})):
         if not instrumentor.is_instrumented_by_opentelemetry:
@@ -137,19 +139,54 @@ def install(provider: TracerProvider) -> None:
             _instrumentors.append(instrumentor)
 
 
-_QUERY_KEYS = ("http.target", "http.url", "url.full", "url.query")
+_PATH_KEYS = ("http.target", "url.path")  # a path (http.target: with the query; RAW_URI under gunicorn)
+_URL_KEYS = ("http.url", "url.full")  # a whole URL
 
 
-def _no_query(span: Any, request: Any) -> None:
-    """Request spans keep the path, never the query string: admin searches and filters (`?q=` an
-    address) would put personal data in the trace."""
-    if not request.META.get("QUERY_STRING") or not span.is_recording():
+def _redact_request(span: Any, request: Any) -> None:
+    """Request spans carry the route, never the path nor the query string. Public links hold a
+    bearer token in their path (/e/u/<token>: whoever reads a trace could unsubscribe the contact;
+    /f/confirm/<token>: confirm an opt-in) and admin searches hold personal data in the query
+    (`?q=` an address). Every path is replaced by its route pattern (deny by default: a new token
+    route needs no list kept up to date): /e/u/<str:token>, /admin/contacts/contact/<path:object_id>/change/;
+    an unresolved path keeps its first segment only (a mangled link may still hold a real token)."""
+    if not span.is_recording():
         return
-    attributes = getattr(span, "attributes", None) or {}
-    for key in _QUERY_KEYS:
-        value = attributes.get(key)
-        if isinstance(value, str):
-            span.set_attribute(key, "" if key == "url.query" else value.split("?", 1)[0])
+    path = request.path
+    safe = path[:len(path) - len(request.path_info)] + _route_of(request.path_info)
+    for key, value in dict(getattr(span, "attributes", None) or {}).items():
+        if isinstance(value, (tuple, list)) and len(path) > 1 and path != safe:  # captured headers (a Referer)
+            cleaned = [v.replace(quote(path), safe).replace(path, safe) if isinstance(v, str) else v for v in value]
+            if cleaned != list(value):
+                span.set_attribute(key, cleaned)
+            continue
+        if not isinstance(value, str):
+            continue
+        if key in _PATH_KEYS:
+            clean = safe
+        elif key == "url.query":
+            clean = ""
+        elif key in _URL_KEYS:
+            clean = urlsplit(value)._replace(path=safe, query="", fragment="").geturl()
+        elif len(path) > 1 and path != safe:  # any other string holding the path
+            clean = value.replace(quote(path), safe).replace(path, safe)
+        else:
+            continue
+        if clean != value:
+            span.set_attribute(key, clean)
+
+
+def _route_of(path_info: str) -> str:
+    from django.urls import Resolver404, resolve
+
+    try:
+        route = resolve(path_info).route
+    except Resolver404:
+        route = ""
+    if route:
+        return "/" + route
+    first, _, rest = path_info.lstrip("/").partition("/")
+    return f"/{first}/…" if rest else f"/{first}"
 
 
 def uninstall() -> None:

@@ -324,3 +324,61 @@ def test_a_killed_workers_retry_is_a_new_span_in_the_same_trace(
     exported_ids = {s.span_id for s in before_kill}
     assert not exported_ids & {otel_trace.format_span_id(s.context.span_id) for s in retried}
     assert set(Message.objects.values_list("status", flat=True)) == {MessageStatus.SENT}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_no_span_holds_a_public_links_token(spans: InMemorySpanExporter, sender: Any, sink: Any,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Public links carry a bearer token in their path: whoever reads a trace could unsubscribe the
+    contact or confirm an opt-in. The request span names the route instead, also with the gunicorn
+    RAW_URI (http.target), a query string, and a captured Referer (the preference page posting to itself)."""
+    from campaigns import tracking
+    from campaigns.delivery import delivery_run_batch
+    from consent import optin
+    from consent.models import OptInRequest
+
+    get_connection().flushdb()
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST", "referer")
+    # given a sent marketing message with a link, and a pending double opt-in
+    contact = make_contact("ann@example.com")
+    messages_queue(template=make_template(), items=[QueueItem(contact.pk, "news:ann")])
+    delivery_run_batch(sender=sender)
+    message = Message.objects.get()
+    assert message.links
+    request = OptInRequest.objects.create(contact=make_contact("bob@example.com"), created_at=timezone.now())
+
+    def path_of(url: str) -> str:
+        return "/" + url.split("://", 1)[1].split("/", 1)[1]
+
+    links = {"open": path_of(tracking.open_url(message.pk)), "click": path_of(tracking.click_url(message.pk, 0)),
+             "unsubscribe": path_of(tracking.unsubscribe_url(message.pk)),
+             "confirm": path_of(optin.confirm_url(request.pk))}
+    tokens = {name: path.rstrip("/").rsplit("/", 1)[1].removesuffix(".gif") for name, path in links.items()}
+    assert all(len(token) > 10 for token in tokens.values())
+    # when each public token route is requested as a browser and gunicorn would (RAW_URI is what
+    # gunicorn sets: the raw target), GET and POST, and one mangled link that resolves to no route
+    client = Client()
+    for path in links.values():
+        for method in (client.get, client.post):
+            response = method(f"{path}?utm_source=x", RAW_URI=f"{path}?utm_source=x",
+                              HTTP_REFERER=f"https://leadflow.example{path}")
+            assert response.status_code < 500, (path, response.status_code)
+        assert client.get(path).status_code < 500
+    assert client.get(links["unsubscribe"] + "/extra").status_code == 404
+
+    # then the requests were traced, each under its route, and no span name or attribute holds a token
+    servers = [s for s in spans.get_finished_spans() if s.kind == otel_trace.SpanKind.SERVER]
+    assert len(servers) == 4 * 3 + 1
+    routes = {attrs(s).get("http.route") for s in servers}
+    assert {"e/o/<str:token>.gif", "e/c/<str:token>", "e/u/<str:token>", "f/confirm/<str:token>"} <= routes
+    for span in spans.get_finished_spans():
+        texts = [span.name, *strings_in(span)]
+        for name, token in tokens.items():
+            for text in texts:
+                assert token not in text, (name, span.name, text)
+                assert "utm_source" not in text, (span.name, text)
+    # (the route in their place)
+    assert any(attrs(s).get("http.target") == "/e/u/<str:token>" for s in servers)
+    assert any(attrs(s).get("http.url", "").endswith("/f/confirm/<str:token>") for s in servers)
+    assert any(s.name == "GET e/u/<str:token>" for s in servers)
+    assert any("http.request.header.referer" in attrs(s) for s in servers)
