@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -120,24 +120,23 @@ def signup_submit(*, signup: SignupForm, cleaned: dict[str, Any], ip: str | None
     profile fields, list joins, topics and `form_submitted` event are held in an opt-in request and
     applied only when the address's owner follows the confirmation link (always double opt-in), so
     a stranger can neither re-subscribe a topic the contact left nor rewrite their CRM data."""
-    from contacts.services import contact_upsert
-
     email = cleaned["email"]
     existing = Contact.objects.filter(email=email).first()
     fields: dict[str, Any] = {n: cleaned[n] for n in CONTACT_FIELDS if cleaned.get(n)}
     attributes = {k: _plain(cleaned[k]) for k in signup.fields
                   if k not in CONTACT_FIELDS and cleaned.get(k) not in (None, "")}
     topic_ids = list(signup.topics.values_list("id", flat=True))
-    if existing is not None:
+    contact = None if existing is not None else _contact_create(
+        email, {**fields, "attributes": attributes} if attributes else fields)
+    if contact is None:
+        # Known, or created by a submission racing this one (a double click, a second tab)
+        existing = existing or Contact.objects.get(email=email)
         _validate_held(existing, fields, attributes)
         changes = {"fields": fields, "attributes": attributes,
                    "list_ids": list(signup.lists.values_list("id", flat=True)),
                    "events": [_event_props(signup, cleaned)]}
         optin.optin_start(contact=existing, form=signup, ip=ip, topic_ids=topic_ids, changes=changes)
         return existing
-    if attributes:
-        fields["attributes"] = attributes
-    contact, _ = contact_upsert(email=email, consent_via=ConsentSource.FORM, **fields)
     contact.lists.add(*signup.lists.all())
     record_form_submitted(contact, _event_props(signup, cleaned))
     given = sorted(k for k in cleaned if k != HONEYPOT and cleaned[k] not in ("", None))
@@ -150,6 +149,31 @@ def signup_submit(*, signup: SignupForm, cleaned: dict[str, Any], ip: str | None
         for topic in signup.topics.all():
             topic_set(contact=contact, topic=topic, subscribed=True, source=ConsentSource.FORM, actor="the contact",
                       ip=ip, form_id=signup.pk, proof=proof)
+    return contact
+
+
+class _Taken(Exception):  # noqa: N818  control flow: undo the savepoint
+    pass
+
+
+def _contact_create(email: str, fields: dict[str, Any]) -> Contact | None:
+    """The contact for a new address, or None when another submission created it since this one
+    looked (the unique email constraint, or contact_upsert finding it): the caller then treats the
+    address as known. The savepoint undoes whatever this attempt wrote, so the other submission's
+    contact is never rewritten by this one."""
+    from contacts.services import contact_upsert
+
+    try:
+        with transaction.atomic():
+            contact, created = contact_upsert(email=email, consent_via=ConsentSource.FORM, **fields)
+            if not created:
+                raise _Taken
+    except (IntegrityError, _Taken):
+        return None
+    except ValidationError as exc:  # full_clean's unique check saw the other's committed row
+        if any(error.code == "unique" for error in getattr(exc, "error_dict", {}).get("email", [])):
+            return None
+        raise
     return contact
 
 

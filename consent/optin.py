@@ -25,6 +25,7 @@ from contacts.models import ConsentStatus, Contact
 _SIGNER = signing.TimestampSigner(salt="leadflow.consent.optin")
 TEMPLATE_KEY = "consent-confirmation"
 HELD_EVENTS = 20
+RACE_RETRIES = 3  # optin_start_many: inserts lost to concurrent signups before giving up
 TEMPLATE_HTML = ('<p>Hello {{ contact.first_name|default:"there" }},</p>'
                  "<p>Please confirm that you want to receive our emails:</p>"
                  '<p><a href="{{ data.confirm_url }}">Confirm my subscription</a></p>'
@@ -115,20 +116,30 @@ def optin_start_many(*, contacts: list[tuple[int, str, str]], source: str, actor
     (id, email, consent status) each; one INSERT each for the requests, their history rows and
     their emails, whatever the count (a query per contact held the import's transaction for
     minutes). The delivery kick leaves after COMMIT (campaigns.services.messages_queue). Contacts
-    with a pending request keep it. Returns how many requests were made."""
+    with a pending request keep it, including one a concurrent signup or import makes meanwhile.
+    Returns how many requests were made."""
     from campaigns.services import QueueItem, messages_queue
     from consent.models import ConsentRecord
     from consent.services import _proof
     from contacts.emails import suppression_hash
 
-    pending = set(OptInRequest.objects.filter(contact_id__in=[pk for pk, _, _ in contacts],
-                                              status=OptInStatus.PENDING).values_list("contact_id", flat=True))
-    todo = [c for c in contacts if c[0] not in pending]
-    if not todo:
-        return 0
     now = timezone.now()
-    requests = OptInRequest.objects.bulk_create([
-        OptInRequest(contact_id=pk, source=source, created_at=now) for pk, _, _ in todo])
+    for attempt in range(RACE_RETRIES):
+        pending = set(OptInRequest.objects.filter(contact_id__in=[pk for pk, _, _ in contacts],
+                                                  status=OptInStatus.PENDING).values_list("contact_id", flat=True))
+        todo = [c for c in contacts if c[0] not in pending]
+        if not todo:
+            return 0
+        try:
+            with transaction.atomic():  # a savepoint: on a conflict only this insert is undone
+                requests = OptInRequest.objects.bulk_create([
+                    OptInRequest(contact_id=pk, source=source, created_at=now) for pk, _, _ in todo])
+            break
+        except IntegrityError:
+            # Another transaction made a pending request for one of them after we looked (the
+            # partial unique constraint): it has committed now, so looking again leaves it out.
+            if attempt == RACE_RETRIES - 1:
+                raise
     ConsentRecord.objects.bulk_create([
         ConsentRecord(contact_id=pk, email_hash=suppression_hash(email), status="pending", previous_status=status,
                       source=source, detail=f"confirmation sent (opt-in #{request.pk})", actor=actor[:150],
