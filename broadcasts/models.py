@@ -171,11 +171,10 @@ class BroadcastRecipient(models.Model):
             models.UniqueConstraint(fields=["broadcast", "contact"], name="bcrecipient_unique"),
         ]
         indexes = [
-            # broadcast_queue_chunk: the next recipients without a message, in id order.
+            # _queue_chunk: the next recipients without a message, in id order. (A broadcast's messages
+            # for progress, pause, cancel and the A/B counts: bcrecipient_unique, broadcast first.)
             models.Index(fields=["broadcast", "id"], name="bcrecipient_pending_idx",
                          condition=models.Q(message__isnull=True)),
-            # Progress, pause/resume/cancel and the A/B counts: a broadcast's messages.
-            models.Index(fields=["broadcast", "variant", "message"], name="bcrecipient_message_idx"),
         ]
 
     def __str__(self) -> str:

@@ -380,6 +380,10 @@ def _recipients_write(broadcast: Broadcast, now: dt.datetime) -> int:
            f"ON CONFLICT (broadcast_id, contact_id) DO NOTHING")
     with connection.cursor() as cursor:
         cursor.execute(sql, [broadcast.pk, *variant_params, *params])
+        if connection.vendor == "postgresql":
+            # Statistics for the queue's chunk query: planned from an empty table's, it scanned all
+            # the recipients for every chunk (autovacuum analyses only later).
+            cursor.execute(f"ANALYZE {table}")
     written = BroadcastRecipient.objects.filter(broadcast_id=broadcast.pk).count()
     if broadcast.schedule == ScheduleKind.LOCAL and written:
         _local_times_write(broadcast, now)
@@ -439,11 +443,11 @@ def broadcast_queue(*, broadcast_id: int, max_seconds: float = QUEUE_JOB_SECONDS
     """Write the outbox messages of recipients that have none yet, chunk after chunk, for up to
     `max_seconds`; re-kick when work remains. Returns the messages written. Safe to run twice at
     once: each chunk holds the broadcast's row lock, and the messages' keys are unique."""
-    written = 0
+    written, after = 0, 0
     try:
         until = time.monotonic() + max_seconds
         while time.monotonic() < until:
-            n = queue_chunk(broadcast_id=broadcast_id, size=chunk)
+            n, after = _queue_chunk(broadcast_id, chunk, after)
             if n == 0:
                 break
             written += n
@@ -464,21 +468,30 @@ def broadcast_pending(broadcast_id: int) -> QuerySet[BroadcastRecipient]:
 def queue_chunk(*, broadcast_id: int, size: int = QUEUE_CHUNK) -> int:
     """One chunk: INSERT ... SELECT its messages, link them to their recipients, kick delivery.
     Marks the broadcast queued when no recipient is left (and any A/B test is decided)."""
+    return _queue_chunk(broadcast_id, size, 0)[0]
+
+
+def _queue_chunk(broadcast_id: int, size: int, after: int) -> tuple[int, int]:
+    """(recipients queued, the last one's id). `after`: the previous chunk's last id within one job,
+    so the pending index is entered past the entries of rows just linked (dead until vacuumed)."""
     with transaction.atomic():
         broadcast = (Broadcast.objects.select_for_update(of=("self",)).select_related("sender")
                      .filter(pk=broadcast_id, status=BroadcastStatus.SENDING).first())
         if broadcast is None:
-            return 0  # paused, cancelled or done: nothing more is queued
-        ids = list(broadcast_pending(broadcast_id).order_by("id").values_list("id", flat=True)[:size])
+            return 0, after  # paused, cancelled or done: nothing more is queued
+        ids = list(broadcast_pending(broadcast_id).filter(id__gt=after).order_by("id")
+                   .values_list("id", flat=True)[:size])
+        if not ids and after:  # an earlier recipient may have been left (a concurrent job): look again
+            ids = list(broadcast_pending(broadcast_id).order_by("id").values_list("id", flat=True)[:size])
         if not ids:
             _finish_if_done(broadcast)
-            return 0
+            return 0, after
         _messages_insert(broadcast, ids[0], ids[-1])
         _messages_link(broadcast, ids[0], ids[-1])
         delivery_kick(broadcast.sender_id)  # after COMMIT
         if len(ids) < size:
             _finish_if_done(broadcast)
-    return len(ids)
+    return len(ids), ids[-1]
 
 
 def _finish_if_done(broadcast: Broadcast) -> None:
