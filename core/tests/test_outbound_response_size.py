@@ -142,3 +142,20 @@ def test_a_crm_answering_a_flood_is_a_retryable_failure_with_its_status(limit: i
     assert result.fate == Fate.RETRYABLE
     assert result.http_status == 200
     assert result.message.startswith("response_too_large: 127.0.0.1 answered 200 OK")
+
+
+@pytest.mark.django_db
+def test_a_webhook_answered_with_a_flood_is_retried_later_with_the_reason(limit: int, flooding: Flooding) -> None:
+    from django.utils import timezone
+
+    from automation import engine
+    from automation.models import DeliveryStatus, WebhookDelivery
+
+    row = WebhookDelivery.objects.create(channel=WebhookDelivery.Channel.WEBHOOK, target=flooding.url + "/hook",
+                                         payload={"event": "signed_up"}, idempotency_key="flood:1",
+                                         next_attempt_at=timezone.now())
+    assert engine.webhook_deliver(delivery_id=row.pk) == DeliveryStatus.PENDING  # backed off, like a timeout
+    row.refresh_from_db()
+    assert row.attempts == 1
+    assert "response_too_large" in row.last_error
+    assert f"OUTBOUND_MAX_RESPONSE_BYTES ({LIMIT} bytes)" in row.last_error
