@@ -9,7 +9,11 @@ A read goes to the replica only when all of these hold, otherwise to the primary
 3. this request or job has not written to the primary: never read your own writes from a replica
    that may not have replayed them yet. Writes are noticed by the router (`db_for_write`) and by
    an execute wrapper on the primary connection (raw SQL), per request (`ReplicaScopeMiddleware`)
-   or, outside a request, from the start of the marked function;
+   or, outside a request, from the start of the marked function. Across requests: a signed-in
+   client whose request wrote gets a signed cookie saying when (`WROTE_COOKIE`), and its marked
+   reads stay on the primary for `read_own_writes_seconds()` after (the redirect after a POST shows
+   the change, not a replica's older copy). Anonymous public endpoints (tracking, the event API)
+   get no cookie: nobody reads their writes back;
 4. the replica answers, is a standby, and has replayed what the primary had written when it was
    last checked, or lags by at most DATABASE_REPLICA_MAX_LAG seconds (checked at most once a
    second per process; a replica found down is tried again after DOWN_RETRY_SECONDS).
@@ -67,6 +71,10 @@ SELECT pg_is_in_recovery(),
        pg_wal_lsn_diff(%s::pg_lsn, pg_last_wal_replay_lsn())::float8,
        EXTRACT(EPOCH FROM clock_timestamp() - pg_last_xact_replay_timestamp())::float8
 """
+# Read your writes across requests: when this browser's last writing request ended (wall clock, as
+# text), signed with SECRET_KEY so a client cannot forge one that keeps it on the primary for good.
+WROTE_COOKIE = "leadflow_wrote_at"
+WROTE_SALT = "config.db_router.wrote_at"
 # When the last record ended exactly at a page end, the insert position is past the next page's
 # header (24 bytes, 40 at a segment's start) while replay stands at the boundary: nothing is missing.
 WAL_PAGE_HEADER_MAX = 40
@@ -74,9 +82,10 @@ WAL_PAGE_HEADER_MAX = 40
 
 @dataclass
 class _Scope:
-    """One request or job: did it write to the primary?"""
+    """One request or job: did it write to the primary? Did its client write a moment ago?"""
 
     wrote: bool = False
+    wrote_recently: bool = False  # an earlier request of this client, read_own_writes_seconds() ago at most
 
 
 _scope: ContextVar[_Scope | None] = ContextVar("leadflow_db_scope", default=None)
@@ -104,6 +113,18 @@ class ReplicaHealth:
 
 _health: ReplicaHealth | None = None
 _health_lock = threading.Lock()
+
+
+def _now() -> float:
+    """Wall clock: a write marker is set by one process and read by another, on any host."""
+    return time.time()
+
+
+def read_own_writes_seconds() -> float:
+    """How long after a client's write its marked reads stay on the primary. A replica in use lagged
+    at most DATABASE_REPLICA_MAX_LAG when last checked, and is trusted HEALTH_TTL_SECONDS after that
+    check: past both, it has replayed the write."""
+    return settings.DATABASE_REPLICA_MAX_LAG + HEALTH_TTL_SECONDS
 
 
 def replica_configured() -> bool:
@@ -302,7 +323,7 @@ def replica_allowed() -> bool:
     if not _replica_ok.get() or not replica_configured():
         return False
     scope = _scope.get()
-    if scope is not None and scope.wrote:
+    if scope is not None and (scope.wrote or scope.wrote_recently):
         return False
     if connections[DEFAULT_DB_ALIAS].in_atomic_block:
         return False
@@ -333,7 +354,8 @@ class ReplicaRouter:
 
 class ReplicaScopeMiddleware:
     """Tracks writes for the whole request (a middleware or an earlier part of the view may write
-    before the marked reads). Nothing to do without a replica."""
+    before the marked reads), and across a signed-in client's requests with WROTE_COOKIE. Nothing to
+    do without a replica."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
         self.get_response = get_response
@@ -341,5 +363,32 @@ class ReplicaScopeMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
         if not replica_configured():
             return self.get_response(request)
-        with tracking_writes():
-            return self.get_response(request)
+        with tracking_writes() as scope:
+            scope.wrote_recently = _wrote_recently(request)
+            response = self.get_response(request)
+            if scope.wrote and _signed_in(request):
+                _mark_wrote(response)
+            return response
+
+
+def _wrote_recently(request: HttpRequest) -> bool:
+    value = request.get_signed_cookie(WROTE_COOKIE, default=None, salt=WROTE_SALT)  # forged or garbled: None
+    try:
+        age = _now() - float(value) if value is not None else math.inf
+    except ValueError:
+        return False
+    window = read_own_writes_seconds()
+    return -window < age < window  # a little ahead: another web host's clock
+
+
+def _signed_in(request: HttpRequest) -> bool:
+    """A staff user's browser (AuthenticationMiddleware ran): the only clients that read back what
+    they wrote. Asked after the view, when the session is loaded anyway."""
+    user = getattr(request, "user", None)
+    return user is not None and user.is_authenticated
+
+
+def _mark_wrote(response: HttpResponseBase) -> None:
+    response.set_signed_cookie(
+        WROTE_COOKIE, f"{_now():.3f}", salt=WROTE_SALT, max_age=math.ceil(read_own_writes_seconds()),
+        secure=settings.SESSION_COOKIE_SECURE, httponly=True, samesite="Lax")

@@ -11,13 +11,17 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import AnonymousUser
+from django.core import signing
 from django.db import connections, transaction
+from django.http import HttpResponse
 from django.test import Client
 from django.test.client import RequestFactory
 from django.test.utils import CaptureQueriesContext
@@ -225,6 +229,65 @@ def test_a_request_that_wrote_reads_its_own_write_from_the_primary(
     # and a request that did not write reads the standby (which is why the write had to be noticed)
     again: Any = ReplicaScopeMiddleware(lead_list)(request)
     assert "new@example.com" not in again.content.decode()
+
+
+def test_a_client_that_wrote_reads_its_change_on_the_next_pages_until_the_replica_has_it(
+        replica: PostgresStandby, role_users: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    # given a lead with no owner, replayed by a standby that then replays nothing more: behind, but
+    # within DATABASE_REPLICA_MAX_LAG, so still in use
+    lead = Contact.objects.create(email="ada@example.com")
+    replica.wait_for_primary()
+    replica.pause_replay()
+    marketer = Client()
+    marketer.force_login(role_users["marketer"])
+    # when a marketer gives the lead to Sales ("Assign an owner"), follows the redirect, opens the lead
+    assigned = marketer.post(reverse("admin:contacts_contact_changelist"), {
+        "action": "assign_owner", "_selected_action": [lead.pk], "post": "yes", "owner": role_users["sales"].pk,
+    }, follow=True)
+    assert assigned.status_code == 200
+    assert "1 contact(s) now owned by sales." in assigned.content.decode()
+    assert replica.sql(f"SELECT owner_id FROM {CONTACTS_TABLE} WHERE id = {lead.pk}") is None  # noqa: S608
+    served = get(marketer, reverse("scoring:lead_detail", args=[lead.pk]))
+    # then the page shows the new owner: this client's marked reads went to the primary
+    assert served.status == 200
+    assert '<td id="lead-owner">sales</td>' in served.text
+    assert CONTACTS_TABLE in served.on_primary
+    assert CONTACTS_TABLE not in served.on_replica
+    # and so does a later page of the same client that wrote nothing itself
+    assert CONTACTS_TABLE not in get(marketer, reverse("scoring:lead_list")).on_replica
+    # and once the window is over (the standby lagging at most the max lag has it by then), the
+    # replica serves this client again: still paused here, so it shows the old value
+    later = db_router._now() + db_router.read_own_writes_seconds()
+    monkeypatch.setattr(db_router, "_now", lambda: later)
+    served = get(marketer, reverse("scoring:lead_detail", args=[lead.pk]))
+    assert CONTACTS_TABLE in served.on_replica
+    assert CONTACTS_TABLE not in served.on_primary
+    assert '<td id="lead-owner">—</td>' in served.text
+
+
+def test_only_signed_in_clients_that_wrote_get_the_marker_and_a_forged_one_is_ignored(
+        replica: PostgresStandby, role_users: dict[str, Any]) -> None:
+    replica.wait_for_primary()
+
+    def public_view_that_writes(req: Any) -> Any:  # a tracking hit or an event API call
+        Contact.objects.create(email=f"visitor{Contact.objects.count()}@example.com")
+        return HttpResponse(status=204)
+
+    # an anonymous request that writes: no cookie (nobody reads its writes back)
+    request = RequestFactory().post("/e/example/")
+    request.user = AnonymousUser()
+    assert db_router.WROTE_COOKIE not in ReplicaScopeMiddleware(public_view_that_writes)(request).cookies
+    # a signed-in one: the cookie, HttpOnly, and gone from the browser after the window
+    request.user = role_users["sales"]
+    marker = ReplicaScopeMiddleware(public_view_that_writes)(request).cookies[db_router.WROTE_COOKIE]
+    assert marker["httponly"]
+    assert marker["max-age"] == math.ceil(db_router.read_own_writes_seconds())
+    # a marker the client wrote itself (unsigned, or signed for something else) changes nothing
+    replica.wait_for_primary()
+    client = sales_client(role_users)
+    for forged in (str(db_router._now()), signing.get_cookie_signer(salt="other").sign(str(db_router._now()))):
+        client.cookies[db_router.WROTE_COOKIE] = forged
+        assert CONTACTS_TABLE in get(client, reverse("scoring:lead_list")).on_replica
 
 
 def test_raw_sql_writes_and_open_transactions_keep_reads_on_the_primary(replica: PostgresStandby) -> None:
