@@ -10,9 +10,10 @@ WORKDIR /app
 COPY requirements.txt .
 RUN pip install -r requirements.txt
 COPY . .
-# Static files are collected at build time; whitenoise serves them with far-future caching.
+# Static files are collected at build time; whitenoise serves them with far-future caching. media is
+# created here for the app user: compose mounts a shared volume on it, which Docker fills from it.
 RUN DEBUG=false SECRET_KEY=build-only-collectstatic-key python manage.py collectstatic --noinput \
-    && useradd --create-home --uid 1000 leadflow && mkdir -p /app/var && chown -R leadflow /app/var
+    && useradd --create-home --uid 1000 leadflow && mkdir -p /app/var/media && chown -R leadflow /app/var
 USER leadflow
 EXPOSE 8000
 CMD ["gunicorn", "config.wsgi:application", "--bind", "0.0.0.0:8000"]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import re
 import shlex
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
@@ -133,3 +134,55 @@ def test_replica_is_an_optional_profile_streaming_from_postgres() -> None:
     # and the app uses it only when DATABASE_REPLICA_URL is set (empty by default: no replica)
     for name in ("web", "worker", "scheduler"):
         assert SERVICES[name]["environment"]["DATABASE_REPLICA_URL"] == "${DATABASE_REPLICA_URL:-}"
+
+
+def image_var_dir() -> str:
+    """VAR_DIR in the containers: the Dockerfile's ENV (compose does not override it)."""
+    match = re.search(r"\bVAR_DIR=(\S+)", (ROOT / "Dockerfile").read_text())
+    assert match, "the Dockerfile sets VAR_DIR"
+    return match.group(1).rstrip("\\")
+
+
+def named_volume_at(service: dict[str, Any], target: str) -> str | None:
+    for mount in service.get("volumes", []):
+        source, _, rest = str(mount).partition(":")
+        if rest.split(":")[0] == target and source in COMPOSE["volumes"]:
+            return source
+    return None
+
+
+def serves_imports(service: dict[str, Any]) -> bool:
+    """`manage.py worker` with no queue named serves every queue, `imports` included."""
+    from core.management.commands.worker import QUEUE_PRIORITY
+
+    for argv in split_commands(command_words(service)):
+        if argv[:3] == ["python", "manage.py", "worker"]:
+            queues = [w for w in argv[3:] if not w.startswith("-")] or list(QUEUE_PRIORITY)
+            return "imports" in queues
+    return False
+
+
+def test_services_running_imports_share_web_media_volume() -> None:
+    # given where web stores an uploaded CSV (MEDIA_ROOT = VAR_DIR/media)
+    var_dir = image_var_dir()
+    assert all("VAR_DIR" not in SERVICES[name]["environment"] for name in ("web", "worker", "scheduler"))
+    media = named_volume_at(SERVICES["web"], f"{var_dir}/media")
+    assert media, "web must keep uploads on a named volume"
+    # then every service that runs import jobs mounts the same volume there (reads the CSV, writes
+    # the error report web serves)
+    runners = [name for name, service in SERVICES.items() if serves_imports(service)]
+    assert "worker" in runners
+    for name in runners:
+        assert named_volume_at(SERVICES[name], f"{var_dir}/media") == media, name
+    # and nothing else under VAR_DIR is shared: temp files stay per process, static stays the image's
+    var = PurePosixPath(var_dir)
+    for name in ("web", "worker", "scheduler"):
+        for mount in SERVICES[name].get("volumes", []):
+            target = PurePosixPath(str(mount).split(":")[1])
+            if var.is_relative_to(target) or target.is_relative_to(var):
+                assert target == var / "media", f"{name} mounts {target}: only {var}/media is shared"
+    # and the image creates media for the app user: Docker fills a new volume from it, owner included
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    user = re.findall(r"^USER (\S+)", dockerfile, re.MULTILINE)[-1]
+    assert f"mkdir -p {var_dir}/media" in dockerfile
+    assert f"chown -R {user} {var_dir}" in dockerfile
