@@ -422,17 +422,25 @@ class EngagementKind(models.IntegerChoices):
     SOFT_BOUNCE = 4, "Soft bounce"  # a provider's transient report (hard bounces: Message.bounced_at)
 
 
+ENGAGEMENT_CAP = 100  # rows per message and kind: a bot replaying one pixel or link stops adding rows here
+
+
 class MessageEngagement(models.Model):
-    """What a recipient (or a provider) did with a message, one row per hit: append-only, never
-    updated, so totals, uniques (distinct messages) and per-link counts are GROUP BYs
-    (campaigns/reports.py). Message.opened_at/clicked_at keep the first open and click; a hit the
-    public endpoints do not record (HEAD, over the token's rate limit, a test copy) has no row."""
+    """What a recipient (or a provider) did with a message, one row per hit, at most ENGAGEMENT_CAP
+    per message and kind: append-only, never updated, so totals, uniques (distinct messages) and
+    per-link counts are GROUP BYs (campaigns/reports.py). Message.opened_at/clicked_at keep the
+    first open and click; a hit the public endpoints do not record (HEAD, over the token's rate
+    limit, a test copy, past the cap) has no row."""
 
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="+", db_index=False)
     kind = models.PositiveSmallIntegerField(choices=EngagementKind.choices)
     link_index = models.PositiveSmallIntegerField(null=True, blank=True,
                                                   help_text="Clicks: the index into the message's links")
     occurred_at = models.DateTimeField()
+    # The row's place among its message's rows of its kind (1..ENGAGEMENT_CAP), unique: the cap
+    # holds under concurrent hits (two hits taking the same slot keep one row). Empty on rows
+    # recorded before the cap.
+    slot = models.PositiveSmallIntegerField(null=True, blank=True, help_text="1..100 per message and kind")
 
     class Meta:
         constraints = [
@@ -441,6 +449,9 @@ class MessageEngagement(models.Model):
             models.CheckConstraint(condition=models.Q(kind=EngagementKind.CLICK, link_index__isnull=False)
                                    | (~models.Q(kind=EngagementKind.CLICK) & models.Q(link_index__isnull=True)),
                                    name="engagement_link_only_clicks"),
+            # Partial (a unique index, built concurrently on PostgreSQL): rows from before the cap have no slot.
+            models.UniqueConstraint(fields=["message", "kind", "slot"], condition=models.Q(slot__isnull=False),
+                                    name="engagement_one_row_per_slot"),
         ]
         indexes = [
             # Reports (campaigns/reports.py report_for): a set of messages' rows, by time; also the

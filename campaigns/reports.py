@@ -13,7 +13,8 @@ Where each figure comes from:
 - delivered: sent minus hard bounced (what listmonk and Mailchimp show); `delivery_confirmed`:
   messages a provider reported handed over (`delivered_at`, e.g. Amazon SES Delivery).
 - opened / clicked unique: `opened_at` / `clicked_at` (a click counts as an open: images are often
-  blocked); totals: MessageEngagement rows, one per recorded pixel load or click. Messages sent
+  blocked); totals: MessageEngagement rows, one per recorded pixel load or click, at most
+  ENGAGEMENT_CAP (100) per message and kind (docs/delivery.md, "Reports and UTM"). Messages sent
   before engagement rows existed have uniques without totals.
 - unsubscribed: messages through whose link the contact withdrew consent or left a topic
   (consent/services.py); complained: `complained_at` (the first complaint matched to it).

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from campaigns.delivery import TEST_SOURCE, delivery_kick, message_render
 from campaigns.models import (
+    ENGAGEMENT_CAP,
     EngagementKind,
     Message,
     MessageEngagement,
@@ -245,9 +246,18 @@ def _tracking_event(contact_id: int, event_type: str, properties: dict[str, Any]
 
 def engagement_record(*, message_id: int, kind: int, link_index: int | None = None,
                       at: dt.datetime | None = None) -> None:
-    """Append one open, click, unsubscribe or soft bounce of a message (campaigns/reports.py counts them)."""
-    MessageEngagement.objects.create(message_id=message_id, kind=kind, link_index=link_index,
-                                     occurred_at=at or timezone.now())
+    """Append one open, click, unsubscribe or soft bounce of a message (campaigns/reports.py counts
+    them), at most ENGAGEMENT_CAP rows per message and kind: the public endpoints record every hit
+    a token's rate limit lets through (all of them when Redis is down), so a bot replaying one
+    pixel would add a row a second for ever. The row takes the next free slot; a hit past the cap,
+    or racing another for the same slot, is not stored (totals stop at the cap)."""
+    taken = MessageEngagement.objects.filter(message_id=message_id, kind=kind).count()
+    if taken >= ENGAGEMENT_CAP:
+        return
+    MessageEngagement.objects.bulk_create(
+        [MessageEngagement(message_id=message_id, kind=kind, link_index=link_index, slot=taken + 1,
+                           occurred_at=at or timezone.now())],
+        ignore_conflicts=True)  # INSERT ... ON CONFLICT DO NOTHING on the unique (message, kind, slot)
 
 
 def message_unsubscribe_count(message: Any) -> None:
@@ -263,8 +273,8 @@ def _message_props(message: Message) -> dict[str, Any]:
 
 
 def tracking_open(*, message_id: int) -> bool:
-    """Record an open: every one as an engagement row, the first also as `opened_at` and an
-    `email_opened` event. Unknown ids and test copies are ignored."""
+    """Record an open: each as an engagement row (up to ENGAGEMENT_CAP), the first also as
+    `opened_at` and an `email_opened` event. Unknown ids and test copies are ignored."""
     message = Message.objects.select_related("template").filter(pk=message_id).first()
     if message is None or message.is_test:
         return False
