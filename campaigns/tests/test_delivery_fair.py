@@ -153,12 +153,13 @@ def test_a_claim_skips_a_message_deferred_after_its_read_and_keeps_the_ranked_or
 
 
 @override_settings(DELIVERY_BATCH_SIZE=8)
-def test_while_an_event_job_waits_a_delivery_job_hands_over_mid_batch_signups_first(
+def test_while_an_event_job_waits_a_delivery_job_hands_over_mid_batch_after_the_signups(
         sender, template, sink, monkeypatch, django_capture_on_commit_callbacks) -> None:
-    # given a burst's 12 emails and a signup's queued behind them, and an event job waiting on the
+    # given a burst's 12 emails and 4 signups' queued behind them, and an event job waiting on the
     # same worker (a signup's event that should not wait for a full batch of the burst's emails)
-    monkeypatch.setattr(delivery, "HANDOVER_BATCH", 3)
-    burst_ids, signup_ids = queue_burst_then_signups(template, 12, 1)
+    monkeypatch.setattr(delivery, "HANDOVER_BATCH", 2)
+    monkeypatch.setattr(delivery, "SMALL_CAUSE", 3)  # the burst's 4 in a batch of 8 count as a burst
+    burst_ids, signup_ids = queue_burst_then_signups(template, 12, 4)
     get_queue("delivery").empty()
     with django_capture_on_commit_callbacks(execute=True):
         get_queue("events").enqueue("contacts.tasks_events.events_process_pending")
@@ -166,9 +167,9 @@ def test_while_an_event_job_waits_a_delivery_job_hands_over_mid_batch_signups_fi
     # when the delivery job runs
     with django_capture_on_commit_callbacks():
         delivery_run(sender_id=sender.pk, slot=0)
-    # then it claimed a batch of 8, sent 3 of it (HANDOVER_BATCH), the signup's first, and handed
-    # over; the 5 it did not send are back in the queue, rendered (a later batch only sends them)
-    assert [r.rcpt_tos[0] for r in sink.received] == ["signup0@example.com", "burst0@example.com",
-                                                      "burst1@example.com"]
-    assert Message.objects.filter(status=MessageStatus.QUEUED).count() == 10
-    assert Message.objects.filter(status=MessageStatus.QUEUED).exclude(html="").count() == 5
+    # then it claimed a batch of 8 (the signups ranked first), sent past HANDOVER_BATCH (2) to the
+    # last signup's, and handed over before the burst's; the 4 it did not send are back in the
+    # queue, rendered (a later batch only sends them)
+    assert [r.rcpt_tos[0] for r in sink.received] == [f"signup{i}@example.com" for i in range(4)]
+    assert Message.objects.filter(status=MessageStatus.QUEUED).count() == 12
+    assert Message.objects.filter(status=MessageStatus.QUEUED).exclude(html="").count() == 4
