@@ -25,7 +25,7 @@ import time
 import uuid
 import zoneinfo
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from email.utils import formataddr, make_msgid
 from typing import Any
@@ -220,6 +220,46 @@ def backoff(attempts: int) -> dt.timedelta:
 # --- Send-time rules (set-based over the batch) --------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Withheld:
+    """What a higher app's hold (delivery_hold_register) makes of a claimed message: finished
+    (SUPPRESSED) or held (DEFERRED until next_attempt_at), with the reason and the error text."""
+
+    status: str
+    reason: str
+    error: str
+    next_attempt_at: dt.datetime | None = None
+
+
+# Rules of the apps above campaigns, applied to every claimed batch before anything else: a
+# broadcast cancelled or paused after its messages were queued (broadcasts/delivery_hold.py). They
+# register here from their AppConfig.ready, so campaigns never imports them (STYLE.md 16). Each
+# takes the batch and answers message id -> Withheld, set-based (no query per message). They run
+# in one transaction with the UPDATEs, so a hold may lock what it read (a resume must not slip in).
+_holds: list[Callable[[Sequence[Message]], dict[int, Withheld]]] = []
+
+
+def delivery_hold_register(hold: Callable[[Sequence[Message]], dict[int, Withheld]]) -> None:
+    if hold not in _holds:
+        _holds.append(hold)
+
+
+def _withhold(messages: list[Message], result: BatchResult) -> list[Message]:
+    """Apply the registered holds (one UPDATE per outcome); returns the messages they let through."""
+    withheld: dict[int, Withheld] = {}
+    with transaction.atomic():
+        for hold in _holds:
+            withheld = {**hold(messages), **withheld}  # the first registered wins
+        groups: dict[Withheld, list[Message]] = {}
+        for message in messages:
+            if message.pk in withheld:
+                groups.setdefault(withheld[message.pk], []).append(message)
+        for outcome, group in groups.items():
+            _finish(group, result, status=outcome.status, reason=outcome.reason, error=outcome.error,
+                    next_attempt_at=outcome.next_attempt_at)
+    return [m for m in messages if m.pk not in withheld]
+
+
 def _suppression_reasons(messages: Sequence[Message]) -> dict[int, str]:
     """Message id -> why it must not be sent. One query for the suppression list, keyed on the
     canonical address: a contact row from before the canonical rule (a fullwidth or upper-case
@@ -289,6 +329,9 @@ def _warmup_allowance(sender: SenderProfile, now: dt.datetime) -> tuple[int | No
 def _apply_rules(sender: SenderProfile, messages: list[Message], result: BatchResult,
                  now: dt.datetime) -> list[Message]:
     """Suppress, cap or defer what must not go now; returns the messages to send."""
+    # First: a message claimed before its broadcast was cancelled or paused comes back here (the
+    # sweeper, a deferral, a hand-over), whatever path it took.
+    messages = _withhold(messages, result)
     reasons = _suppression_reasons(messages)
     by_reason: dict[str, list[Message]] = {}
     for message in messages:
