@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseBase
 from django.shortcuts import get_object_or_404
@@ -52,7 +53,11 @@ def report_view(admin: Any, request: HttpRequest, pk: int) -> HttpResponse:
     except BadReportParameter as exc:
         return HttpResponseBadRequest(str(exc), content_type="text/plain")
     report = report_for(broadcast_messages(broadcast.pk), bucket=bucket)
-    ab = broadcast_ab(broadcast)
+    try:
+        ab = broadcast_ab(broadcast)
+    except ValueError as exc:  # counts ab_compare refuses: the rest of the report still shows
+        ab = None
+        messages.warning(request, f"The A/B comparison of {broadcast.key} could not be computed: {exc}")
     title = f"Broadcast {broadcast.key}"
     context = {**admin.admin_site.each_context(request), "opts": admin.model._meta, "broadcast": broadcast,
                "title": title, **report_context(report, title=title, csv_url=reverse(

@@ -14,8 +14,14 @@ Where each figure comes from:
   messages a provider reported handed over (`delivered_at`, e.g. Amazon SES Delivery).
 - opened / clicked unique: `opened_at` / `clicked_at` (a click counts as an open: images are often
   blocked); totals: MessageEngagement rows, one per recorded pixel load or click, at most
-  ENGAGEMENT_CAP (100) per message and kind (docs/delivery.md, "Reports and UTM"). Messages sent
-  before engagement rows existed have uniques without totals.
+  ENGAGEMENT_CAP (100) per message and kind (docs/delivery.md, "Reports and UTM"). A message
+  with `opened_at` but no open row (opened by a click only, or sent before engagement rows
+  existed) counts one open in the total, at its `opened_at`: total opens are, per message, the
+  larger of its open rows and its unique open, so "Opens (total)" is never below "Opened (unique)".
+  Clicks always write their row, so their total needs no such floor.
+- A/B successes (`opened_delivered` / `clicked_delivered`): unique opens / clicks among delivered
+  messages only (sent, not hard bounced), so they never exceed the variant's trials (delivered):
+  a message opened and then reported as a hard bounce is neither.
 - unsubscribed: messages through whose link the contact withdrew consent or left a topic
   (consent/services.py); complained: `complained_at` (the first complaint matched to it).
 - per link: by the link's index in the message (Message.links); the URL shown is that index's in
@@ -32,7 +38,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import Count, F, Min, Q, QuerySet, Value
+from django.db.models import Count, Exists, F, Min, OuterRef, Q, QuerySet, Value
 from django.db.models.functions import Coalesce, TruncDay, TruncHour
 
 from campaigns.models import EngagementKind, Message, MessageEngagement, MessageStatus
@@ -87,6 +93,8 @@ class Report:
     opened_total: int = 0
     clicked_unique: int = 0
     clicked_total: int = 0
+    opened_delivered: int = 0  # unique opens among delivered messages (A/B successes)
+    clicked_delivered: int = 0
     unsubscribed: int = 0
     complained: int = 0
     links: list[LinkRow] = field(default_factory=list)
@@ -118,9 +126,23 @@ def report_for(messages_qs: QuerySet[Message], *, bucket: str = "day") -> Report
     messages = messages_qs.order_by()
     engagement = MessageEngagement.objects.filter(message__in=messages.values("pk")).order_by()
     report = Report(bucket=bucket, links=_links(engagement), series=_series(messages, engagement, BUCKETS[bucket]))
-    for name, value in {**_message_totals(messages), **_engagement_totals(engagement)}.items():
+    totals = {**_message_totals(messages), **_engagement_totals(engagement)}
+    implied = totals.pop("opened_implied")
+    for name, value in totals.items():
         setattr(report, name, value)
+    report.opened_total += implied
     return report
+
+
+def _opened_without_row() -> Any:
+    """Messages opened (`opened_at`) with no open row: a click implied the open, or the open came
+    before engagement rows existed. Each counts one open in "Opens (total)"."""
+    rows = MessageEngagement.objects.filter(message=OuterRef("pk"), kind=EngagementKind.OPEN)
+    return Q(opened_at__isnull=False) & ~Exists(rows)
+
+
+# Delivered: sent and not hard bounced (the same messages as Report.delivered counts).
+_delivered = Q(sent_at__isnull=False, bounced_at__isnull=True)
 
 
 def _message_totals(messages: QuerySet[Message]) -> dict[str, int]:
@@ -135,6 +157,9 @@ def _message_totals(messages: QuerySet[Message]) -> dict[str, int]:
         delivery_confirmed=Count("pk", filter=Q(delivered_at__isnull=False)),
         opened_unique=Count("pk", filter=Q(opened_at__isnull=False)),
         clicked_unique=Count("pk", filter=Q(clicked_at__isnull=False)),
+        opened_delivered=Count("pk", filter=_delivered & Q(opened_at__isnull=False)),
+        clicked_delivered=Count("pk", filter=_delivered & Q(clicked_at__isnull=False)),
+        opened_implied=Count("pk", filter=_opened_without_row()),
         complained=Count("pk", filter=Q(complained_at__isnull=False)),
     )
     return {name: int(value or 0) for name, value in totals.items()}
@@ -165,10 +190,14 @@ def _link_url(links: Any, index: int) -> str:
 
 
 def _series(messages: QuerySet[Message], engagement: QuerySet[MessageEngagement], trunc: Any) -> list[Bucket]:
-    parts = [messages.annotate(at=_as_datetime(column)).filter(at__isnull=False)
+    parts: list[Any] = [messages.annotate(at=_as_datetime(column)).filter(at__isnull=False)
              .annotate(series=Value(name), bucket=trunc("at")).values("series", "bucket")
              .annotate(n=Count("pk")).values_list("series", "bucket", "n").order_by()
              for name, column in _MESSAGE_SERIES.items()]
+    # An open without a row counts in opened_total at its opened_at (see the module docstring).
+    parts.append(messages.filter(_opened_without_row()).annotate(series=Value("opened_total"),
+                                                                  bucket=trunc("opened_at"))
+                 .values("series", "bucket").annotate(n=Count("pk")).values_list("series", "bucket", "n").order_by())
     rows: list[tuple[str, dt.datetime, int]] = list(parts[0].union(*parts[1:], all=True))
     # Opens and clicks per bucket are hits; unsubscribes and soft bounces are messages, as in the totals.
     rows += [(_ENGAGEMENT_SERIES[EngagementKind(kind)], at, n if kind in _HITS else messages_n)
@@ -177,8 +206,9 @@ def _series(messages: QuerySet[Message], engagement: QuerySet[MessageEngagement]
              .annotate(n=Count("pk"), messages_n=Count("message", distinct=True))
              .values_list("kind", "bucket", "n", "messages_n").order_by()]
     buckets: dict[dt.datetime, Bucket] = {}
-    for name, at, n in rows:
-        buckets.setdefault(at, Bucket(at)).counts[name] = n
+    for name, at, n in rows:  # opened_total may come twice per bucket: rows and implied opens
+        counts = buckets.setdefault(at, Bucket(at)).counts
+        counts[name] = counts.get(name, 0) + n
     return [buckets[at] for at in sorted(buckets)]
 
 
@@ -250,10 +280,13 @@ class AbComparison:
 
 
 def variant_from_report(name: str, report: Report, *, metric: str = "opened_unique") -> Variant:
-    """A variant's successes (`opened_unique` or `clicked_unique`) out of its delivered messages."""
+    """A variant's successes (`opened_unique` or `clicked_unique`) out of its delivered messages,
+    counted among those delivered messages only: one opened and then hard-bounced is in neither,
+    so successes never exceed trials (ab_compare refuses that)."""
     if metric not in ("opened_unique", "clicked_unique"):
         raise ValueError(f"metric must be opened_unique or clicked_unique, not {metric!r}")
-    return Variant(name=name, successes=getattr(report, metric), trials=report.delivered)
+    successes = report.opened_delivered if metric == "opened_unique" else report.clicked_delivered
+    return Variant(name=name, successes=successes, trials=report.delivered)
 
 
 def ab_compare(variants: Sequence[Variant]) -> AbComparison:
