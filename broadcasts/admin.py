@@ -7,6 +7,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
@@ -17,12 +18,24 @@ from django.utils.html import format_html, format_html_join
 
 from broadcasts import reports, services
 from broadcasts.models import EDITABLE_STATUSES, Broadcast, BroadcastStatus, BroadcastVariant
+from campaigns.models import MessageKind
 
 ACTIONS = ("test", "approve", "send", "pause", "resume", "cancel")
 
 
+class VariantForm(forms.ModelForm):
+    def clean_template(self) -> Any:
+        template = self.cleaned_data.get("template")
+        if template is not None and template.kind != MessageKind.MARKETING:
+            # Delivery applies unsubscribes, consent, topics and caps to marketing only (finding 2).
+            raise ValidationError(f"Template {template.key!r} is {template.kind}: a broadcast sends marketing email "
+                                  "only (unsubscribes, consent, topics and caps apply); choose a marketing template.")
+        return template
+
+
 class VariantInline(admin.TabularInline):
     model = BroadcastVariant
+    form = VariantForm
     extra = 0
     min_num = 1
     max_num = 4
@@ -70,9 +83,11 @@ class BroadcastAdmin(admin.ModelAdmin):
                       "description": "Contacts in any chosen segment or list, minus those in an excluded one. "
                                      "Test contacts get test sends only."}),
         ("Schedule", {"fields": ("schedule", "send_at", "window_start", "window_end"),
-                      "description": "Each contact's time zone: from their country (docs/broadcasts.md)."}),
+                      "description": "Each contact's time zone: from their country (docs/broadcasts.md). "
+                                     "The schedule is part of the approval: changing it voids the approval."}),
+        ("Links", {"fields": ("utm",)}),
         ("A/B test (two or more variants)", {"fields": ("test_share", "ab_metric", "ab_wait_minutes",
-                                                        "ab_decision")}),
+                                                        "ab_min_sent", "ab_decision")}),
         ("Approval and progress", {"fields": ("approval", "recipients_total", "started_at", "queued_at")}),
     )
 
@@ -169,11 +184,15 @@ class BroadcastAdmin(admin.ModelAdmin):
               "-" if confidence.get(v["label"]) is None else f"{100 * confidence[v['label']]:.1f} %")
              for v in d.get("variants", [])))
         extra = f"; {d['method']}" if "method" in d else ""
+        # Measured against the z-test's leader (finding 11); the decision takes that leader as winner,
+        # so the two are one, but the label says which one it was measured against.
+        leader = d.get("leader") or d.get("winner")
         return format_html(
             "<p>Winner: <b>{}</b> by {} (difference {}{}), decided {}; {} more contacts got it.</p>"
             "<table><tr><th>Variant</th><th>Subject</th><th>Sent</th><th>Unique opens</th><th>Unique clicks</th>"
-            "<th>Rate</th><th>Confidence it differs from the winner</th></tr>{}</table>",
-            d.get("winner"), d.get("metric"), d.get("difference"), extra, d.get("decided_at"), d.get("rest", "-"), rows)
+            "<th>Rate</th><th>Confidence its rate differs from {}'s (the leader)</th></tr>{}</table>",
+            d.get("winner"), d.get("metric"), d.get("difference"), extra, d.get("decided_at"), d.get("rest", "-"),
+            leader, rows)
 
     # --- Actions ------------------------------------------------------------------------------------
 

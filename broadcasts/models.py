@@ -12,10 +12,12 @@ whatever is retried. See docs/broadcasts.md.
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
 from campaigns.models import EmailTemplate, EmailTemplateRevision, Message, SenderProfile
+from campaigns.utm import UtmInvalid, utm_clean
 from contacts.models import Contact, ContactList, Segment
 
 
@@ -71,7 +73,19 @@ class Broadcast(models.Model):
         help_text="Percent of the audience in the A/B test (with two or more variants)")
     ab_metric = models.CharField(max_length=10, choices=AbMetric.choices, default=AbMetric.OPENS)
     ab_wait_minutes = models.PositiveIntegerField(default=240, validators=[MinValueValidator(1)],
-                                                  help_text="How long the test runs before the winner is chosen")
+                                                  help_text="How long the test runs, from its last test message "
+                                                            "sent, before the winner is chosen")
+    # Review finding 4: a winner chosen over a handful of sent messages is a coin toss. The decision
+    # waits until every variant has this many sent (or none of its test messages is left to send).
+    ab_min_sent = models.PositiveIntegerField(
+        default=100, validators=[MinValueValidator(1)],
+        help_text="Sent test messages each variant needs before the winner is chosen "
+                  "(fewer only when none is left to send)")
+    # UTM parameters for its tracked links (issue 21 item 4, campaigns/utm.py), e.g.
+    # {"utm_source": "leadflow", "utm_medium": "email", "utm_campaign": "spring-sale"}. Empty: untouched.
+    utm = models.JSONField(default=dict, blank=True,
+                           help_text='UTM parameters for its links, e.g. {"utm_campaign": "spring-sale"}; '
+                                     "the unsubscribe link is never tagged")
 
     status = models.CharField(max_length=20, choices=BroadcastStatus.choices, default=BroadcastStatus.DRAFT)
     status_message = models.TextField(blank=True, help_text="Why it is paused or cancelled, or what went wrong")
@@ -118,6 +132,12 @@ class Broadcast(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+    def clean(self) -> None:
+        try:
+            utm_clean(self.utm, where="utm")
+        except UtmInvalid as exc:
+            raise ValidationError({"utm": str(exc)}) from exc
 
     @property
     def source(self) -> str:

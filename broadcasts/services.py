@@ -52,6 +52,7 @@ from campaigns.models import (
 )
 from campaigns.revisions import template_revision_current
 from campaigns.services import QueueItem, messages_queue
+from campaigns.utm import UtmInvalid, utm_clean
 from contacts.models import Contact, SegmentMembership
 from core.audit import audit_record
 from core.queues import get_connection as redis_connection
@@ -137,9 +138,22 @@ def audience_problem(broadcast: Broadcast, count: int | None = None) -> str:
     return ""
 
 
+def schedule_definition(broadcast: Broadcast) -> dict[str, Any]:
+    """The schedule as approved (review finding 9): its mode, and the time and the window when the
+    mode uses them (a send_at left over on a 'now' broadcast changes nothing, so it voids nothing).
+    Migration 0003 holds a frozen copy of this for broadcasts approved before the schedule counted."""
+    mode = broadcast.schedule
+    window = None
+    if mode == ScheduleKind.LOCAL and broadcast.window_start and broadcast.window_end:
+        window = [broadcast.window_start.isoformat(), broadcast.window_end.isoformat()]
+    return {"mode": mode, "window": window,
+            "send_at": broadcast.send_at.astimezone(dt.UTC).isoformat()
+            if mode != ScheduleKind.NOW and broadcast.send_at else None}
+
+
 def broadcast_definition(broadcast: Broadcast) -> dict[str, Any]:
-    """What an approval approves: the pinned revisions, the audience's definition, the sender and
-    the A/B settings. Its hash is the broadcast's fingerprint."""
+    """What an approval approves: the pinned revisions, the audience's definition, the sender, the
+    schedule, the UTM parameters and the A/B settings. Its hash is the broadcast's fingerprint."""
     variants = list(broadcast.variants.select_related("revision", "template").order_by("position"))
 
     def segments(rel: Any) -> list[dict[str, Any]]:
@@ -152,8 +166,11 @@ def broadcast_definition(broadcast: Broadcast) -> dict[str, Any]:
         "exclude_segments": segments(broadcast.exclude_segments),
         "exclude_lists": sorted(broadcast.exclude_lists.values_list("pk", flat=True)),
         "sender": broadcast.sender_id,
+        "schedule": schedule_definition(broadcast),
+        "utm": broadcast.utm or {},
         "ab": ({"test_share": broadcast.test_share, "metric": broadcast.ab_metric,
-                "wait_minutes": broadcast.ab_wait_minutes} if len(variants) > 1 else None),
+                "wait_minutes": broadcast.ab_wait_minutes, "min_sent": broadcast.ab_min_sent}
+               if len(variants) > 1 else None),
     }
 
 
@@ -200,6 +217,19 @@ def _variants_problem(broadcast: Broadcast) -> str:
         return "Add a template (variant A)."
     if n > 4:
         return "An A/B test has at most four variants."
+    return _kind_problem(broadcast)
+
+
+def _kind_problem(broadcast: Broadcast) -> str:
+    """A broadcast is marketing (review finding 2): delivery applies unsubscribes, consent, topics,
+    frequency caps and quiet hours to marketing messages only, so a transactional template would
+    reach contacts who opted out."""
+    for variant in broadcast.variants.select_related("template", "revision").order_by("position"):
+        kind = variant.revision.kind if variant.revision else variant.template.kind
+        if kind != MessageKind.MARKETING:
+            return (f"Variant {variant.label}: template {variant.template.key!r} is {kind}; a broadcast sends "
+                    "marketing email only (unsubscribes, consent, topics and caps apply): choose a marketing "
+                    "template.")
     return ""
 
 
@@ -211,6 +241,12 @@ def broadcast_save(*, broadcast: Broadcast, actor: Any) -> Broadcast:
         raise BroadcastError(f"{broadcast.key} is {broadcast.get_status_display().lower()}: it can no longer be "
                              "edited (cancel it and make a new one)")
     _pin(broadcast, actor)
+    if problem := _kind_problem(broadcast):
+        raise BroadcastError({"variants": problem})
+    try:
+        utm_clean(broadcast.utm, where="utm")
+    except UtmInvalid as exc:
+        raise BroadcastError({"utm": str(exc)}) from exc
     fingerprint = fingerprint_of(broadcast_definition(broadcast))
     updates: dict[str, Any] = {"fingerprint": fingerprint}
     if broadcast.status == BroadcastStatus.APPROVED and fingerprint != broadcast.approved_fingerprint:
@@ -255,7 +291,7 @@ def broadcast_send_test(*, broadcast: Broadcast, actor: Any) -> list[int]:
             # Transactional: it goes to the team's own test addresses, whatever their consent says.
             ids += messages_queue(
                 template=variant.template, revision=variant.revision, sender=broadcast.sender,
-                kind=MessageKind.TRANSACTIONAL, source=TEST_SOURCE, is_test=True,
+                kind=MessageKind.TRANSACTIONAL, source=TEST_SOURCE, is_test=True, utm=broadcast.utm or None,
                 items=[QueueItem(pk, f"{test_key}:{variant.position}:{pk}",
                                  {"broadcast": broadcast.key, "variant": variant.label}, redirect)
                        for pk in testers])
@@ -308,6 +344,10 @@ def broadcast_approve(*, broadcast: Broadcast, actor: Any) -> Broadcast:
 # --- Sending --------------------------------------------------------------------------------------
 
 
+CHANGED_SINCE_APPROVAL = ("What it would send changed since its approval (a segment, list, template revision, the "
+                          "sender, the schedule or the UTM parameters): test and approve it again.")
+
+
 def broadcast_send(*, broadcast: Broadcast, actor: Any, now: dt.datetime | None = None) -> Broadcast:
     """Send an approved broadcast as scheduled: now (start), at a time (scheduled; broadcasts_tick
     starts it), or in each contact's time zone (started now: each message waits for its window).
@@ -321,6 +361,8 @@ def broadcast_send(*, broadcast: Broadcast, actor: Any, now: dt.datetime | None 
         raise BroadcastError(f"{broadcast.key} cannot be sent: {hint}.", code="state")
     if errors := schedule_problems(broadcast, now):
         raise BroadcastError(errors)
+    if fingerprint_of(broadcast_definition(broadcast)) != broadcast.approved_fingerprint:
+        raise BroadcastError(CHANGED_SINCE_APPROVAL, code="state")  # not scheduled to be refused later
     if broadcast.schedule == ScheduleKind.AT:
         with transaction.atomic():
             if not Broadcast.objects.filter(pk=broadcast.pk, status=BroadcastStatus.APPROVED).update(
@@ -338,25 +380,63 @@ def broadcast_start(*, broadcast: Broadcast, actor: Any, now: dt.datetime | None
     their messages in a job after COMMIT. Refused, with the reason, when anything approved changed
     (a segment's definition, a list, the sender) or the audience is empty."""
     now = now or timezone.now()
+    refused = ""
     with transaction.atomic():
-        locked = Broadcast.objects.select_for_update(of=("self",)).select_related("sender").get(pk=broadcast.pk)
+        locked = (Broadcast.objects.select_for_update(of=("self",)).select_related("sender", "approved_by")
+                  .get(pk=broadcast.pk))
         if locked.status not in (BroadcastStatus.APPROVED, BroadcastStatus.SCHEDULED):
             raise BroadcastError(f"{locked.key} is {locked.status}: it cannot start.", code="state")
         if fingerprint_of(broadcast_definition(locked)) != locked.approved_fingerprint:
-            raise BroadcastError("What it would send changed since its approval (a segment, list, template "
-                                 "revision or the sender): test and approve it again.", code="state")
+            raise BroadcastError(CHANGED_SINCE_APPROVAL, code="state")
+        before = transaction.savepoint()
         written = _recipients_write(locked, now)
         if written == 0:
             raise BroadcastError(audience_problem(locked, 0) or "The audience is empty.", code="empty")
-        ab = locked.variants.count() > 1
-        Broadcast.objects.filter(pk=locked.pk).update(
-            status=BroadcastStatus.SENDING, started_at=now, recipients_total=written, status_message="",
-            ab_decide_at=now + dt.timedelta(minutes=locked.ab_wait_minutes) if ab else None)
-        audit_record(actor=actor, action="broadcast.started", target=locked,
-                     data={"recipients": written, "schedule": locked.schedule, "ab": ab})
-        broadcast_queue_kick(locked.pk)  # after COMMIT
+        if refused := _growth_problem(locked, written):
+            # The recipients go; the approval is voided in this transaction (committed), so the
+            # Approve button is offered again and an Approver can approve it as it is now.
+            transaction.savepoint_rollback(before)
+            _approval_void(locked, actor, refused, data={"approved_count": locked.approved_count,
+                                                         "audience": written})
+        else:
+            _started(locked, actor, written, now)
+    if refused:
+        raise BroadcastError(refused, code="state")
     broadcast.refresh_from_db()
     return broadcast
+
+
+def _growth_problem(broadcast: Broadcast, written: int) -> str:
+    """Review finding 1: the threshold is checked at approval, but a list can grow after it. Over
+    the threshold now, an approval by someone without the Approver permission does not cover it.
+    An Approver's approval covers growth (no tolerance): the permission has no upper size, and
+    lists legitimately grow between approval and a scheduled send (signups); the audit log and
+    the approval line keep both counts."""
+    threshold = approval_threshold()
+    approver = broadcast.approved_by
+    if written <= threshold or (approver is not None and approver.has_perm("broadcasts.approve_broadcast")):
+        return ""
+    return (f"The audience grew from {broadcast.approved_count} to {written} contacts since its approval, more "
+            f"than {threshold} (BROADCAST_APPROVAL_THRESHOLD): an Approver must approve it.")
+
+
+def _approval_void(broadcast: Broadcast, actor: Any, message: str, data: dict[str, Any]) -> None:
+    Broadcast.objects.filter(pk=broadcast.pk).update(
+        status=BroadcastStatus.DRAFT, approved_fingerprint="", approved_at=None, approved_by=None,
+        status_message=message)
+    audit_record(actor=actor, action="broadcast.approval_voided", target=broadcast, data={**data, "reason": message})
+
+
+def _started(locked: Broadcast, actor: Any, written: int, now: dt.datetime) -> None:
+    """Approved or scheduled -> sending, the queue job kicked after COMMIT."""
+    ab = locked.variants.count() > 1
+    Broadcast.objects.filter(pk=locked.pk).update(
+        status=BroadcastStatus.SENDING, started_at=now, recipients_total=written, status_message="",
+        ab_decide_at=now + dt.timedelta(minutes=locked.ab_wait_minutes) if ab else None)
+    audit_record(actor=actor, action="broadcast.started", target=locked,
+                 data={"recipients": written, "approved_count": locked.approved_count,
+                       "schedule": locked.schedule, "ab": ab})
+    broadcast_queue_kick(locked.pk)  # after COMMIT
 
 
 _HASH = "((r_contact_id * 2654435761) %% 1000)"  # a contact's fixed pseudo-random draw, 0..999 (%% escaped)
@@ -404,14 +484,19 @@ def local_send_time(broadcast: Broadcast, zone: zoneinfo.ZoneInfo, now: dt.datet
     return None if start <= now else start.astimezone(dt.UTC)
 
 
-def _local_times_write(broadcast: Broadcast, now: dt.datetime) -> None:
-    """One UPDATE per country among the recipients (there are at most ~250)."""
-    recipients = BroadcastRecipient.objects.filter(broadcast_id=broadcast.pk)
+def _local_times_write(broadcast: Broadcast, now: dt.datetime,
+                       recipients: QuerySet[BroadcastRecipient] | None = None) -> None:
+    """One UPDATE per country among the recipients (there are at most ~250). `recipients`: only
+    these, recomputed from `now` (review finding 5: the A/B remainder once decided, held messages
+    on resume), so a time computed earlier and passed since is never used outside the window."""
+    fresh = recipients is None
+    if recipients is None:
+        recipients = BroadcastRecipient.objects.filter(broadcast_id=broadcast.pk)
     countries = set(Contact.objects.filter(pk__in=recipients.values("contact_id")).values_list("country", flat=True)
                     .distinct())
     for country in countries:
         when = local_send_time(broadcast, country_zone(country, broadcast.sender.time_zone), now)
-        if when is not None:
+        if when is not None or not fresh:  # fresh rows are NULL already: "at once" needs no write
             recipients.filter(contact_id__in=Contact.objects.filter(country=country).values("pk")).update(send_at=when)
 
 
@@ -510,7 +595,9 @@ def _insert_columns(broadcast: Broadcast, now: dt.datetime) -> tuple[list[str], 
         "template": ("v.template_id", []),
         "revision": ("v.revision_id", []),
         "sender": ("%s", [broadcast.sender_id]),
-        "kind": ("rv.kind", []),
+        # Marketing whatever the revision says (review finding 2): unsubscribes, consent, topics and
+        # caps apply. broadcast_save refuses transactional templates; this also covers older rows.
+        "kind": ("%s", [MessageKind.MARKETING.value]),
         "idempotency_key": ("%s || CAST(r.contact_id AS TEXT)", [broadcast.idempotency_prefix()]),
         "source": ("%s", [broadcast.source]),
         # One cause for the whole broadcast: delivery's fair order lets a workflow's welcome email
@@ -530,6 +617,10 @@ def _insert_columns(broadcast: Broadcast, now: dt.datetime) -> tuple[list[str], 
             expr, values = explicit[field.name]
         elif field.name in ("created_at", "updated_at"):
             expr, values = "%s", [field.get_db_prep_save(now, connection)]
+        elif field.name == "context":
+            # As messages_queue(utm=...) stores it: campaigns/utm.py tags the tracked links (finding 8).
+            utm = utm_clean(broadcast.utm, where=f"broadcast {broadcast.key} utm")
+            expr, values = "%s", [field.get_db_prep_save({"utm": utm} if utm else {}, connection)]
         else:
             expr, values = "%s", [field.get_db_prep_save(field.get_default(), connection)]
         exprs.append(expr)
@@ -590,11 +681,17 @@ def broadcast_pause(*, broadcast: Broadcast, actor: Any, reason: str = "") -> in
 
 
 @transaction.atomic
-def broadcast_resume(*, broadcast: Broadcast, actor: Any) -> int:
-    """Release the held messages (each at its planned time) and go on queueing. Returns how many."""
+def broadcast_resume(*, broadcast: Broadcast, actor: Any, now: dt.datetime | None = None) -> int:
+    """Release the held messages (each at its planned time) and go on queueing. Returns how many.
+    In each contact's time zone, the planned times of what is not sent yet are computed again from
+    now: the window planned may be over (review finding 5)."""
+    now = now or timezone.now()
     locked = Broadcast.objects.select_for_update().get(pk=broadcast.pk)
     if locked.status != BroadcastStatus.PAUSED:
         raise BroadcastError(f"{locked.key} is {locked.status}, not paused.", code="state")
+    if locked.schedule == ScheduleKind.LOCAL and locked.started_at is not None:
+        _local_times_write(locked, now, BroadcastRecipient.objects.filter(broadcast_id=locked.pk).filter(
+            Q(message__isnull=True) | Q(message__status=MessageStatus.DEFERRED, message__reason=HOLD_REASON)))
     back = locked.paused_from or BroadcastStatus.SENDING
     Broadcast.objects.filter(pk=locked.pk).update(status=back, paused_from="", status_message="")
     planned = BroadcastRecipient.objects.filter(message_id=OuterRef("pk")).values("send_at")[:1]
@@ -645,6 +742,8 @@ class VariantStats:
     sent: int
     opens: int
     clicks: int
+    pending: int = 0  # test messages not sent yet and not finished otherwise (still to write, queued, deferred)
+    last_sent_at: dt.datetime | None = None
 
     def rate(self, metric: str) -> float:
         hits = self.opens if metric == AbMetric.OPENS else self.clicks
@@ -652,16 +751,51 @@ class VariantStats:
 
 
 def variant_stats(broadcast: Broadcast) -> list[VariantStats]:
-    """Per variant, over its test group's messages: sent, unique opens, unique clicks."""
+    """Per variant, over its test group's messages: sent, unique opens, unique clicks, how many
+    are still to go and when the last one was sent."""
+    unsent = Q(message__isnull=True) | Q(message__status__in=[*PENDING_STATUSES, MessageStatus.SENDING])
     rows = {r["variant"]: r for r in BroadcastRecipient.objects.filter(
-        broadcast_id=broadcast.pk, message__isnull=False, variant__isnull=False).values("variant").annotate(
+        broadcast_id=broadcast.pk, variant__isnull=False).values("variant").annotate(
         sent=Count("pk", filter=Q(message__sent_at__isnull=False)),
         opens=Count("pk", filter=Q(message__opened_at__isnull=False)),
-        clicks=Count("pk", filter=Q(message__clicked_at__isnull=False)))}
+        clicks=Count("pk", filter=Q(message__clicked_at__isnull=False)),
+        pending=Count("pk", filter=unsent), last_sent_at=Max("message__sent_at"))}
+
+    def get(position: int, name: str) -> Any:
+        return rows.get(position, {}).get(name) or (None if name == "last_sent_at" else 0)
+
     return [VariantStats(v.label, v.position, v.revision_id, v.revision.subject if v.revision else "",
-                         rows.get(v.position, {}).get("sent", 0), rows.get(v.position, {}).get("opens", 0),
-                         rows.get(v.position, {}).get("clicks", 0))
+                         get(v.position, "sent"), get(v.position, "opens"), get(v.position, "clicks"),
+                         get(v.position, "pending"), get(v.position, "last_sent_at"))
             for v in broadcast.variants.select_related("revision").order_by("position")]
+
+
+def ab_leader(stats: list[VariantStats], metric: str) -> VariantStats:
+    """The best rate; on a tie the one with more sent messages, then the earlier variant: the
+    reports' rule (campaigns/reports.py ab_compare), so the decision and its confidence figure
+    name the same leader (review finding 11)."""
+    return max(stats, key=lambda s: (s.rate(metric), s.sent, -s.position))
+
+
+AB_RECHECK = dt.timedelta(minutes=5)  # a decision pushed back for too few sent messages looks again after this
+
+
+def ab_not_ready(broadcast: Broadcast, stats: list[VariantStats], now: dt.datetime) -> tuple[str, dt.datetime | None]:
+    """(why the winner cannot be chosen yet, when to look again); ("", None) when it can. Review
+    finding 4: the wait counts from the last test message sent, and every variant needs
+    `ab_min_sent` sent messages unless none of its test messages is left to send (a small audience,
+    or the rest suppressed: waiting would not add any)."""
+    short = [s for s in stats if s.sent < broadcast.ab_min_sent and s.pending]
+    if short:
+        counts = ", ".join(f"{s.label} {s.sent} ({s.pending} to go)" for s in short)
+        return (f"A/B decision pushed back: fewer than {broadcast.ab_min_sent} test messages sent "
+                f"(ab_min_sent) for {counts}.", now + AB_RECHECK)
+    last = max((s.last_sent_at for s in stats if s.last_sent_at), default=None)
+    due = last + dt.timedelta(minutes=broadcast.ab_wait_minutes) if last else None
+    if due is not None and due > now:
+        return (f"A/B decision pushed back to {due:%Y-%m-%d %H:%M %Z}: {broadcast.ab_wait_minutes} minutes after "
+                f"the last test message was sent ({last:%H:%M:%S %Z}).", due)
+    return "", None
 
 
 def _confidence(stats: list[VariantStats], metric: str) -> dict[str, Any]:
@@ -686,17 +820,29 @@ def _confidence(stats: list[VariantStats], metric: str) -> dict[str, Any]:
 
 def broadcast_ab_decide(*, broadcast: Broadcast, actor: Any = "system", now: dt.datetime | None = None) -> int | None:
     """Choose the winner by its rate of unique opens or clicks (sent messages of its test group;
-    a tie goes to the earlier variant), record the decision with its numbers, and give the rest of
-    the audience the winner. Returns the winner's position; None if not due or already decided."""
+    a tie goes as in ab_leader), record the decision with its numbers, and give the rest of the
+    audience the winner, at local times computed now for a time-zone broadcast. Returns the
+    winner's position; None if not due (pushed back, with the reason on the broadcast and in the
+    audit log, see ab_not_ready) or already decided."""
     now = now or timezone.now()
     with transaction.atomic():
-        locked = Broadcast.objects.select_for_update().filter(
+        locked = Broadcast.objects.select_for_update(of=("self",)).select_related("sender").filter(
             pk=broadcast.pk, status=BroadcastStatus.SENDING, winner__isnull=True).first()
         if locked is None or locked.ab_decide_at is None or locked.ab_decide_at > now:
             return None
         stats = variant_stats(locked)
+        why, later = ab_not_ready(locked, stats, now)
+        if why:
+            Broadcast.objects.filter(pk=locked.pk).update(ab_decide_at=later, status_message=why)
+            if why != locked.status_message:
+                audit_record(actor=actor, action="broadcast.ab_deferred", target=locked,
+                             data={"reason": why, "until": later.isoformat() if later else None})
+            broadcast.refresh_from_db()
+            return None
         metric = locked.ab_metric
-        best = max(stats, key=lambda s: (s.rate(metric), -s.position))
+        confidence = _confidence(stats, metric)
+        # The z-test's leader when it names one (the same rule; this keeps them one even if it changes).
+        best = next((s for s in stats if s.label == confidence.get("leader")), None) or ab_leader(stats, metric)
         runner = max((s for s in stats if s is not best), key=lambda s: s.rate(metric), default=None)
         decision = {
             "metric": metric, "decided_at": now.isoformat(), "winner": best.label,
@@ -704,11 +850,14 @@ def broadcast_ab_decide(*, broadcast: Broadcast, actor: Any = "system", now: dt.
                           "unique_opens": s.opens, "unique_clicks": s.clicks, "rate": round(s.rate(metric), 4)}
                          for s in stats],
             "difference": round(best.rate(metric) - runner.rate(metric), 4) if runner else None,
-            **_confidence(stats, metric),
+            **confidence,
         }
-        Broadcast.objects.filter(pk=locked.pk).update(winner=best.position, decision=decision)
-        rest = BroadcastRecipient.objects.filter(broadcast_id=locked.pk, variant__isnull=True).update(
-            variant=best.position)
+        Broadcast.objects.filter(pk=locked.pk).update(winner=best.position, decision=decision, status_message="")
+        remainder = BroadcastRecipient.objects.filter(broadcast_id=locked.pk, variant__isnull=True,
+                                                      message__isnull=True)
+        if locked.schedule == ScheduleKind.LOCAL:
+            _local_times_write(locked, now, remainder)  # the times planned at start may be past (finding 5)
+        rest = remainder.update(variant=best.position)
         decision["rest"] = rest
         Broadcast.objects.filter(pk=locked.pk).update(decision=decision)
         audit_record(actor=actor, action="broadcast.ab_decided", target=locked, data=decision)

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db
 
 def form_data(**fields: Any) -> dict[str, Any]:
     data = {"key": "spring", "name": "Spring update", "schedule": "now", "test_share": "20", "ab_metric": "opens",
-            "ab_wait_minutes": "240", "variants-TOTAL_FORMS": "1", "variants-INITIAL_FORMS": "0",
+            "ab_wait_minutes": "240", "ab_min_sent": "100", "variants-TOTAL_FORMS": "1", "variants-INITIAL_FORMS": "0",
             "variants-MIN_NUM_FORMS": "1", "variants-MAX_NUM_FORMS": "4"}
     return {**data, **fields}
 

@@ -21,6 +21,7 @@ from broadcasts.services import (
     broadcast_progress,
     broadcast_queue,
     broadcast_resume,
+    broadcast_save,
     broadcast_send,
     broadcast_warnings,
     broadcasts_tick,
@@ -141,6 +142,9 @@ def test_a_schedule_in_the_past_is_refused_and_a_future_one_starts_when_due(stag
     # a time in the future schedules it; the tick starts it once due, not before
     later = timezone.now() + dt.timedelta(hours=2)
     type(broadcast).objects.filter(pk=broadcast.pk).update(send_at=later)
+    broadcast.refresh_from_db()
+    # the schedule is part of the approval (review finding 9): saved, it is approved again
+    broadcast = approve(broadcast_save(broadcast=broadcast, actor=None))
     broadcast_send(broadcast=broadcast, actor=None)
     assert broadcast.status == BroadcastStatus.SCHEDULED
     assert broadcasts_tick()["started"] == 0
