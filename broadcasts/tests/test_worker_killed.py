@@ -4,10 +4,6 @@ goes twice, and the sweepers (delivery's and broadcasts_tick) finish the rest.""
 from __future__ import annotations
 
 import datetime as dt
-import os
-import subprocess
-import sys
-import time
 from collections import Counter
 
 import pytest
@@ -18,7 +14,7 @@ from broadcasts.services import broadcast_messages, broadcast_send, broadcasts_t
 from broadcasts.tests.conftest import approve, make_broadcast, make_contacts, work
 from campaigns.delivery import delivery_run, delivery_sweep
 from campaigns.models import MessageStatus
-from campaigns.tests.test_worker_killed import ROOT, database_url, kill_tree
+from core.testing.workers import kill_when, worker_process
 
 
 @pytest.mark.slow
@@ -29,24 +25,12 @@ def test_a_worker_killed_mid_broadcast_repeats_at_most_the_message_in_flight(sta
     broadcast = approve(make_broadcast(staged_sender, contacts))
     sink.state.received.clear()
     sink.state.delay = 0.05
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "DATABASE_URL": database_url(),
-           "DEBUG": "true", "ENV_FILE": ""}
-    worker = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "worker", "default", "delivery"], env=env,
-                              start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with worker_process("default", "delivery") as worker:
         # when it is sent (its queue job and the delivery jobs go to that worker)
         broadcast_send(broadcast=broadcast, actor=None)
-        deadline = time.monotonic() + 60
-        while len(sink.received) < 10 and time.monotonic() < deadline:
-            assert worker.poll() is None, "worker died on its own"
-            time.sleep(0.02)
-        assert 10 <= len(sink.received) < 60, "too late to kill mid-send"
-        # and the worker and its work horse are killed
-        kill_tree(worker.pid)
-        worker.wait()
-    finally:
-        if worker.poll() is None:
-            kill_tree(worker.pid)
+        # and the worker and its work horse are killed mid-send
+        kill_when(worker, lambda: len(sink.received) >= 10)
+    assert 10 <= len(sink.received) < 60, "too late to kill mid-send"
     # then the sweepers give the claims back and kick the broadcast, and delivery finishes it
     sink.state.delay = 0
     assert delivery_sweep(now=timezone.now() + dt.timedelta(hours=1))["requeued"] >= 1

@@ -3,43 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from campaigns.delivery import delivery_run, delivery_sweep
 from campaigns.models import Message, MessageStatus
 from campaigns.services import QueueItem, messages_queue
 from campaigns.tests.conftest import make_contact
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def database_url() -> str:
-    settings = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{settings['NAME']}"
-    return f"postgres://{settings['USER']}@{settings['HOST']}:{settings['PORT']}/{settings['NAME']}"
-
-
-def kill_tree(pid: int) -> None:
-    """SIGKILL a worker and its work horse: RQ puts the horse in a process group of its own, so
-    killing the worker's group alone would leave the horse sending (as a container stop would not)."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    for child in children:
-        try:
-            os.killpg(int(child), signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    os.killpg(pid, signal.SIGKILL)
+from core.testing.workers import kill_when, worker_process
 
 
 @pytest.mark.slow
@@ -48,23 +21,11 @@ def test_a_killed_worker_loses_nothing_and_repeats_at_most_the_message_in_flight
     # given 60 queued messages and a slow mailbox server (so the kill lands mid-batch)
     sink.state.delay = 0.05
     contacts = [make_contact(f"k{i}@example.com") for i in range(60)]
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "DATABASE_URL": database_url(),
-           "DEBUG": "true", "ENV_FILE": ""}
-    worker = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "worker", "delivery"], env=env,
-                              start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with worker_process("delivery") as worker:
         messages_queue(template=template, items=[QueueItem(c.pk, f"burst:{c.pk}") for c in contacts])
-        deadline = time.monotonic() + 60
-        while len(sink.received) < 10 and time.monotonic() < deadline:
-            assert worker.poll() is None, "worker died on its own"
-            time.sleep(0.02)
-        assert 10 <= len(sink.received) < 60, "too late to kill mid-batch"
-        # when the worker and its work horse are killed
-        kill_tree(worker.pid)
-        worker.wait()
-    finally:
-        if worker.poll() is None:
-            kill_tree(worker.pid)
+        # when the worker and its work horse are killed mid-batch
+        kill_when(worker, lambda: len(sink.received) >= 10)
+    assert 10 <= len(sink.received) < 60, "too late to kill mid-batch"
     sent_before_kill = len(sink.received)
     in_flight = Message.objects.filter(status=MessageStatus.SENDING).count()
     assert in_flight > 0  # the rest of the batch was still claimed

@@ -12,7 +12,6 @@ import logging
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,6 @@ from campaigns.delivery import delivery_run, delivery_sweep
 from campaigns.models import Message, MessageStatus
 from campaigns.services import QueueItem, messages_queue
 from campaigns.tests.conftest import make_contact, make_template
-from campaigns.tests.test_worker_killed import database_url, kill_tree
 from conftest import make_user
 from contacts.apikeys import api_key_create
 from contacts.models import Event
@@ -44,6 +42,7 @@ from core.logs import CorrelationFilter, JsonFormatter, correlation_scope
 from core.management.commands.worker import InProcessWorker
 from core.queues import get_connection, get_queue
 from core.testing.otlp_sink import OtlpSink
+from core.testing.workers import kill_when, worker_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -286,23 +285,11 @@ def test_a_killed_workers_retry_is_a_new_span_in_the_same_trace(
     assert set(Message.objects.values_list("correlation_id", flat=True)) == {trace_id}
     # and a worker process that exports its spans over OTLP to a loopback receiver
     with OtlpSink() as collector:
-        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "DATABASE_URL": database_url(),
-               "DEBUG": "true", "ENV_FILE": "", "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
-               "OTEL_BSP_SCHEDULE_DELAY": "50"}
-        worker = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "worker", "delivery"], env=env,
-                                  start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:  # (messages_queue kicked a delivery job after COMMIT)
-            deadline = time.monotonic() + 60
-            while (len(sink.received) < 10 or not collector.spans()) and time.monotonic() < deadline:
-                assert worker.poll() is None, "worker died on its own"
-                time.sleep(0.02)
-            assert 10 <= len(sink.received) < 60, "too late to kill mid-batch"
+        otlp = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, "OTEL_BSP_SCHEDULE_DELAY": "50"}
+        with worker_process("delivery", env=otlp) as worker:  # (messages_queue kicked a delivery job)
             # when the worker is killed mid-batch
-            kill_tree(worker.pid)
-            worker.wait()
-        finally:
-            if worker.poll() is None:
-                kill_tree(worker.pid)
+            kill_when(worker, lambda: len(sink.received) >= 10 and bool(collector.spans()))
+        assert 10 <= len(sink.received) < 60, "too late to kill mid-batch"
         before_kill = [s for s in collector.spans() if s.name == "message.send"]
     # then what it sent before dying is in the request's trace, under the request's span
     assert before_kill
