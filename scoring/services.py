@@ -322,6 +322,12 @@ def _mql_update(contact_ids: list[int], now: dt.datetime) -> set[int]:
               correlation_id=correlation_for_contact(cid))  # the event that lifted the score, if any
         for cid, score, grade in became
     ], ignore_conflicts=True)
+    if became:
+        # A job processes these events after COMMIT (workflows triggered on becoming an MQL):
+        # created inside a batch, they would otherwise wait for the next unrelated event's job or
+        # the sweeper (minutes, and at the end of a burst there is no next event).
+        from contacts.pipeline import events_kick
+        transaction.on_commit(events_kick)
     for cid, score, grade in became:
         audit_record(actor="scoring", action="contact.became_mql", target=("contacts.contact", cid),
                      data={"score": score, "grade": grade, "threshold": threshold})
