@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import sys
 import time
@@ -37,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import Services, manage, process, sql  # noqa: E402
 from core.testing.pgcluster import free_port  # noqa: E402
+from core.testing.workers import kill_tree  # noqa: E402
 
 QUEUE_TARGET_SECONDS = 10.0
 LIMITED_TARGET, RAW_TARGET = 0.90, 0.75
@@ -212,16 +212,6 @@ print(sent, time.perf_counter() - start)
 """
 
 
-def kill_horses(pid: int) -> None:
-    """SIGKILL the worker and its work horse (RQ gives the horse a process group of its own)."""
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        try:
-            os.killpg(int(child), signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    os.killpg(pid, signal.SIGKILL)
-
-
 def killed_run(services: Services, sink_log: Path, key: str, contacts: int) -> dict[str, Any]:
     import subprocess
 
@@ -233,11 +223,11 @@ def killed_run(services: Services, sink_log: Path, key: str, contacts: int) -> d
         shell(services.env, f"send({key!r})")
         wait_for(f"{key}: 20 % sent", lambda: len(arrivals(sink_log, message_ids(services.db_url, key)))
                  >= contacts // 5, 300)
-        kill_horses(worker.pid)
+        kill_tree(worker.pid)
         worker.wait()
     finally:
         if worker.poll() is None:
-            kill_horses(worker.pid)
+            kill_tree(worker.pid)
     at_kill = len(arrivals(sink_log, message_ids(services.db_url, key)))
     swept = json.loads(shell(services.env, "sweep()").strip().splitlines()[-1])
     argv = [sys.executable, str(ROOT / "manage.py"), "worker", "default", "delivery"]
